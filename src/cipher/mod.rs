@@ -1,0 +1,1 @@
+//! File encryption in Elastic Transcoder's formats (placeholder being written).

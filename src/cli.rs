@@ -1,0 +1,299 @@
+//! The `keybroker` command line: `serve`, and client subcommands that talk
+//! to a running broker and print ET's own JSON.
+//!
+//! Client subcommands print wrapped keys only; key material a user passes in
+//! is read from a file or stdin, never from the command line (where `ps`
+//! would show it).
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::{Config, KmsBackend, LogFormat};
+use crate::keys::EncryptionText;
+use crate::pb;
+use crate::pb::key_broker_client::KeyBrokerClient;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "keybroker", version, about = "Key-custody broker for encrypted Elastic Transcoder jobs")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Ask a running broker for a fresh wrapped data key; prints ET's
+    /// `Encryption` JSON.
+    IssueKey(IssueKeyArgs),
+    /// Have a running broker wrap key material you must use; prints ET's
+    /// `Encryption` JSON.
+    WrapKey(WrapKeyArgs),
+}
+
+/// `keybroker serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Development mode: local keyring, plaintext gRPC on loopback only.
+    #[arg(long)]
+    pub dev: bool,
+    /// Listen address (default 127.0.0.1:50051).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// KMS backend.
+    #[arg(long, value_enum)]
+    pub kms: Option<KmsBackend>,
+    /// The KMS key used when a request names none.
+    #[arg(long, value_name = "ID")]
+    pub kms_key_id: Option<String>,
+    /// Let plaintext keys leave the broker (return_plaintext, UnwrapKey).
+    #[arg(long)]
+    pub allow_plaintext_export: bool,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Which service will decrypt the key.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ContextArg {
+    /// Elastic Transcoder.
+    ElasticTranscoder,
+    /// AWS Elemental MediaConvert.
+    Mediaconvert,
+}
+
+impl ContextArg {
+    fn to_proto(self) -> i32 {
+        match self {
+            ContextArg::ElasticTranscoder => pb::ServiceContext::ElasticTranscoder as i32,
+            ContextArg::Mediaconvert => pb::ServiceContext::Mediaconvert as i32,
+        }
+    }
+}
+
+/// Where the broker is.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The broker's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "KEYBROKER_ADDR")]
+    pub addr: String,
+}
+
+/// `keybroker issue-key`.
+#[derive(Debug, Args)]
+pub struct IssueKeyArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// KMS key id, ARN or alias (default: the server's).
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub kms_key_id: String,
+    /// 128, 192 or 256.
+    #[arg(long, default_value_t = 256)]
+    pub key_bits: u32,
+    /// aes-cbc-pkcs7, aes-ctr or aes-gcm.
+    #[arg(long, default_value = "aes-cbc-pkcs7")]
+    pub mode: String,
+    /// The service that will decrypt the key.
+    #[arg(long, value_enum, default_value = "elastic-transcoder")]
+    pub context: ContextArg,
+}
+
+/// `keybroker wrap-key`.
+#[derive(Debug, Args)]
+pub struct WrapKeyArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// File holding the key: 16, 24 or 32 raw bytes, or their hex. `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// The 16-byte IV the data is encrypted with, as hex (default: a fresh one).
+    #[arg(long, value_name = "HEX")]
+    pub iv_hex: Option<String>,
+    /// KMS key id, ARN or alias (default: the server's).
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub kms_key_id: String,
+    /// aes-cbc-pkcs7, aes-ctr or aes-gcm.
+    #[arg(long, default_value = "aes-cbc-pkcs7")]
+    pub mode: String,
+    /// The service that will decrypt the key.
+    #[arg(long, value_enum, default_value = "elastic-transcoder")]
+    pub context: ContextArg,
+}
+
+/// A command-line failure, printed on stderr with exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The broker answered with an error.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Rpc(#[from] tonic::Status),
+    /// The broker could not be reached.
+    #[error("cannot reach the broker: {0}")]
+    Connect(String),
+    /// A local file or input problem.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Runs the parsed command.
+///
+/// # Errors
+/// [`CliError`] with a message for the user.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::IssueKey(args) => issue_key(args).await,
+        Command::WrapKey(args) => wrap_key(args).await,
+    }
+}
+
+/// The configuration `serve` would run with: file, environment, then flags.
+///
+/// # Errors
+/// [`CliError::Config`].
+pub fn serve_config(args: &ServeArgs) -> Result<Config, CliError> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(kms) = args.kms {
+        config.kms.backend = kms;
+    }
+    if let Some(id) = &args.kms_key_id {
+        config.kms.default_key_id = Some(id.clone());
+    }
+    if args.allow_plaintext_export {
+        config.allow_plaintext_export = true;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    if args.dev || config.dev {
+        config.apply_dev();
+        if let Some(kms) = args.kms {
+            config.kms.backend = kms;
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let config = serve_config(&args)?;
+    crate::telemetry::init(config.log.format, &config.log.filter);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| CliError::Input(format!("cannot listen on {}: {e}", config.listen)))?;
+    crate::server::run(listener, config, crate::server::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Connects to the broker at `addr` (`host:port` or an `http(s)://` URL).
+///
+/// # Errors
+/// [`CliError::Connect`].
+pub async fn connect(addr: &str) -> Result<KeyBrokerClient<Channel>, CliError> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = Endpoint::from_shared(url)
+        .map_err(|e| CliError::Connect(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| CliError::Connect(crate::cloud::error_chain(&e)))?;
+    Ok(KeyBrokerClient::new(channel))
+}
+
+fn print_encryption(block: Option<pb::Encryption>) -> Result<(), CliError> {
+    let block = block.ok_or_else(|| CliError::Input("the broker answered no encryption block".to_owned()))?;
+    let text = EncryptionText {
+        mode: block.mode,
+        key: block.key,
+        key_md5: block.key_md5,
+        initialization_vector: block.initialization_vector,
+    };
+    let json = serde_json::to_string_pretty(&text).map_err(|e| CliError::Input(e.to_string()))?;
+    println!("{json}");
+    Ok(())
+}
+
+async fn issue_key(args: IssueKeyArgs) -> Result<(), CliError> {
+    let mut client = connect(&args.client.addr).await?;
+    let response = client
+        .issue_data_key(pb::IssueDataKeyRequest {
+            kms_key_id: args.kms_key_id,
+            key_bits: args.key_bits,
+            mode: args.mode,
+            return_plaintext: false,
+            context: args.context.to_proto(),
+        })
+        .await?
+        .into_inner();
+    eprintln!("kms_key_arn: {}", response.kms_key_arn);
+    print_encryption(response.encryption)
+}
+
+/// Reads key material from a file (or `-` for stdin): raw bytes, or hex text.
+fn read_key_material(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
+    let mut raw = zeroize::Zeroizing::new(Vec::with_capacity(128));
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_end(&mut raw)
+            .map_err(|e| CliError::Input(format!("stdin: {e}")))?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut raw))
+            .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    }
+    if matches!(raw.len(), 16 | 24 | 32) {
+        return Ok(raw);
+    }
+    let text = std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
+    match hex::decode(text) {
+        Ok(bytes) => Ok(zeroize::Zeroizing::new(bytes)),
+        Err(_) => Err(CliError::Input(format!(
+            "{}: must hold 16, 24 or 32 raw bytes, or their hex",
+            path.display()
+        ))),
+    }
+}
+
+async fn wrap_key(args: WrapKeyArgs) -> Result<(), CliError> {
+    let key = read_key_material(&args.key_file)?;
+    let iv = match &args.iv_hex {
+        Some(text) => hex::decode(text).map_err(|_| CliError::Input("--iv-hex: must be hex".to_owned()))?,
+        None => Vec::new(),
+    };
+    let mut client = connect(&args.client.addr).await?;
+    let response = client
+        .wrap_key(pb::WrapKeyRequest {
+            kms_key_id: args.kms_key_id,
+            plaintext_key: key.to_vec(),
+            mode: args.mode,
+            context: args.context.to_proto(),
+            initialization_vector: iv,
+        })
+        .await?
+        .into_inner();
+    eprintln!("kms_key_arn: {}", response.kms_key_arn);
+    print_encryption(response.encryption)
+}

@@ -1,0 +1,268 @@
+//! Server configuration: a TOML file, then `KEYBROKER_*` environment
+//! variables, then command-line flags, each overriding the one before.
+//!
+//! Owns defaults and the checks that make a configuration safe to start with.
+//! It holds no secrets (the local master key lives in its own file), so it may
+//! be logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyMd5Source;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable did not parse.
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value broke a rule.
+    #[error("configuration: {key}: {rule}")]
+    Invalid {
+        /// The configuration key.
+        key: &'static str,
+        /// The rule it broke.
+        rule: String,
+    },
+}
+
+/// Everything `keybroker serve` needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// Development mode: the local keyring, plaintext gRPC, loopback only.
+    pub dev: bool,
+    /// Whether plaintext keys may leave the broker (`return_plaintext`,
+    /// `UnwrapKey`, `DecryptObject`). Off by default.
+    pub allow_plaintext_export: bool,
+    /// How long in-flight calls may run after SIGTERM/SIGINT, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Logging.
+    pub log: LogConfig,
+    /// Key wrapping.
+    pub kms: KmsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            dev: false,
+            allow_plaintext_export: false,
+            shutdown_grace_secs: 10,
+            log: LogConfig::default(),
+            kms: KmsConfig::default(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `keybroker=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which KMS wraps keys.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsBackend {
+    /// AWS KMS through aws-sdk-kms.
+    Aws,
+    /// The embedded keyring (Elastic Transcoder cannot decrypt its keys).
+    Local,
+}
+
+/// Key wrapping settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KmsConfig {
+    /// `aws` or `local`.
+    pub backend: KmsBackend,
+    /// The key used when a request names none.
+    pub default_key_id: Option<String>,
+    /// What `KeyMd5` digests: `plaintext` (default) or `ciphertext`.
+    pub key_md5: KeyMd5Source,
+    /// The AWS region; unset: the SDK's region chain.
+    pub region: Option<String>,
+    /// The deadline of one KMS operation, retries included, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// The deadline of one attempt, in milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// The TCP connect timeout, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Attempts per operation (1 = no retry); retries back off exponentially.
+    pub max_attempts: u32,
+    /// The local keyring.
+    pub local: LocalKmsConfig,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        KmsConfig {
+            backend: KmsBackend::Aws,
+            default_key_id: None,
+            key_md5: KeyMd5Source::Plaintext,
+            region: None,
+            call_timeout_ms: 5_000,
+            attempt_timeout_ms: 2_000,
+            connect_timeout_ms: 1_000,
+            max_attempts: 3,
+            local: LocalKmsConfig::default(),
+        }
+    }
+}
+
+impl KmsConfig {
+    /// The deadline of one KMS operation.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+/// The embedded keyring's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalKmsConfig {
+    /// The 32-byte master key file, created with mode 0600 if missing.
+    pub master_key_file: PathBuf,
+}
+
+impl Default for LocalKmsConfig {
+    fn default() -> Self {
+        LocalKmsConfig {
+            master_key_file: PathBuf::from(".keybroker/master.key"),
+        }
+    }
+}
+
+/// The key id `--dev` uses when none is configured.
+pub const DEV_DEFAULT_KEY_ID: &str = "alias/keybroker-dev";
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `KEYBROKER_*` variables
+    /// (nested keys joined by `__`, e.g. `KEYBROKER_KMS__BACKEND=local`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] naming the bad key or file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    rule: format!("{} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("KEYBROKER_").split("__"));
+        figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// Applies `--dev`: the local keyring, a default key, loopback only.
+    pub fn apply_dev(&mut self) {
+        self.dev = true;
+        self.kms.backend = KmsBackend::Local;
+        if self.kms.default_key_id.is_none() {
+            self.kms.default_key_id = Some(DEV_DEFAULT_KEY_ID.to_owned());
+        }
+    }
+
+    /// Checks the rules no single field can check alone.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dev && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                rule: format!(
+                    "--dev serves plaintext gRPC and listens on loopback only; {} is not a loopback address",
+                    self.listen
+                ),
+            });
+        }
+        if self.kms.max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                key: "kms.max_attempts",
+                rule: "must be at least 1".to_owned(),
+            });
+        }
+        if self.kms.call_timeout_ms == 0 || self.kms.attempt_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "kms.call_timeout_ms",
+                rule: "timeouts must be greater than 0".to_owned(),
+            });
+        }
+        if let Some(id) = &self.kms.default_key_id {
+            crate::kms::KmsKeyId::parse(id, "kms.default_key_id").map_err(|e| ConfigError::Invalid {
+                key: "kms.default_key_id",
+                rule: e.rule,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/keybroker.example.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.kms.backend, KmsBackend::Aws);
+    }
+
+    #[test]
+    fn dev_refuses_a_non_loopback_listen_address() {
+        let mut config = Config {
+            listen: "0.0.0.0:50051".parse().unwrap(),
+            ..Config::default()
+        };
+        config.apply_dev();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten_adress = 3\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+}

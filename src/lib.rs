@@ -1,0 +1,35 @@
+//! keybroker: the key-custody boundary for encrypted media transcoding.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, `KEYBROKER_*` variables and flags.
+//! - [`telemetry`]: structured logs.
+//! - [`server`]: startup, health, reflection, shutdown.
+//! - [`api`]: the tonic service; protobuf in, domain out.
+//! - [`broker`]: issuing, wrapping and unwrapping keys (the custody domain).
+//! - [`keys`]: data keys, IVs and digests; the only place plaintext lives.
+//! - [`kms`]: KMS backends (`aws`, `local`) behind one trait.
+//! - [`cipher`]: file encryption in ET's formats (CBC, CTR, GCM), streaming.
+//! - [`fingerprint`]: keyed hashes that name wrapped keys in logs.
+//! - [`cloud`]: the shared AWS SDK configuration.
+//! - [`cli`]: the `keybroker` command line, server and client subcommands.
+
+pub mod api;
+pub mod broker;
+pub mod cipher;
+pub mod cli;
+pub mod cloud;
+pub mod config;
+pub mod fingerprint;
+pub mod keys;
+pub mod kms;
+pub mod server;
+pub mod telemetry;
+
+/// The generated `keybroker.v1` protobuf and gRPC code.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("keybroker.v1");
+
+    /// The encoded descriptors of `keybroker.v1`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("keybroker_descriptor");
+}
