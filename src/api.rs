@@ -57,11 +57,7 @@ pub fn parse_context(value: i32, field: &str) -> Result<ServiceContext, KeyError
 /// # Errors
 /// [`BrokerError::KeyId`] naming `field`.
 pub fn parse_optional_key_id(text: &str, field: &str) -> Result<Option<KmsKeyId>, BrokerError> {
-    if text.is_empty() {
-        Ok(None)
-    } else {
-        Ok(Some(KmsKeyId::parse(text, field)?))
-    }
+    if text.is_empty() { Ok(None) } else { Ok(Some(KmsKeyId::parse(text, field)?)) }
 }
 
 /// The proto form of a block.
@@ -80,10 +76,7 @@ fn issued_response(issued: IssuedKey) -> pb::IssueDataKeyResponse {
         encryption: Some(encryption_to_proto(&issued.block)),
         kms_key_arn: issued.key_arn,
         // Only present when asked and allowed; prost needs an owned copy.
-        plaintext_key: issued
-            .plaintext
-            .map(|key| key.expose_secret().to_vec())
-            .unwrap_or_default(),
+        plaintext_key: issued.plaintext.map(|key| key.expose_secret().to_vec()).unwrap_or_default(),
         key_fingerprint: issued.fingerprint,
     }
 }
@@ -147,10 +140,8 @@ impl KeyBroker for Api {
         let req = request.into_inner();
         // Refuse before parsing anything else: a denied call learns nothing.
         self.broker.check_plaintext_export("UnwrapKey")?;
-        let block = req
-            .encryption
-            .ok_or_else(|| KeyError::invalid("encryption", "required"))
-            .map_err(BrokerError::from)?;
+        let block =
+            req.encryption.ok_or_else(|| KeyError::invalid("encryption", "required")).map_err(BrokerError::from)?;
         let parsed = parse_unwrap(&block, req.context, &req.kms_key_id)?;
         let iv = if block.initialization_vector.is_empty() {
             Vec::new()

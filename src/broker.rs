@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use crate::fingerprint::Fingerprinter;
 use crate::keys::{
-    DataKey, EncryptionBlock, EncryptionMode, Iv16, KeyBits, KeyError, KeyMd5Source, ServiceContext,
-    WrappedKey, md5_of,
+    DataKey, EncryptionBlock, EncryptionMode, Iv16, KeyBits, KeyError, KeyMd5Source, ServiceContext, WrappedKey, md5_of,
 };
 use crate::kms::{Kms, KmsError, KmsErrorKind, KmsKeyId};
 
@@ -141,11 +140,7 @@ pub struct Broker {
 impl Broker {
     /// A broker over `kms`.
     pub fn new(kms: Arc<dyn Kms>, settings: BrokerSettings, fingerprints: Fingerprinter) -> Self {
-        Broker {
-            kms,
-            settings,
-            fingerprints,
-        }
+        Broker { kms, settings, fingerprints }
     }
 
     /// The server's settings.
@@ -163,17 +158,11 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::PlaintextExportDenied`].
     pub fn check_plaintext_export(&self, what: &'static str) -> Result<(), BrokerError> {
-        if self.settings.allow_plaintext_export {
-            Ok(())
-        } else {
-            Err(BrokerError::PlaintextExportDenied { what })
-        }
+        if self.settings.allow_plaintext_export { Ok(()) } else { Err(BrokerError::PlaintextExportDenied { what }) }
     }
 
     fn key_or_default(&self, key_id: Option<KmsKeyId>) -> Result<KmsKeyId, BrokerError> {
-        key_id
-            .or_else(|| self.settings.default_key.clone())
-            .ok_or(BrokerError::NoDefaultKey)
+        key_id.or_else(|| self.settings.default_key.clone()).ok_or(BrokerError::NoDefaultKey)
     }
 
     /// Draws a fresh key and IV and has KMS wrap the key.
@@ -224,12 +213,7 @@ impl Broker {
         let key_md5 = self.settings.key_md5.digest(key, &wrapped.key);
         let fingerprint = self.fingerprints.of(&wrapped.key);
         Ok(IssuedKey {
-            block: EncryptionBlock {
-                mode,
-                wrapped: wrapped.key,
-                key_md5,
-                iv,
-            },
+            block: EncryptionBlock { mode, wrapped: wrapped.key, key_md5, iv },
             key_arn: wrapped.key_arn,
             plaintext: None,
             fingerprint,
@@ -244,10 +228,7 @@ impl Broker {
     /// [`BrokerError`]: KMS failure, KeyMd5 mismatch.
     pub async fn open(&self, request: UnwrapRequest, md5_field: &str) -> Result<UnwrappedKey, BrokerError> {
         let unwrapped = self
-            .with_deadline(
-                "Decrypt",
-                self.kms.unwrap(request.key_id.as_ref(), &request.wrapped, request.context),
-            )
+            .with_deadline("Decrypt", self.kms.unwrap(request.key_id.as_ref(), &request.wrapped, request.context))
             .await?;
         if let Some(expected) = request.key_md5 {
             let actual = match self.settings.key_md5 {
@@ -255,9 +236,7 @@ impl Broker {
                 KeyMd5Source::Ciphertext => md5_of(request.wrapped.as_bytes()),
             };
             if actual != expected {
-                return Err(BrokerError::KeyMd5Mismatch {
-                    field: md5_field.to_owned(),
-                });
+                return Err(BrokerError::KeyMd5Mismatch { field: md5_field.to_owned() });
             }
         }
         Ok(UnwrappedKey {

@@ -110,14 +110,28 @@ pub struct IssueKeyArgs {
     pub context: ContextArg,
 }
 
+/// How a key file is written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyEncoding {
+    /// Hex digits (surrounding whitespace ignored).
+    Hex,
+    /// Standard base64 (surrounding whitespace ignored).
+    Base64,
+    /// The bytes themselves.
+    Raw,
+}
+
 /// `keybroker wrap-key`.
 #[derive(Debug, Args)]
 pub struct WrapKeyArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// File holding the key: 16, 24 or 32 raw bytes, or their hex. `-` reads stdin.
+    /// File holding the key (16, 24 or 32 bytes). `-` reads stdin.
     #[arg(long, value_name = "FILE")]
     pub key_file: PathBuf,
+    /// How the key file is written: `hex` (as `openssl rand -hex 32` writes), `base64` or `raw` bytes.
+    #[arg(long, value_enum, default_value = "hex")]
+    pub key_encoding: KeyEncoding,
     /// The 16-byte IV the data is encrypted with, as hex (default: a fresh one).
     #[arg(long, value_name = "HEX")]
     pub iv_hex: Option<String>,
@@ -210,11 +224,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
 /// # Errors
 /// [`CliError::Connect`].
 pub async fn connect(addr: &str) -> Result<KeyBrokerClient<Channel>, CliError> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
+    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let channel = Endpoint::from_shared(url)
         .map_err(|e| CliError::Connect(e.to_string()))?
         .connect()
@@ -252,33 +262,29 @@ async fn issue_key(args: IssueKeyArgs) -> Result<(), CliError> {
     print_encryption(response.encryption)
 }
 
-/// Reads key material from a file (or `-` for stdin): raw bytes, or hex text.
-fn read_key_material(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
+/// Reads key material from a file (or `-` for stdin) in `encoding`.
+fn read_key_material(path: &Path, encoding: KeyEncoding) -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
     let mut raw = zeroize::Zeroizing::new(Vec::with_capacity(128));
     if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_end(&mut raw)
-            .map_err(|e| CliError::Input(format!("stdin: {e}")))?;
+        std::io::stdin().read_to_end(&mut raw).map_err(|e| CliError::Input(format!("stdin: {e}")))?;
     } else {
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut raw))
             .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     }
-    if matches!(raw.len(), 16 | 24 | 32) {
-        return Ok(raw);
-    }
-    let text = std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
-    match hex::decode(text) {
-        Ok(bytes) => Ok(zeroize::Zeroizing::new(bytes)),
-        Err(_) => Err(CliError::Input(format!(
-            "{}: must hold 16, 24 or 32 raw bytes, or their hex",
-            path.display()
-        ))),
-    }
+    let text = || std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
+    let decoded = match encoding {
+        KeyEncoding::Raw => return Ok(raw),
+        KeyEncoding::Hex => hex::decode(text()).ok(),
+        KeyEncoding::Base64 => crate::keys::decode_base64(text(), "key").ok(),
+    };
+    decoded
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| CliError::Input(format!("{}: not valid {encoding:?} key material", path.display())))
 }
 
 async fn wrap_key(args: WrapKeyArgs) -> Result<(), CliError> {
-    let key = read_key_material(&args.key_file)?;
+    let key = read_key_material(&args.key_file, args.key_encoding)?;
     let iv = match &args.iv_hex {
         Some(text) => hex::decode(text).map_err(|_| CliError::Input("--iv-hex: must be hex".to_owned()))?,
         None => Vec::new(),

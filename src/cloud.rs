@@ -12,6 +12,12 @@ use crate::config::KmsConfig;
 /// Loads the SDK configuration the way the AWS CLI does (environment,
 /// profile, IMDS; `AWS_ENDPOINT_URL*` honoured), with the broker's deadlines.
 pub async fn load_sdk_config(kms: &KmsConfig) -> aws_config::SdkConfig {
+    sdk_config_loader(kms).load().await
+}
+
+/// The loader behind [`load_sdk_config`], for callers (tests, tools) that
+/// add an endpoint or credentials of their own before loading.
+pub fn sdk_config_loader(kms: &KmsConfig) -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
@@ -29,7 +35,7 @@ pub async fn load_sdk_config(kms: &KmsConfig) -> aws_config::SdkConfig {
     if let Some(region) = &kms.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
-    loader.load().await
+    loader
 }
 
 /// An error and its causes on one line, for server logs and messages.

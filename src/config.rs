@@ -75,10 +75,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            filter: "info".to_owned(),
-        }
+        LogConfig { format: LogFormat::Text, filter: "info".to_owned() }
     }
 }
 
@@ -159,10 +156,23 @@ pub struct LocalKmsConfig {
 
 impl Default for LocalKmsConfig {
     fn default() -> Self {
-        LocalKmsConfig {
-            master_key_file: PathBuf::from(".keybroker/master.key"),
-        }
+        LocalKmsConfig { master_key_file: PathBuf::from(".keybroker/master.key") }
     }
+}
+
+/// The configuration's top-level keys: other `KEYBROKER_*` variables (such
+/// as the clients' `KEYBROKER_ADDR`) are not configuration.
+const TOP_LEVEL_KEYS: &[&str] = &["listen", "dev", "allow_plaintext_export", "shutdown_grace_secs", "log", "kms"];
+
+/// Whether a `KEYBROKER_*` variable (prefix stripped, any case, nesting
+/// written `__` or already split to `.`) names a configuration key.
+fn is_configuration_key(key: &str) -> bool {
+    TOP_LEVEL_KEYS.iter().any(|top| {
+        key.eq_ignore_ascii_case(top)
+            || (key.len() > top.len() + 2
+                && key[..top.len()].eq_ignore_ascii_case(top)
+                && (key[top.len()..].starts_with("__") || key[top.len()..].starts_with('.')))
+    })
 }
 
 /// The key id `--dev` uses when none is configured.
@@ -185,7 +195,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("KEYBROKER_").split("__"));
+        figment =
+            figment.merge(Env::prefixed("KEYBROKER_").split("__").filter(|key| is_configuration_key(key.as_str())));
         figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
     }
 
@@ -213,10 +224,7 @@ impl Config {
             });
         }
         if self.kms.max_attempts == 0 {
-            return Err(ConfigError::Invalid {
-                key: "kms.max_attempts",
-                rule: "must be at least 1".to_owned(),
-            });
+            return Err(ConfigError::Invalid { key: "kms.max_attempts", rule: "must be at least 1".to_owned() });
         }
         if self.kms.call_timeout_ms == 0 || self.kms.attempt_timeout_ms == 0 {
             return Err(ConfigError::Invalid {
@@ -225,10 +233,8 @@ impl Config {
             });
         }
         if let Some(id) = &self.kms.default_key_id {
-            crate::kms::KmsKeyId::parse(id, "kms.default_key_id").map_err(|e| ConfigError::Invalid {
-                key: "kms.default_key_id",
-                rule: e.rule,
-            })?;
+            crate::kms::KmsKeyId::parse(id, "kms.default_key_id")
+                .map_err(|e| ConfigError::Invalid { key: "kms.default_key_id", rule: e.rule })?;
         }
         Ok(())
     }
@@ -248,13 +254,30 @@ mod tests {
 
     #[test]
     fn dev_refuses_a_non_loopback_listen_address() {
-        let mut config = Config {
-            listen: "0.0.0.0:50051".parse().unwrap(),
-            ..Config::default()
-        };
+        let mut config = Config { listen: "0.0.0.0:50051".parse().unwrap(), ..Config::default() };
         config.apply_dev();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn top_level_keys_match_the_struct() {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        let mut known: Vec<_> = TOP_LEVEL_KEYS.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        known.sort();
+        assert_eq!(keys, known);
+    }
+
+    #[test]
+    fn only_configuration_variables_are_read() {
+        assert!(is_configuration_key("kms__default_key_id"));
+        assert!(is_configuration_key("LISTEN"));
+        assert!(is_configuration_key("KMS.DEFAULT_KEY_ID"));
+        assert!(!is_configuration_key("addr"));
+        assert!(!is_configuration_key("test_moto_url"));
+        assert!(!is_configuration_key("kmsx__a"));
     }
 
     #[test]

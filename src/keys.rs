@@ -32,10 +32,7 @@ pub enum KeyError {
 
 impl KeyError {
     pub(crate) fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        KeyError::Invalid {
-            field: field.into(),
-            rule: rule.into(),
-        }
+        KeyError::Invalid { field: field.into(), rule: rule.into() }
     }
 }
 
@@ -60,10 +57,7 @@ impl KeyBits {
             0 | 256 => Ok(KeyBits::Aes256),
             128 => Ok(KeyBits::Aes128),
             192 => Ok(KeyBits::Aes192),
-            other => Err(KeyError::invalid(
-                field,
-                format!("must be 128, 192 or 256 (0 means 256), got {other}"),
-            )),
+            other => Err(KeyError::invalid(field, format!("must be 128, 192 or 256 (0 means 256), got {other}"))),
         }
     }
 
@@ -76,10 +70,9 @@ impl KeyBits {
             16 => Ok(KeyBits::Aes128),
             24 => Ok(KeyBits::Aes192),
             32 => Ok(KeyBits::Aes256),
-            other => Err(KeyError::invalid(
-                field,
-                format!("must be 16, 24 or 32 bytes of AES key material, got {other}"),
-            )),
+            other => {
+                Err(KeyError::invalid(field, format!("must be 16, 24 or 32 bytes of AES key material, got {other}")))
+            }
         }
     }
 
@@ -128,10 +121,7 @@ impl EncryptionMode {
             "aes-cbc-pkcs7" => Ok(EncryptionMode::AesCbcPkcs7),
             "aes-ctr" => Ok(EncryptionMode::AesCtr),
             "aes-gcm" => Ok(EncryptionMode::AesGcm),
-            other => Err(KeyError::invalid(
-                field,
-                format!("must be one of {} (lower case), got {other:?}", Self::ALL),
-            )),
+            other => Err(KeyError::invalid(field, format!("must be one of {} (lower case), got {other:?}", Self::ALL))),
         }
     }
 
@@ -166,10 +156,7 @@ impl EncryptionMode {
 
     /// Whether the mode needs a customer-provided key.
     pub fn is_aes(self) -> bool {
-        matches!(
-            self,
-            EncryptionMode::AesCbcPkcs7 | EncryptionMode::AesCtr | EncryptionMode::AesGcm
-        )
+        matches!(self, EncryptionMode::AesCbcPkcs7 | EncryptionMode::AesCtr | EncryptionMode::AesGcm)
     }
 }
 
@@ -302,12 +289,9 @@ impl Iv16 {
     /// # Errors
     /// [`KeyError::Invalid`] naming `field` unless it is exactly 16 bytes.
     pub fn from_slice(bytes: &[u8], field: &str) -> Result<Self, KeyError> {
-        <[u8; 16]>::try_from(bytes).map(Iv16).map_err(|_| {
-            KeyError::invalid(
-                field,
-                format!("must be exactly 16 bytes, got {}", bytes.len()),
-            )
-        })
+        <[u8; 16]>::try_from(bytes)
+            .map(Iv16)
+            .map_err(|_| KeyError::invalid(field, format!("must be exactly 16 bytes, got {}", bytes.len())))
     }
 }
 
@@ -385,7 +369,7 @@ pub struct EncryptionText {
 /// `^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$`.
 pub fn is_et_base64(text: &str) -> bool {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return false;
     }
     let alphabet = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
@@ -402,14 +386,9 @@ pub fn is_et_base64(text: &str) -> bool {
 /// [`KeyError::Invalid`] naming `field` when it is not ET's base64.
 pub fn decode_base64(text: &str, field: &str) -> Result<Vec<u8>, KeyError> {
     if !is_et_base64(text) {
-        return Err(KeyError::invalid(
-            field,
-            "must be standard base64 with padding (ET's pattern)",
-        ));
+        return Err(KeyError::invalid(field, "must be standard base64 with padding (ET's pattern)"));
     }
-    BASE64
-        .decode(text)
-        .map_err(|_| KeyError::invalid(field, "must be standard base64 with padding"))
+    BASE64.decode(text).map_err(|_| KeyError::invalid(field, "must be standard base64 with padding"))
 }
 
 /// Encodes bytes as ET's base64.
@@ -466,16 +445,10 @@ mod tests {
 
     #[test]
     fn modes_parse_in_lower_case_only() {
-        assert_eq!(
-            EncryptionMode::parse_aes("", "mode"),
-            Ok(EncryptionMode::AesCbcPkcs7)
-        );
+        assert_eq!(EncryptionMode::parse_aes("", "mode"), Ok(EncryptionMode::AesCbcPkcs7));
         assert!(EncryptionMode::parse("AES-GCM", "mode").is_err());
         assert!(EncryptionMode::parse_aes("s3", "mode").is_err());
-        assert_eq!(
-            EncryptionMode::parse("s3-aws-kms", "mode"),
-            Ok(EncryptionMode::S3AwsKms)
-        );
+        assert_eq!(EncryptionMode::parse("s3-aws-kms", "mode"), Ok(EncryptionMode::S3AwsKms));
     }
 
     #[test]

@@ -68,10 +68,7 @@ pub fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, S
         .as_deref()
         .map(|id| KmsKeyId::parse(id, "kms.default_key_id"))
         .transpose()
-        .map_err(|e| ConfigError::Invalid {
-            key: "kms.default_key_id",
-            rule: e.rule,
-        })?;
+        .map_err(|e| ConfigError::Invalid { key: "kms.default_key_id", rule: e.rule })?;
     let settings = BrokerSettings {
         default_key,
         allow_plaintext_export: config.allow_plaintext_export,

@@ -23,9 +23,7 @@ pub struct AwsKms {
 impl AwsKms {
     /// A backend over a shared SDK configuration.
     pub fn new(sdk_config: &aws_config::SdkConfig) -> Self {
-        AwsKms {
-            client: Client::new(sdk_config),
-        }
+        AwsKms { client: Client::new(sdk_config) }
     }
 }
 
@@ -35,12 +33,7 @@ impl Kms for AwsKms {
         "aws"
     }
 
-    async fn wrap(
-        &self,
-        key_id: &KmsKeyId,
-        plaintext: &DataKey,
-        context: ServiceContext,
-    ) -> Result<Wrapped, KmsError> {
+    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
         // The SDK takes an owned blob; this copy lives in the SDK's request
         // until it is sent (a limit documented in the README).
         let out = self
@@ -56,10 +49,7 @@ impl Kms for AwsKms {
         let blob = out
             .ciphertext_blob
             .ok_or_else(|| KmsError::new("Encrypt", KmsErrorKind::Internal, "no CiphertextBlob in the answer"))?;
-        Ok(Wrapped {
-            key: WrappedKey::new(blob.into_inner()),
-            key_arn,
-        })
+        Ok(Wrapped { key: WrappedKey::new(blob.into_inner()), key_arn })
     }
 
     async fn unwrap(
@@ -82,7 +72,11 @@ impl Kms for AwsKms {
             .plaintext
             .ok_or_else(|| KmsError::new("Decrypt", KmsErrorKind::Internal, "no Plaintext in the answer"))?;
         let key = DataKey::from_vec(blob.into_inner(), "encryption.key").map_err(|e| {
-            KmsError::new("Decrypt", KmsErrorKind::InvalidCiphertext, format!("the unwrapped key is not an AES key ({e})"))
+            KmsError::new(
+                "Decrypt",
+                KmsErrorKind::InvalidCiphertext,
+                format!("the unwrapped key is not an AES key ({e})"),
+            )
         })?;
         Ok(Unwrapped { key, key_arn })
     }
@@ -112,11 +106,9 @@ where
             };
             KmsError::new(operation, KmsErrorKind::Unavailable, format!("{what}: {}", error_chain(&err)))
         }
-        SdkError::ResponseError(_) => KmsError::new(
-            operation,
-            KmsErrorKind::Unavailable,
-            format!("unreadable answer: {}", error_chain(&err)),
-        ),
+        SdkError::ResponseError(_) => {
+            KmsError::new(operation, KmsErrorKind::Unavailable, format!("unreadable answer: {}", error_chain(&err)))
+        }
         _ => KmsError::new(operation, KmsErrorKind::Internal, error_chain(&err)),
     }
 }
@@ -124,13 +116,22 @@ where
 /// The KMS error codes, sorted by what a caller can do about them.
 fn kind_of_code(code: &str) -> KmsErrorKind {
     match code {
-        "ThrottlingException" | "LimitExceededException" | "KMSInternalException" | "DependencyTimeoutException"
-        | "KeyUnavailableException" | "ServiceUnavailableException" | "InternalFailure" => {
-            KmsErrorKind::Unavailable
-        }
-        "NotFoundException" | "DisabledException" | "KMSInvalidStateException" | "InvalidKeyUsageException"
-        | "IncorrectKeyException" | "InvalidArnException" => KmsErrorKind::KeyUnusable,
-        "AccessDeniedException" | "UnrecognizedClientException" | "InvalidSignatureException"
+        "ThrottlingException"
+        | "LimitExceededException"
+        | "KMSInternalException"
+        | "DependencyTimeoutException"
+        | "KeyUnavailableException"
+        | "ServiceUnavailableException"
+        | "InternalFailure" => KmsErrorKind::Unavailable,
+        "NotFoundException"
+        | "DisabledException"
+        | "KMSInvalidStateException"
+        | "InvalidKeyUsageException"
+        | "IncorrectKeyException"
+        | "InvalidArnException" => KmsErrorKind::KeyUnusable,
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
         | "ExpiredTokenException" => KmsErrorKind::AccessDenied,
         "InvalidCiphertextException" => KmsErrorKind::InvalidCiphertext,
         _ => KmsErrorKind::Internal,

@@ -74,20 +74,10 @@ impl LocalKeyring {
     /// [`KeyringError`] when the file cannot be made or read, is not exactly
     /// 32 bytes, or is readable by group or others.
     pub fn open_or_create(path: &Path) -> Result<Self, KeyringError> {
-        let io = |source| KeyringError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let unfit = |problem: String| KeyringError::Unfit {
-            path: path.to_owned(),
-            problem,
-        };
+        let io = |source| KeyringError::Io { path: path.to_owned(), source };
+        let unfit = |problem: String| KeyringError::Unfit { path: path.to_owned(), problem };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
         }
         match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
             Ok(mut file) => {
@@ -112,8 +102,7 @@ impl LocalKeyring {
         }
         let mut master = Zeroizing::new([0u8; 32]);
         let mut extra = [0u8; 1];
-        file.read_exact(master.as_mut())
-            .map_err(|_| unfit("must hold exactly 32 bytes".to_owned()))?;
+        file.read_exact(master.as_mut()).map_err(|_| unfit("must hold exactly 32 bytes".to_owned()))?;
         if file.read(&mut extra).map_err(io)? != 0 {
             return Err(unfit("must hold exactly 32 bytes".to_owned()));
         }
@@ -177,12 +166,7 @@ impl Kms for LocalKeyring {
         "local"
     }
 
-    async fn wrap(
-        &self,
-        key_id: &KmsKeyId,
-        plaintext: &DataKey,
-        context: ServiceContext,
-    ) -> Result<Wrapped, KmsError> {
+    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
         let arn = Self::resolve(key_id);
         let mut blob = header(&arn)?;
         let aad = associated_data(&blob, context);
@@ -191,20 +175,11 @@ impl Kms for LocalKeyring {
             .map_err(|_| KmsError::new("Encrypt", KmsErrorKind::Internal, "the OS random number generator failed"))?;
         let sealed = self
             .cipher_for(&arn)?
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext.expose_secret(),
-                    aad: &aad,
-                },
-            )
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext.expose_secret(), aad: &aad })
             .map_err(|_| KmsError::new("Encrypt", KmsErrorKind::Internal, "AES-GCM sealing failed"))?;
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&sealed);
-        Ok(Wrapped {
-            key: WrappedKey::new(blob),
-            key_arn: arn,
-        })
+        Ok(Wrapped { key: WrappedKey::new(blob), key_arn: arn })
     }
 
     async fn unwrap(
@@ -226,33 +201,24 @@ impl Kms for LocalKeyring {
             return Err(invalid("ciphertext too short"));
         }
         let arn = std::str::from_utf8(&blob[6..body_at]).map_err(|_| invalid("key ARN is not UTF-8"))?;
-        if let Some(expected) = key_id {
-            if Self::resolve(expected) != arn {
-                return Err(KmsError::new(
-                    "Decrypt",
-                    KmsErrorKind::KeyUnusable,
-                    format!("IncorrectKeyException: the ciphertext was wrapped by {arn}, not {expected}"),
-                ));
-            }
+        if let Some(expected) = key_id
+            && Self::resolve(expected) != arn
+        {
+            return Err(KmsError::new(
+                "Decrypt",
+                KmsErrorKind::KeyUnusable,
+                format!("IncorrectKeyException: the ciphertext was wrapped by {arn}, not {expected}"),
+            ));
         }
         let aad = associated_data(&blob[..body_at], context);
         let nonce = <[u8; NONCE_LEN]>::try_from(&blob[body_at..body_at + NONCE_LEN])
             .map_err(|_| invalid("ciphertext too short"))?;
         let plaintext = self
             .cipher_for(arn)?
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &blob[body_at + NONCE_LEN..],
-                    aad: &aad,
-                },
-            )
+            .decrypt(&Nonce::from(nonce), Payload { msg: &blob[body_at + NONCE_LEN..], aad: &aad })
             .map_err(|_| invalid("InvalidCiphertextException: authentication failed (wrong context, key or bytes)"))?;
         let key = DataKey::from_vec(plaintext, "encryption.key").map_err(|_| invalid("not an AES key"))?;
-        Ok(Unwrapped {
-            key,
-            key_arn: arn.to_owned(),
-        })
+        Ok(Unwrapped { key, key_arn: arn.to_owned() })
     }
 }
 
@@ -288,10 +254,7 @@ mod tests {
         let key = DataKey::generate(KeyBits::Aes192).unwrap();
         let wrapped = ring.wrap(&id, &key, ServiceContext::ElasticTranscoder).await.unwrap();
         assert_eq!(wrapped.key_arn, "arn:aws:kms:local:000000000000:alias/media");
-        let back = ring
-            .unwrap(Some(&id), &wrapped.key, ServiceContext::ElasticTranscoder)
-            .await
-            .unwrap();
+        let back = ring.unwrap(Some(&id), &wrapped.key, ServiceContext::ElasticTranscoder).await.unwrap();
         assert_eq!(back.key.expose_secret(), key.expose_secret());
 
         let wrong_context = ring.unwrap(None, &wrapped.key, ServiceContext::MediaConvert).await;
@@ -303,9 +266,7 @@ mod tests {
         let mut tampered = wrapped.key.as_bytes().to_vec();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
-        let bad = ring
-            .unwrap(None, &WrappedKey::new(tampered), ServiceContext::ElasticTranscoder)
-            .await;
+        let bad = ring.unwrap(None, &WrappedKey::new(tampered), ServiceContext::ElasticTranscoder).await;
         assert_eq!(bad.unwrap_err().kind, KmsErrorKind::InvalidCiphertext);
     }
 }

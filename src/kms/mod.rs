@@ -36,10 +36,7 @@ impl KmsKeyId {
         let rule = if text.is_empty() {
             Some("must not be empty".to_owned())
         } else if text.chars().count() > MAX_KEY_ID_LEN {
-            Some(format!(
-                "must be at most {MAX_KEY_ID_LEN} characters, got {}",
-                text.chars().count()
-            ))
+            Some(format!("must be at most {MAX_KEY_ID_LEN} characters, got {}", text.chars().count()))
         } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             Some("must be a key id, key ARN, alias name or alias ARN without whitespace".to_owned())
         } else if text.starts_with("arn:") && KeyArn::parse(text).is_none() {
@@ -48,10 +45,7 @@ impl KmsKeyId {
             None
         };
         match rule {
-            Some(rule) => Err(KmsKeyIdError {
-                field: field.to_owned(),
-                rule,
-            }),
+            Some(rule) => Err(KmsKeyIdError { field: field.to_owned(), rule }),
             None => Ok(KmsKeyId(text.to_owned())),
         }
     }
@@ -106,25 +100,14 @@ impl<'a> KeyArn<'a> {
     /// Splits `arn:PARTITION:kms:REGION:ACCOUNT:key/ID` (or `alias/NAME`).
     pub fn parse(text: &'a str) -> Option<Self> {
         let mut parts = text.splitn(6, ':');
-        let (arn, partition, service, region, account, resource) = (
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-        );
+        let (arn, partition, service, region, account, resource) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let resource_ok = resource
             .strip_prefix("key/")
             .or_else(|| resource.strip_prefix("alias/"))
             .is_some_and(|rest| !rest.is_empty());
         (arn == "arn" && service == "kms" && !partition.is_empty() && !region.is_empty() && resource_ok)
-            .then_some(KeyArn {
-                partition,
-                region,
-                account,
-                resource,
-            })
+            .then_some(KeyArn { partition, region, account, resource })
     }
 }
 
@@ -159,11 +142,7 @@ pub struct KmsError {
 
 impl KmsError {
     pub(crate) fn new(operation: &'static str, kind: KmsErrorKind, message: impl Into<String>) -> Self {
-        KmsError {
-            operation,
-            kind,
-            message: message.into(),
-        }
+        KmsError { operation, kind, message: message.into() }
     }
 }
 
@@ -195,12 +174,7 @@ pub trait Kms: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`KmsError`] with the kind of failure.
-    async fn wrap(
-        &self,
-        key_id: &KmsKeyId,
-        plaintext: &DataKey,
-        context: ServiceContext,
-    ) -> Result<Wrapped, KmsError>;
+    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError>;
 
     /// Decrypts `wrapped` under `context`; with `key_id`, only if that key
     /// wrapped it.
@@ -235,12 +209,7 @@ impl Kms for Delayed {
         self.inner.backend()
     }
 
-    async fn wrap(
-        &self,
-        key_id: &KmsKeyId,
-        plaintext: &DataKey,
-        context: ServiceContext,
-    ) -> Result<Wrapped, KmsError> {
+    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
         tokio::time::sleep(self.delay).await;
         self.inner.wrap(key_id, plaintext, context).await
     }

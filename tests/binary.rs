@@ -1,0 +1,240 @@
+//! The `keybroker` binary as users run it: `serve` in a child process, the
+//! CLI client subcommands against it, SIGTERM, and a scan of everything the
+//! server printed for key material.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use keybroker::pb;
+use support::moto::Moto;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keybroker");
+
+struct Served {
+    child: Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+fn free_addr() -> String {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Served {
+    let addr = free_addr();
+    let log = cwd.join("server.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(BIN)
+        .current_dir(cwd)
+        .arg("serve")
+        .args(["--listen", &addr])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the server did not listen: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Served { child, addr, log }
+}
+
+impl Served {
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).args(["--addr", &self.addr]).output().unwrap()
+    }
+
+    /// Sends SIGTERM and answers the exit status and everything logged.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        (status, std::fs::read_to_string(&self.log).unwrap())
+    }
+}
+
+fn et_json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "CLI failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn dev_quick_start_issue_and_wrap_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"], &[]);
+
+    let block = et_json(&server.cli(&["issue-key", "--key-bits", "128", "--mode", "aes-ctr"]));
+    let keys: Vec<&str> = block.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["InitializationVector", "Key", "KeyMd5", "Mode"], "exactly ET's four fields");
+    assert_eq!(block["Mode"], "aes-ctr");
+    assert_eq!(B64.decode(block["InitializationVector"].as_str().unwrap()).unwrap().len(), 16);
+    assert_eq!(B64.decode(block["KeyMd5"].as_str().unwrap()).unwrap().len(), 16);
+
+    let key_file = dir.path().join("content.key");
+    let material: Vec<u8> = (1..=16).collect();
+    std::fs::write(&key_file, hex::encode(&material)).unwrap();
+    let wrapped = et_json(&server.cli(&["wrap-key", "--key-file", key_file.to_str().unwrap(), "--mode", "aes-gcm"]));
+    assert_eq!(wrapped["Mode"], "aes-gcm");
+    assert_eq!(B64.decode(wrapped["KeyMd5"].as_str().unwrap()).unwrap(), keybroker::keys::md5_of(&material).to_vec());
+
+    let bad = server.cli(&["issue-key", "--key-bits", "64"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("key_bits: must be 128, 192 or 256"));
+
+    // The keyring file the quick start made, and its format, read by an
+    // independent implementation (Python cryptography).
+    let master = dir.path().join(".keybroker/master.key");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&master).unwrap().permissions().mode() & 0o777, 0o600);
+    let script = r#"
+import base64, struct, sys, hashlib
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives import hashes
+master = open(sys.argv[1], 'rb').read()
+blob = base64.b64decode(sys.argv[2])
+assert blob[:4] == b'KBL\x01', blob[:4]
+(n,) = struct.unpack('>H', blob[4:6])
+arn = blob[6:6+n]
+nonce, sealed = blob[6+n:18+n], blob[18+n:]
+kek = HKDF(algorithm=hashes.SHA256(), length=32, salt=b'keybroker-local-keyring-v1', info=arn).derive(master)
+def aad(service):
+    out = blob[:6+n]
+    for part in (b'service', service):
+        out += struct.pack('>H', len(part)) + part
+    return out
+key = AESGCM(kek).decrypt(nonce, sealed, aad(b'elastictranscoder.amazonaws.com'))
+try:
+    AESGCM(kek).decrypt(nonce, sealed, aad(b'mediaconvert.amazonaws.com'))
+    sys.exit('decrypted under the wrong context')
+except Exception:
+    pass
+print(arn.decode(), key.hex(), base64.b64encode(hashlib.md5(key).digest()).decode())
+"#;
+    let out = Command::new(support::moto::python())
+        .args(["-c", script, master.to_str().unwrap(), wrapped["Key"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(fields[0], "arn:aws:kms:local:000000000000:alias/keybroker-dev");
+    assert_eq!(fields[1], hex::encode(&material));
+    assert_eq!(fields[2], wrapped["KeyMd5"].as_str().unwrap());
+
+    let (status, log) = server.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}\n{log}");
+    assert!(log.contains("SIGTERM received") && log.contains("keybroker stopped"), "{log}");
+    support::logs::assert_no_key_in(&log, &[material], "the server's output");
+}
+
+#[test]
+fn dev_refuses_a_non_loopback_address() {
+    let out = Command::new(BIN).args(["serve", "--dev", "--listen", "0.0.0.0:0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every RPC that touches plaintext, at the most verbose log level, in JSON
+/// and text, against AWS KMS (moto) with the SDK's own tracing on: no
+/// plaintext key may appear in anything the server prints.
+#[test]
+fn no_plaintext_key_reaches_the_server_output() {
+    let moto = Moto::shared();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let key_arn = runtime.block_on(moto.create_key());
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = moto.env();
+        env.push(("RUST_LOG", "trace".to_owned()));
+        let server = serve(
+            dir.path(),
+            &["--kms", "aws", "--kms-key-id", &key_arn, "--allow-plaintext-export", "--log-format", format],
+            &env,
+        );
+        let addr = format!("http://{}", server.addr);
+        let secrets = runtime.block_on(async {
+            let mut client = pb::key_broker_client::KeyBrokerClient::connect(addr).await.unwrap();
+            let mut secrets = Vec::new();
+            for bits in [128, 192, 256] {
+                let issued = client
+                    .issue_data_key(pb::IssueDataKeyRequest {
+                        key_bits: bits,
+                        return_plaintext: true,
+                        mode: "aes-gcm".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let unwrapped = client
+                    .unwrap_key(pb::UnwrapKeyRequest { encryption: issued.encryption.clone(), ..Default::default() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(unwrapped.plaintext_key, issued.plaintext_key);
+                secrets.push(issued.plaintext_key);
+                // A failing call too: a wrong KeyMd5 with a key that unwraps.
+                let mut bad = issued.encryption.unwrap();
+                bad.key_md5 = B64.encode([9u8; 16]);
+                let err = client
+                    .unwrap_key(pb::UnwrapKeyRequest { encryption: Some(bad), ..Default::default() })
+                    .await
+                    .unwrap_err();
+                support::logs::assert_no_key_in(err.message(), &secrets, "an error message");
+            }
+            let material: Vec<u8> = (0..32).map(|i| (i * 7 + 3) as u8).collect();
+            client
+                .wrap_key(pb::WrapKeyRequest { plaintext_key: material.clone(), ..Default::default() })
+                .await
+                .unwrap();
+            secrets.push(material);
+            secrets
+        });
+        let (status, log) = server.terminate();
+        assert!(status.success(), "{log}");
+        assert!(log.lines().count() > 20, "too little was logged to prove anything ({format}):\n{log}");
+        if format == "json" {
+            for line in log.lines().filter(|l| l.starts_with('{')) {
+                serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON: {e}: {line}"));
+            }
+        }
+        support::logs::assert_no_key_in(&log, &secrets, &format!("the {format} server log"));
+    }
+}
+
+#[test]
+fn config_file_and_environment_configure_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keybroker.toml");
+    let mut file = std::fs::File::create(&config).unwrap();
+    writeln!(
+        file,
+        "listen = \"127.0.0.1:1\"\n[kms]\nbackend = \"local\"\ndefault_key_id = \"alias/from-file\"\n[kms.local]\nmaster_key_file = \"{}\"",
+        dir.path().join("mk").display()
+    )
+    .unwrap();
+    // The environment overrides the file's default key; the flag overrides listen.
+    let server = serve(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &[("KEYBROKER_KMS__DEFAULT_KEY_ID", "alias/from-env".to_owned())],
+    );
+    let err = server.cli(&["issue-key"]);
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(stderr.contains("arn:aws:kms:local:000000000000:alias/from-env"), "{stderr}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}

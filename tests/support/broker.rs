@@ -1,0 +1,140 @@
+//! A broker under test: the real server on `127.0.0.1:0`, in process, with a
+//! generated tonic client.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use keybroker::config::{Config, KmsBackend};
+use keybroker::kms::{AwsKms, Kms, LocalKeyring};
+use keybroker::pb::key_broker_client::KeyBrokerClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use super::moto::Moto;
+
+/// A running broker.
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), keybroker::server::ServerError>>>,
+}
+
+/// A configuration for the local keyring in `dir`, plaintext export on.
+pub fn local_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.kms.backend = KmsBackend::Local;
+    config.kms.local.master_key_file = dir.join("master.key");
+    config.kms.default_key_id = Some("alias/test-default".to_owned());
+    config.allow_plaintext_export = true;
+    config.shutdown_grace_secs = 5;
+    config
+}
+
+/// A configuration for AWS KMS (moto) with `default_key`, plaintext export on.
+pub fn aws_config(default_key: &str) -> Config {
+    let mut config = Config::default();
+    config.kms.backend = KmsBackend::Aws;
+    config.kms.default_key_id = Some(default_key.to_owned());
+    config.kms.call_timeout_ms = 3_000;
+    config.kms.attempt_timeout_ms = 1_000;
+    config.kms.max_attempts = 2;
+    config.allow_plaintext_export = true;
+    config.shutdown_grace_secs = 5;
+    config
+}
+
+/// The real AWS backend, with the broker's timeouts and retries, pointed at moto.
+pub async fn aws_kms(moto: &Moto, config: &Config) -> Arc<dyn Kms> {
+    let sdk = keybroker::cloud::sdk_config_loader(&config.kms)
+        .endpoint_url(&moto.url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "keybroker-tests",
+        ))
+        .load()
+        .await;
+    Arc::new(AwsKms::new(&sdk))
+}
+
+impl TestBroker {
+    /// Starts the server over `kms` (or the backend `config` names when `None`).
+    pub async fn start_with(config: Config, kms: Option<Arc<dyn Kms>>) -> TestBroker {
+        super::logs::capture();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let kms = match kms {
+            Some(kms) => kms,
+            None => match config.kms.backend {
+                KmsBackend::Local => {
+                    Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap()) as Arc<dyn Kms>
+                }
+                KmsBackend::Aws => panic!("pass an AwsKms for the aws backend"),
+            },
+        };
+        let broker = keybroker::server::build_broker(&config, kms).unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let served = config.clone();
+        let task = tokio::spawn(async move {
+            keybroker::server::serve(listener, &served, broker, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        TestBroker { addr, config, stop: Some(stop_tx), task: Some(task) }
+    }
+
+    /// Starts a local-keyring broker.
+    pub async fn local(dir: &Path) -> TestBroker {
+        Self::start_with(local_config(dir), None).await
+    }
+
+    /// Starts an AWS-KMS broker against moto.
+    pub async fn aws(moto: &Moto, default_key: &str) -> TestBroker {
+        let config = aws_config(default_key);
+        let kms = aws_kms(moto, &config).await;
+        Self::start_with(config, Some(kms)).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn client(&self) -> KeyBrokerClient<Channel> {
+        KeyBrokerClient::new(self.channel().await)
+    }
+
+    /// Signals shutdown and waits for the server to finish draining.
+    pub async fn stop(mut self) -> Result<(), keybroker::server::ServerError> {
+        self.begin_stop();
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for a stop begun with [`TestBroker::begin_stop`].
+    pub async fn join(mut self) -> Result<(), keybroker::server::ServerError> {
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.begin_stop();
+    }
+}
