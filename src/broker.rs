@@ -119,6 +119,19 @@ pub struct IssuedKey {
     pub fingerprint: String,
 }
 
+/// A key KMS wrapped, with its digest and fingerprint.
+#[derive(Debug)]
+pub struct SealedKey {
+    /// The wrapped key.
+    pub wrapped: WrappedKey,
+    /// The ARN of the wrapping key.
+    pub key_arn: String,
+    /// The `KeyMd5` digest, per the server's reading.
+    pub key_md5: [u8; 16],
+    /// The keyed hash of the wrapped key.
+    pub fingerprint: String,
+}
+
 /// A key the broker unwrapped.
 #[derive(Debug)]
 pub struct UnwrappedKey {
@@ -209,14 +222,32 @@ impl Broker {
         iv: Iv16,
         context: ServiceContext,
     ) -> Result<IssuedKey, BrokerError> {
-        let wrapped = self.with_deadline("Encrypt", self.kms.wrap(key_id, key, context)).await?;
-        let key_md5 = self.settings.key_md5.digest(key, &wrapped.key);
-        let fingerprint = self.fingerprints.of(&wrapped.key);
+        let sealed = self.wrap_raw(key_id, key, context).await?;
         Ok(IssuedKey {
-            block: EncryptionBlock { mode, wrapped: wrapped.key, key_md5, iv },
-            key_arn: wrapped.key_arn,
+            block: EncryptionBlock { mode, wrapped: sealed.wrapped, key_md5: sealed.key_md5, iv },
+            key_arn: sealed.key_arn,
             plaintext: None,
-            fingerprint,
+            fingerprint: sealed.fingerprint,
+        })
+    }
+
+    /// Has KMS wrap `key` and computes its `KeyMd5` and fingerprint, for
+    /// blocks that are not ET `Encryption` elements (PlayReady).
+    ///
+    /// # Errors
+    /// [`BrokerError::Kms`] or [`BrokerError::KmsDeadline`].
+    pub async fn wrap_raw(
+        &self,
+        key_id: &KmsKeyId,
+        key: &DataKey,
+        context: ServiceContext,
+    ) -> Result<SealedKey, BrokerError> {
+        let wrapped = self.with_deadline("Encrypt", self.kms.wrap(key_id, key, context)).await?;
+        Ok(SealedKey {
+            key_md5: self.settings.key_md5.digest(key, &wrapped.key),
+            fingerprint: self.fingerprints.of(&wrapped.key),
+            wrapped: wrapped.key,
+            key_arn: wrapped.key_arn,
         })
     }
 

@@ -37,6 +37,27 @@ pub enum Command {
     /// Have a running broker wrap key material you must use; prints ET's
     /// `Encryption` JSON.
     WrapKey(WrapKeyArgs),
+    /// Have a running broker key, validate and submit an Elastic Transcoder
+    /// job written as ET's CreateJob JSON.
+    SubmitJob(SubmitJobArgs),
+}
+
+/// `keybroker submit-job`.
+#[derive(Debug, Args)]
+pub struct SubmitJobArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The job: ET's CreateJob request JSON (`aws elastictranscoder create-job
+    /// --cli-input-json` form). An AES `Encryption`, `ThumbnailEncryption` or
+    /// `HlsContentProtection` without `Key` asks the broker for a fresh key.
+    #[arg(long, value_name = "FILE")]
+    pub spec: PathBuf,
+    /// Assemble and validate, print the CreateJob body, submit nothing.
+    #[arg(long)]
+    pub validate_only: bool,
+    /// Length of the keys the broker makes: 128, 192 or 256.
+    #[arg(long, default_value_t = 256)]
+    pub key_bits: u32,
 }
 
 /// `keybroker serve`.
@@ -175,6 +196,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => serve(args).await,
         Command::IssueKey(args) => issue_key(args).await,
         Command::WrapKey(args) => wrap_key(args).await,
+        Command::SubmitJob(args) => submit_job(args).await,
     }
 }
 
@@ -302,4 +324,65 @@ async fn wrap_key(args: WrapKeyArgs) -> Result<(), CliError> {
         .into_inner();
     eprintln!("kms_key_arn: {}", response.kms_key_arn);
     print_encryption(response.encryption)
+}
+
+/// Reads a job spec: ET's CreateJob JSON, with `key_bits` for every key
+/// the broker is to make.
+///
+/// # Errors
+/// [`CliError::Input`] naming the file and the JSON problem.
+pub fn read_job_spec(path: &Path, key_bits: u32) -> Result<crate::transcoder::model::CreateJob, CliError> {
+    use crate::transcoder::plan::{Block, visit_blocks};
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let mut job: crate::transcoder::model::CreateJob =
+        serde_json::from_str(&text).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let _ = visit_blocks(&mut job, &mut |_, _, block| {
+        if let Block::Written(enc) = block
+            && enc.key.is_empty()
+        {
+            enc.key_bits = key_bits;
+        }
+        Ok::<(), ()>(())
+    });
+    Ok(job)
+}
+
+async fn submit_job(args: SubmitJobArgs) -> Result<(), CliError> {
+    let job = read_job_spec(&args.spec, args.key_bits)?;
+    let request = crate::api::job::job_request_to_proto(&job, args.validate_only);
+    let mut client = connect(&args.client.addr).await?;
+    let response = client.submit_encrypted_job(request).await?.into_inner();
+    let to_json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
+    let printed = if args.validate_only {
+        to_json(&response.create_job_request_json)
+    } else {
+        let files: Vec<serde_json::Value> = response
+            .protected_files
+            .iter()
+            .map(|f| {
+                let enc = f.encryption.clone().unwrap_or_default();
+                serde_json::json!({
+                    "Path": f.path,
+                    "ObjectKey": f.object_key,
+                    "IssuedByBroker": f.issued_by_broker,
+                    "KeyFingerprint": f.key_fingerprint,
+                    "Encryption": EncryptionText {
+                        mode: enc.mode,
+                        key: enc.key,
+                        key_md5: enc.key_md5,
+                        initialization_vector: enc.initialization_vector,
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "JobId": response.job_id,
+            "KmsKeyArn": response.kms_key_arn,
+            "ProtectedFiles": files,
+            "Job": to_json(&response.job_json),
+        })
+    };
+    let text = serde_json::to_string_pretty(&printed).map_err(|e| CliError::Input(e.to_string()))?;
+    println!("{text}");
+    Ok(())
 }

@@ -52,3 +52,49 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// What an AWS SDK call's failure was, independent of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdkFailure {
+    /// The service's error code (`ThrottlingException`, …), when it answered.
+    pub code: Option<String>,
+    /// The service's or the transport's words.
+    pub message: String,
+    /// Whether the request never got an answer (timeout, connection refused, unreadable answer).
+    pub transport: bool,
+}
+
+/// Reads an SDK error into a [`SdkFailure`].
+pub fn sdk_failure<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> SdkFailure
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("Unknown");
+            SdkFailure {
+                code: Some(code.to_owned()),
+                message: format!("{code}: {}", e.message().unwrap_or("no message")),
+                transport: false,
+            }
+        }
+        SdkError::TimeoutError(_) => SdkFailure { code: None, message: "timed out".to_owned(), transport: true },
+        SdkError::DispatchFailure(failure) => {
+            let what = if failure.is_timeout() {
+                "timed out connecting"
+            } else if failure.is_io() {
+                "could not connect"
+            } else {
+                "could not send the request"
+            };
+            SdkFailure { code: None, message: format!("{what}: {}", error_chain(err)), transport: true }
+        }
+        SdkError::ResponseError(_) => {
+            SdkFailure { code: None, message: format!("unreadable answer: {}", error_chain(err)), transport: true }
+        }
+        _ => SdkFailure { code: None, message: error_chain(err), transport: false },
+    }
+}

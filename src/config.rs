@@ -48,6 +48,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Key wrapping.
     pub kms: KmsConfig,
+    /// Elastic Transcoder job assembly and submission.
+    pub transcoder: TranscoderConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             log: LogConfig::default(),
             kms: KmsConfig::default(),
+            transcoder: TranscoderConfig::default(),
         }
     }
 }
@@ -160,9 +163,55 @@ impl Default for LocalKmsConfig {
     }
 }
 
+/// Elastic Transcoder settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscoderConfig {
+    /// Pipelines known without asking ET (`[[transcoder.pipelines]]`); used
+    /// instead of `ReadPipeline` where given.
+    pub pipelines: Vec<crate::transcoder::pipeline::Pipeline>,
+    /// How long a pipeline read from ET is cached, in seconds.
+    pub pipeline_cache_ttl_secs: u64,
+    /// KMS calls in flight for one job.
+    pub max_concurrent_kms_calls: usize,
+    /// The deadline of all of one job's KMS calls, in milliseconds.
+    pub job_deadline_ms: u64,
+    /// Whether to talk to Elastic Transcoder at all (ReadPipeline, CreateJob).
+    /// Off: only `validate_only` jobs on static pipelines. Off by default in
+    /// `--dev`.
+    pub submit: bool,
+}
+
+impl Default for TranscoderConfig {
+    fn default() -> Self {
+        TranscoderConfig {
+            pipelines: Vec::new(),
+            pipeline_cache_ttl_secs: 300,
+            max_concurrent_kms_calls: 32,
+            job_deadline_ms: 15_000,
+            submit: true,
+        }
+    }
+}
+
+/// The pipeline `--dev` knows when the configuration names none: wrapped by
+/// the dev key of the local keyring, so `validate_only` jobs work offline.
+pub fn dev_pipeline() -> crate::transcoder::pipeline::Pipeline {
+    crate::transcoder::pipeline::Pipeline {
+        id: DEV_PIPELINE_ID.to_owned(),
+        kms_key_arn: Some(format!("{}{DEV_DEFAULT_KEY_ID}", crate::kms::local::LOCAL_ARN_PREFIX)),
+        role: "arn:aws:iam::000000000000:role/keybroker-dev".to_owned(),
+        region: Some("local".to_owned()),
+    }
+}
+
+/// The id of [`dev_pipeline`].
+pub const DEV_PIPELINE_ID: &str = "0000000000000-keydev";
+
 /// The configuration's top-level keys: other `KEYBROKER_*` variables (such
 /// as the clients' `KEYBROKER_ADDR`) are not configuration.
-const TOP_LEVEL_KEYS: &[&str] = &["listen", "dev", "allow_plaintext_export", "shutdown_grace_secs", "log", "kms"];
+const TOP_LEVEL_KEYS: &[&str] =
+    &["listen", "dev", "allow_plaintext_export", "shutdown_grace_secs", "log", "kms", "transcoder"];
 
 /// Whether a `KEYBROKER_*` variable (prefix stripped, any case, nesting
 /// written `__` or already split to `.`) names a configuration key.
@@ -207,6 +256,10 @@ impl Config {
         if self.kms.default_key_id.is_none() {
             self.kms.default_key_id = Some(DEV_DEFAULT_KEY_ID.to_owned());
         }
+        self.transcoder.submit = false;
+        if self.transcoder.pipelines.is_empty() {
+            self.transcoder.pipelines.push(dev_pipeline());
+        }
     }
 
     /// Checks the rules no single field can check alone.
@@ -231,6 +284,20 @@ impl Config {
                 key: "kms.call_timeout_ms",
                 rule: "timeouts must be greater than 0".to_owned(),
             });
+        }
+        if self.transcoder.max_concurrent_kms_calls == 0 || self.transcoder.job_deadline_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "transcoder.max_concurrent_kms_calls",
+                rule: "max_concurrent_kms_calls and job_deadline_ms must be greater than 0".to_owned(),
+            });
+        }
+        for pipeline in &self.transcoder.pipelines {
+            if !crate::transcoder::validate::is_pipeline_id(&pipeline.id) {
+                return Err(ConfigError::Invalid {
+                    key: "transcoder.pipelines",
+                    rule: format!(r"id {:?} must match ^\d{{13}}-\w{{6}}$", pipeline.id),
+                });
+            }
         }
         if let Some(id) = &self.kms.default_key_id {
             crate::kms::KmsKeyId::parse(id, "kms.default_key_id")

@@ -11,6 +11,7 @@
 //! - [`cipher`]: file encryption in ET's formats (CBC, CTR, GCM), streaming.
 //! - [`fingerprint`]: keyed hashes that name wrapped keys in logs.
 //! - [`cloud`]: the shared AWS SDK configuration.
+//! - [`transcoder`]: Elastic Transcoder CreateJob assembly, validation, submission.
 //! - [`cli`]: the `keybroker` command line, server and client subcommands.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod kms;
 pub mod server;
 pub mod telemetry;
+pub mod transcoder;
 
 /// The generated `keybroker.v1` protobuf and gRPC code.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

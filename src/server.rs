@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::api::Api;
@@ -21,6 +21,8 @@ use crate::fingerprint::Fingerprinter;
 use crate::kms::{AwsKms, Kms, KmsKeyId, LocalKeyring};
 use crate::pb;
 use crate::pb::key_broker_server::KeyBrokerServer;
+use crate::transcoder::pipeline::Pipelines;
+use crate::transcoder::{Transcoder, TranscoderSettings};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,25 @@ pub async fn build_kms(config: &Config) -> Result<Arc<dyn Kms>, ServerError> {
     })
 }
 
+/// The Elastic Transcoder side: static pipelines, and an ET client where
+/// the configuration lets the broker submit.
+pub fn build_transcoder(
+    config: &Config,
+    broker: Arc<Broker>,
+    et: Option<aws_sdk_elastictranscoder::Client>,
+) -> Arc<Transcoder> {
+    let settings = TranscoderSettings {
+        max_concurrent_kms_calls: config.transcoder.max_concurrent_kms_calls,
+        job_deadline: Duration::from_millis(config.transcoder.job_deadline_ms),
+    };
+    let pipelines = Pipelines::new(
+        config.transcoder.pipelines.clone(),
+        et.clone(),
+        Duration::from_secs(config.transcoder.pipeline_cache_ttl_secs),
+    );
+    Arc::new(Transcoder::new(broker, pipelines, et, settings))
+}
+
 /// The custody domain over `kms`, with the configuration's settings.
 ///
 /// # Errors
@@ -89,9 +110,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     config.validate()?;
-    let kms = build_kms(&config).await?;
+    let sdk = if config.kms.backend == KmsBackend::Aws || config.transcoder.submit {
+        Some(crate::cloud::load_sdk_config(&config.kms).await)
+    } else {
+        None
+    };
+    let kms: Arc<dyn Kms> = match (&config.kms.backend, &sdk) {
+        (KmsBackend::Aws, Some(sdk)) => Arc::new(AwsKms::new(sdk)),
+        _ => build_kms(&config).await?,
+    };
     let broker = build_broker(&config, kms)?;
-    serve(listener, &config, broker, shutdown).await
+    let et = sdk.filter(|_| config.transcoder.submit).map(|sdk| aws_sdk_elastictranscoder::Client::new(&sdk));
+    let transcoder = build_transcoder(&config, broker.clone(), et);
+    serve(listener, &config, broker, transcoder, shutdown).await
 }
 
 /// Serves `broker` on `listener` until `shutdown`, then drains.
@@ -102,6 +133,7 @@ pub async fn serve(
     listener: TcpListener,
     config: &Config,
     broker: Arc<Broker>,
+    transcoder: Arc<Transcoder>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -124,8 +156,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(KeyBrokerServer::new(Api::new(broker)));
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .add_service(KeyBrokerServer::new(Api::new(broker, transcoder)));
+    // Accepted connections get TCP_NODELAY: gRPC answers are small writes,
+    // and Nagle plus delayed ACKs would add ~40 ms to every call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;
     }));
     tracing::info!(listen = ?local_addr, dev = config.dev, kms = ?config.kms.backend, "keybroker serving");

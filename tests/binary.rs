@@ -273,3 +273,73 @@ fn grpcurl_discovers_and_calls_the_api_through_reflection() {
     let (status, _) = server.terminate();
     assert!(status.success());
 }
+
+/// The example job specs in the repository validate against the `--dev`
+/// broker's built-in pipeline, so they cannot rot.
+#[test]
+fn example_job_specs_validate_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"], &[]);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        seen += 1;
+        let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let out = server.cli(&["submit-job", "--spec", path.to_str().unwrap(), "--validate-only"]);
+        let body = et_json(&out);
+        assert_eq!(body["PipelineId"], spec["PipelineId"], "{}", path.display());
+        // Every AES element without a Key in the spec has one in the body.
+        let mut asked = 0;
+        let mut filled = 0;
+        walk(&spec, &body, &mut asked, &mut filled);
+        assert!(asked > 0, "{} asks for no key", path.display());
+        assert_eq!(asked, filled, "{}: not every requested key was made", path.display());
+    }
+    assert!(seen >= 2, "no example specs found");
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"PipelineId": "0000000000000-keydev", "Input": {"Key": "a"}, "Outputs": [{"Key": "o", "Encryption": {"Mode": "aes-xts"}}]}"#).unwrap();
+    let out = server.cli(&["submit-job", "--spec", bad.to_str().unwrap(), "--validate-only"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("outputs[0].encryption.mode: must be one of"), "{stderr}");
+
+    let typo = dir.path().join("typo.json");
+    std::fs::write(&typo, r#"{"PipelineId": "0000000000000-keydev", "Outputz": []}"#).unwrap();
+    let out = server.cli(&["submit-job", "--spec", typo.to_str().unwrap(), "--validate-only"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `Outputz`"));
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+fn walk(spec: &serde_json::Value, body: &serde_json::Value, asked: &mut usize, filled: &mut usize) {
+    match (spec, body) {
+        (serde_json::Value::Object(s), serde_json::Value::Object(b)) => {
+            let aes = s.get("Mode").and_then(|m| m.as_str()).is_some_and(|m| m.starts_with("aes-"))
+                || s.get("Method").and_then(|m| m.as_str()) == Some("aes-128");
+            if aes && !s.contains_key("Key") {
+                *asked += 1;
+                let key = b.get("Key").and_then(|k| k.as_str()).unwrap_or("");
+                let iv = b.get("InitializationVector").and_then(|k| k.as_str()).unwrap_or("");
+                if B64.decode(key).is_ok_and(|k| !k.is_empty()) && B64.decode(iv).is_ok_and(|iv| iv.len() == 16) {
+                    *filled += 1;
+                }
+            }
+            for (k, v) in s {
+                if let Some(bv) = b.get(k) {
+                    walk(v, bv, asked, filled);
+                }
+            }
+        }
+        (serde_json::Value::Array(s), serde_json::Value::Array(b)) => {
+            for (sv, bv) in s.iter().zip(b) {
+                walk(sv, bv, asked, filled);
+            }
+        }
+        _ => {}
+    }
+}

@@ -11,7 +11,7 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 
 use super::{Kms, KmsError, KmsErrorKind, KmsKeyId, Unwrapped, Wrapped};
-use crate::cloud::error_chain;
+use crate::cloud::sdk_failure;
 use crate::keys::{DataKey, ServiceContext, WrappedKey};
 
 /// AWS KMS.
@@ -88,29 +88,13 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    match &err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            let code = e.code().unwrap_or("Unknown");
-            let message = format!("{code}: {}", e.message().unwrap_or("no message"));
-            KmsError::new(operation, kind_of_code(code), message)
-        }
-        SdkError::TimeoutError(_) => KmsError::new(operation, KmsErrorKind::Unavailable, "timed out"),
-        SdkError::DispatchFailure(failure) => {
-            let what = if failure.is_timeout() {
-                "timed out connecting"
-            } else if failure.is_io() {
-                "could not reach KMS"
-            } else {
-                "could not send the request"
-            };
-            KmsError::new(operation, KmsErrorKind::Unavailable, format!("{what}: {}", error_chain(&err)))
-        }
-        SdkError::ResponseError(_) => {
-            KmsError::new(operation, KmsErrorKind::Unavailable, format!("unreadable answer: {}", error_chain(&err)))
-        }
-        _ => KmsError::new(operation, KmsErrorKind::Internal, error_chain(&err)),
-    }
+    let failure = sdk_failure(&err);
+    let kind = match (&failure.code, failure.transport) {
+        (_, true) => KmsErrorKind::Unavailable,
+        (Some(code), false) => kind_of_code(code),
+        (None, false) => KmsErrorKind::Internal,
+    };
+    KmsError::new(operation, kind, failure.message)
 }
 
 /// The KMS error codes, sorted by what a caller can do about them.

@@ -66,6 +66,15 @@ pub async fn aws_kms(moto: &Moto, config: &Config) -> Arc<dyn Kms> {
 impl TestBroker {
     /// Starts the server over `kms` (or the backend `config` names when `None`).
     pub async fn start_with(config: Config, kms: Option<Arc<dyn Kms>>) -> TestBroker {
+        Self::start_full(config, kms, None).await
+    }
+
+    /// Starts the server over `kms`, submitting jobs to `et`.
+    pub async fn start_full(
+        config: Config,
+        kms: Option<Arc<dyn Kms>>,
+        et: Option<aws_sdk_elastictranscoder::Client>,
+    ) -> TestBroker {
         super::logs::capture();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -79,10 +88,11 @@ impl TestBroker {
             },
         };
         let broker = keybroker::server::build_broker(&config, kms).unwrap();
+        let transcoder = keybroker::server::build_transcoder(&config, broker.clone(), et);
         let (stop_tx, stop_rx) = oneshot::channel();
         let served = config.clone();
         let task = tokio::spawn(async move {
-            keybroker::server::serve(listener, &served, broker, async {
+            keybroker::server::serve(listener, &served, broker, transcoder, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -136,5 +146,48 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.begin_stop();
+    }
+}
+
+/// A KMS that counts the calls that reach the one it wraps.
+pub struct CountingKms {
+    inner: Arc<dyn Kms>,
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingKms {
+    pub fn new(inner: Arc<dyn Kms>) -> Arc<CountingKms> {
+        Arc::new(CountingKms { inner, calls: std::sync::atomic::AtomicUsize::new(0) })
+    }
+
+    pub fn count(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Kms for CountingKms {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn wrap(
+        &self,
+        key_id: &keybroker::kms::KmsKeyId,
+        plaintext: &keybroker::keys::DataKey,
+        context: keybroker::keys::ServiceContext,
+    ) -> Result<keybroker::kms::Wrapped, keybroker::kms::KmsError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wrap(key_id, plaintext, context).await
+    }
+
+    async fn unwrap(
+        &self,
+        key_id: Option<&keybroker::kms::KmsKeyId>,
+        wrapped: &keybroker::keys::WrappedKey,
+        context: keybroker::keys::ServiceContext,
+    ) -> Result<keybroker::kms::Unwrapped, keybroker::kms::KmsError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.unwrap(key_id, wrapped, context).await
     }
 }

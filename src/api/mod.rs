@@ -5,6 +5,8 @@
 //! and errors back. The one exhaustive error-to-status mapping lives here.
 //! Must never put plaintext key bytes in a status message or a log line.
 
+pub mod job;
+
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -16,17 +18,20 @@ use crate::keys::{DataKey, EncryptionMode, Iv16, KeyBits, KeyError, ServiceConte
 use crate::kms::{KmsErrorKind, KmsKeyId};
 use crate::pb;
 use crate::pb::key_broker_server::KeyBroker;
+use crate::transcoder::et::EtErrorKind;
+use crate::transcoder::{JobError, Transcoder};
 
 /// The gRPC face of the broker.
 #[derive(Clone)]
 pub struct Api {
     broker: Arc<Broker>,
+    transcoder: Arc<Transcoder>,
 }
 
 impl Api {
-    /// Serves `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Api { broker }
+    /// Serves `broker` and `transcoder`.
+    pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>) -> Self {
+        Api { broker, transcoder }
     }
 }
 
@@ -166,9 +171,34 @@ impl KeyBroker for Api {
 
     async fn submit_encrypted_job(
         &self,
-        _request: Request<pb::SubmitEncryptedJobRequest>,
+        request: Request<pb::SubmitEncryptedJobRequest>,
     ) -> Result<Response<pb::SubmitEncryptedJobResponse>, Status> {
-        Err(Status::unimplemented("SubmitEncryptedJob is not available in this build"))
+        let parsed = job::job_request_from_proto(request.into_inner())?;
+        let assembled = self.transcoder.submit(parsed).await.inspect_err(|e| {
+            tracing::warn!(rpc = "SubmitEncryptedJob", error = %e, "job not submitted");
+        })?;
+        Ok(Response::new(pb::SubmitEncryptedJobResponse {
+            job_id: assembled.job_id.unwrap_or_default(),
+            create_job_request_json: assembled.request_json,
+            job_json: assembled.job_json.unwrap_or_default(),
+            protected_files: assembled
+                .protected_files
+                .into_iter()
+                .map(|file| pb::ProtectedFile {
+                    path: file.path,
+                    object_key: file.object_key,
+                    encryption: Some(pb::Encryption {
+                        mode: file.encryption.mode,
+                        key: file.encryption.key,
+                        key_md5: file.encryption.key_md5,
+                        initialization_vector: file.encryption.initialization_vector,
+                    }),
+                    issued_by_broker: file.issued_by_broker,
+                    key_fingerprint: file.fingerprint,
+                })
+                .collect(),
+            kms_key_arn: assembled.kms_key_arn,
+        }))
     }
 
     type EncryptObjectStream = ResponseStream<pb::EncryptObjectResponse>;
@@ -219,23 +249,50 @@ pub fn parse_unwrap(block: &pb::Encryption, context: i32, kms_key_id: &str) -> R
 
 impl From<BrokerError> for Status {
     fn from(err: BrokerError) -> Self {
-        match &err {
-            BrokerError::Invalid(KeyError::Invalid { .. }) | BrokerError::KeyId(_) | BrokerError::NoDefaultKey => {
-                Status::invalid_argument(err.to_string())
+        status_of(&err)
+    }
+}
+
+/// The status of a broker failure: the one exhaustive mapping.
+pub fn status_of(err: &BrokerError) -> Status {
+    match err {
+        BrokerError::Invalid(KeyError::Invalid { .. }) | BrokerError::KeyId(_) | BrokerError::NoDefaultKey => {
+            Status::invalid_argument(err.to_string())
+        }
+        BrokerError::KeyMd5Mismatch { .. } => Status::invalid_argument(err.to_string()),
+        BrokerError::PlaintextExportDenied { .. } => Status::permission_denied(err.to_string()),
+        BrokerError::KmsDeadline { .. } => Status::unavailable(err.to_string()),
+        BrokerError::Kms(kms) => match kms.kind {
+            KmsErrorKind::Unavailable => Status::unavailable(err.to_string()),
+            KmsErrorKind::KeyUnusable => Status::failed_precondition(err.to_string()),
+            KmsErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+            KmsErrorKind::InvalidCiphertext => {
+                Status::invalid_argument(format!("encryption.key: KMS could not decrypt it under this context ({err})"))
             }
-            BrokerError::KeyMd5Mismatch { .. } => Status::invalid_argument(err.to_string()),
-            BrokerError::PlaintextExportDenied { .. } => Status::permission_denied(err.to_string()),
-            BrokerError::KmsDeadline { .. } => Status::unavailable(err.to_string()),
-            BrokerError::Kms(kms) => match kms.kind {
-                KmsErrorKind::Unavailable => Status::unavailable(err.to_string()),
-                KmsErrorKind::KeyUnusable => Status::failed_precondition(err.to_string()),
-                KmsErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
-                KmsErrorKind::InvalidCiphertext => Status::invalid_argument(format!(
-                    "encryption.key: KMS could not decrypt it under this context ({err})"
-                )),
-                KmsErrorKind::Internal => internal(&err),
+            KmsErrorKind::Internal => internal(err),
+        },
+        BrokerError::Invalid(KeyError::Random) => internal(err),
+    }
+}
+
+impl From<JobError> for Status {
+    fn from(err: JobError) -> Self {
+        match &err {
+            JobError::Invalid(_) => Status::invalid_argument(err.to_string()),
+            JobError::Precondition(_) => Status::failed_precondition(err.to_string()),
+            JobError::Key { path, source } => {
+                let status = status_of(source);
+                Status::new(status.code(), format!("{path}: {}", status.message()))
+            }
+            JobError::Deadline(_) => Status::deadline_exceeded(err.to_string()),
+            JobError::Et(et) => match et.kind {
+                EtErrorKind::Unavailable => Status::unavailable(err.to_string()),
+                EtErrorKind::NotFound => Status::failed_precondition(err.to_string()),
+                EtErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+                EtErrorKind::Rejected => Status::invalid_argument(err.to_string()),
+                EtErrorKind::Internal => internal(&err),
             },
-            BrokerError::Invalid(KeyError::Random) => internal(&err),
+            JobError::Serialise(_) => internal(&err),
         }
     }
 }

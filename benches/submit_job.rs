@@ -1,0 +1,122 @@
+//! SubmitEncryptedJob latency against a KMS with an injected 20 ms round
+//! trip, beside the latency of one wrap (IssueDataKey), in the same run,
+//! through the real gRPC server on loopback.
+//!
+//! `cargo bench --bench submit_job` (release build). Target: a 30-output AES
+//! job in at most 3 KMS round trips of wall time, not 30.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keybroker::config::{Config, KmsBackend};
+use keybroker::kms::{Delayed, Kms, LocalKeyring};
+use keybroker::pb;
+use keybroker::pb::key_broker_client::KeyBrokerClient;
+
+/// The injected KMS round trip; `KEYBROKER_BENCH_RTT_MS` overrides 20.
+fn round_trip() -> Duration {
+    Duration::from_millis(std::env::var("KEYBROKER_BENCH_RTT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20))
+}
+
+fn protection(mode: &str) -> Option<pb::Protection> {
+    Some(pb::Protection { encryption: Some(pb::Encryption { mode: mode.into(), ..Default::default() }), key_bits: 256 })
+}
+
+fn job(outputs: usize, extras: bool) -> pb::SubmitEncryptedJobRequest {
+    pb::SubmitEncryptedJobRequest {
+        pipeline_id: keybroker::config::DEV_PIPELINE_ID.into(),
+        input: Some(pb::JobInput { key: "in.mov".into(), ..Default::default() }),
+        outputs: (0..outputs)
+            .map(|i| pb::JobOutput {
+                key: format!("out/{i}.mp4"),
+                encryption: protection("aes-cbc-pkcs7"),
+                thumbnail_pattern: if extras { format!("t/{i}-{{count}}") } else { String::new() },
+                thumbnail_encryption: if extras { protection("aes-gcm") } else { None },
+                captions: extras.then(|| pb::Captions {
+                    caption_formats: (0..2)
+                        .map(|c| pb::CaptionFormat {
+                            format: "webvtt".into(),
+                            pattern: format!("c/{i}-{c}"),
+                            encryption: protection("aes-ctr"),
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        validate_only: true,
+        ..Default::default()
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let dir = std::env::temp_dir().join(format!("keybroker-bench-{}", std::process::id()));
+    let mut config = Config::default();
+    config.kms.backend = KmsBackend::Local;
+    config.kms.local.master_key_file = dir.join("master.key");
+    config.apply_dev();
+    let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
+    let kms: Arc<dyn Kms> = Arc::new(Delayed::new(ring, round_trip()));
+    let broker = keybroker::server::build_broker(&config, kms).unwrap();
+    let transcoder = keybroker::server::build_transcoder(&config, broker.clone(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = config.clone();
+    tokio::spawn(async move {
+        keybroker::server::serve(listener, &served, broker, transcoder, std::future::pending()).await.unwrap();
+    });
+    let mut client = KeyBrokerClient::connect(format!("http://{addr}")).await.unwrap();
+
+    let runs = 30;
+    let mut wrap = Vec::new();
+    for _ in 0..runs + 3 {
+        let started = Instant::now();
+        client.issue_data_key(pb::IssueDataKeyRequest::default()).await.unwrap();
+        wrap.push(started.elapsed());
+    }
+    wrap.drain(..3);
+    let mut rows = vec![("IssueDataKey (1 wrap)", 1, wrap)];
+    for (name, request, wraps) in [
+        ("SubmitEncryptedJob, 30 outputs", job(30, false), 30),
+        ("SubmitEncryptedJob, 30 outputs + thumbnails + 2 captions each", job(30, true), 120),
+    ] {
+        let mut samples = Vec::new();
+        for _ in 0..runs + 3 {
+            let started = Instant::now();
+            client.submit_encrypted_job(request.clone()).await.unwrap();
+            samples.push(started.elapsed());
+        }
+        samples.drain(..3);
+        rows.push((name, wraps, samples));
+    }
+    let base = percentile(&mut rows[0].2.clone(), 0.5);
+    println!(
+        "KMS round trip injected: {} ms; max_concurrent_kms_calls: {}; {runs} runs each",
+        ms(round_trip()),
+        config.transcoder.max_concurrent_kms_calls
+    );
+    println!("{:<64} {:>6} {:>9} {:>9} {:>12}", "call", "wraps", "p50 ms", "p90 ms", "p50 / 1 wrap");
+    for (name, wraps, mut samples) in rows {
+        let p50 = percentile(&mut samples, 0.5);
+        let p90 = percentile(&mut samples, 0.9);
+        println!(
+            "{name:<64} {wraps:>6} {:>9.1} {:>9.1} {:>12.2}",
+            ms(p50),
+            ms(p90),
+            p50.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
