@@ -12,6 +12,7 @@ use crate::keys::{
     DataKey, EncryptionBlock, EncryptionMode, Iv16, KeyBits, KeyError, KeyMd5Source, ServiceContext, WrappedKey, md5_of,
 };
 use crate::kms::{Kms, KmsError, KmsErrorKind, KmsKeyId};
+use crate::policy::{Denial, Grant};
 
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +26,10 @@ pub enum BrokerError {
     /// The request named no KMS key and the server has no default.
     #[error("kms_key_id: required, because the server has no default KMS key (kms.default_key_id)")]
     NoDefaultKey,
-    /// Plaintext export is off.
-    #[error("plaintext export is not allowed ({what}); the server must enable allow_plaintext_export")]
-    PlaintextExportDenied {
-        /// What asked for it.
-        what: &'static str,
-    },
+    /// The caller's grant does not cover this (RPC, key, length, export,
+    /// rate).
+    #[error(transparent)]
+    Denied(#[from] Denial),
     /// KMS refused or failed.
     #[error(transparent)]
     Kms(#[from] KmsError),
@@ -55,8 +54,6 @@ pub enum BrokerError {
 pub struct BrokerSettings {
     /// The key used when a request names none.
     pub default_key: Option<KmsKeyId>,
-    /// The server-wide plaintext-export switch.
-    pub allow_plaintext_export: bool,
     /// What `KeyMd5` digests.
     pub key_md5: KeyMd5Source,
     /// The deadline of one KMS call, however the backend behaves.
@@ -166,27 +163,24 @@ impl Broker {
         self.fingerprints.of(wrapped)
     }
 
-    /// Refuses plaintext export unless the server allows it.
-    ///
-    /// # Errors
-    /// [`BrokerError::PlaintextExportDenied`].
-    pub fn check_plaintext_export(&self, what: &'static str) -> Result<(), BrokerError> {
-        if self.settings.allow_plaintext_export { Ok(()) } else { Err(BrokerError::PlaintextExportDenied { what }) }
-    }
-
-    fn key_or_default(&self, key_id: Option<KmsKeyId>) -> Result<KmsKeyId, BrokerError> {
-        key_id.or_else(|| self.settings.default_key.clone()).ok_or(BrokerError::NoDefaultKey)
+    /// The key a request names, or the server's default, if the caller's
+    /// grant covers it.
+    fn granted_key(&self, key_id: Option<KmsKeyId>, grant: &Grant) -> Result<KmsKeyId, BrokerError> {
+        let key = key_id.or_else(|| self.settings.default_key.clone()).ok_or(BrokerError::NoDefaultKey)?;
+        grant.check_kms_key(key.as_str())?;
+        Ok(key)
     }
 
     /// Draws a fresh key and IV and has KMS wrap the key.
     ///
     /// # Errors
     /// [`BrokerError`]: plaintext export refused, no key, KMS failure.
-    pub async fn issue_data_key(&self, request: IssueRequest) -> Result<IssuedKey, BrokerError> {
+    pub async fn issue_data_key(&self, request: IssueRequest, grant: &Grant) -> Result<IssuedKey, BrokerError> {
         if request.return_plaintext {
-            self.check_plaintext_export("return_plaintext")?;
+            grant.check_plaintext_export("return_plaintext")?;
         }
-        let key_id = self.key_or_default(request.key_id)?;
+        grant.check_key_bits(request.bits)?;
+        let key_id = self.granted_key(request.key_id, grant)?;
         let key = DataKey::generate(request.bits)?;
         let iv = Iv16::generate()?;
         let mut issued = self.seal(&key_id, &key, request.mode, iv, request.context).await?;
@@ -200,8 +194,9 @@ impl Broker {
     ///
     /// # Errors
     /// [`BrokerError`]: no key, KMS failure.
-    pub async fn wrap_key(&self, request: WrapRequest) -> Result<IssuedKey, BrokerError> {
-        let key_id = self.key_or_default(request.key_id)?;
+    pub async fn wrap_key(&self, request: WrapRequest, grant: &Grant) -> Result<IssuedKey, BrokerError> {
+        grant.check_key_bits(request.key.bits())?;
+        let key_id = self.granted_key(request.key_id, grant)?;
         let iv = match request.iv {
             Some(iv) => iv,
             None => Iv16::generate()?,
@@ -281,9 +276,15 @@ impl Broker {
     ///
     /// # Errors
     /// [`BrokerError`]: plaintext export refused, KMS failure, KeyMd5 mismatch.
-    pub async fn unwrap_key(&self, request: UnwrapRequest) -> Result<UnwrappedKey, BrokerError> {
-        self.check_plaintext_export("UnwrapKey")?;
-        self.open(request, "encryption.key_md5").await
+    pub async fn unwrap_key(&self, request: UnwrapRequest, grant: &Grant) -> Result<UnwrappedKey, BrokerError> {
+        grant.check_plaintext_export("UnwrapKey")?;
+        if let Some(key_id) = &request.key_id {
+            grant.check_kms_key(key_id.as_str())?;
+        }
+        let unwrapped = self.open(request, "encryption.key_md5").await?;
+        // The key that wrapped it must be one the caller may use.
+        grant.check_kms_key(&unwrapped.key_arn)?;
+        Ok(unwrapped)
     }
 
     async fn with_deadline<T>(
@@ -292,10 +293,13 @@ impl Broker {
         call: impl Future<Output = Result<T, KmsError>>,
     ) -> Result<T, BrokerError> {
         let after = self.settings.kms_deadline;
-        match tokio::time::timeout(after, call).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(after, call).await {
             Ok(result) => result.map_err(BrokerError::from),
             Err(_) => Err(BrokerError::KmsDeadline { operation, after }),
-        }
+        };
+        crate::metrics::record_kms(operation, result.is_ok(), started.elapsed());
+        result
     }
 }
 

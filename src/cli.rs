@@ -8,11 +8,12 @@
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::config::{Config, KmsBackend, LogFormat};
+use crate::config::{Config, KmsBackend, LogFormat, TlsMode};
 use crate::keys::EncryptionText;
 use crate::pb;
 use crate::pb::key_broker_client::KeyBrokerClient;
@@ -40,6 +41,35 @@ pub enum Command {
     /// Have a running broker key, validate and submit an Elastic Transcoder
     /// job written as ET's CreateJob JSON.
     SubmitJob(SubmitJobArgs),
+    /// Check a broker's health (grpc.health.v1); exit 0 when SERVING.
+    Health(HealthArgs),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `keybroker health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The service to check; empty: the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub timeout_secs: u64,
+}
+
+/// `keybroker audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain; report the first edited, deleted,
+    /// inserted or reordered record (exit 1 when broken).
+    Verify {
+        /// The audit log.
+        file: PathBuf,
+    },
 }
 
 /// `keybroker submit-job`.
@@ -84,6 +114,30 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// TLS mode: mutual (default), server, or plaintext (loopback only).
+    #[arg(long, value_enum)]
+    pub tls_mode: Option<TlsMode>,
+    /// Server certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Policy file (TOML): who may do what. Default deny.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Audit log (JSON lines, hash-chained).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Prometheus /metrics listen address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Plaintext health-only gRPC listen address, for probes.
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Which service will decrypt the key.
@@ -104,12 +158,24 @@ impl ContextArg {
     }
 }
 
-/// Where the broker is.
-#[derive(Debug, Args)]
+/// Where the broker is, and how to prove who we are.
+#[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
-    /// The broker's address.
+    /// The broker's address: `host:port`, `http://…`, or `https://…` for TLS.
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "KEYBROKER_ADDR")]
     pub addr: String,
+    /// CA certificate(s) to verify the broker with (PEM); implies TLS.
+    #[arg(long, value_name = "FILE", env = "KEYBROKER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM).
+    #[arg(long, value_name = "FILE", env = "KEYBROKER_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Client private key for mutual TLS (PEM).
+    #[arg(long, value_name = "FILE", env = "KEYBROKER_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// The name the broker's certificate must carry (default: the host in --addr).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// `keybroker issue-key`.
@@ -197,6 +263,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::IssueKey(args) => issue_key(args).await,
         Command::WrapKey(args) => wrap_key(args).await,
         Command::SubmitJob(args) => submit_job(args).await,
+        Command::Health(args) => health(args).await,
+        Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
     }
 }
 
@@ -221,6 +289,30 @@ pub fn serve_config(args: &ServeArgs) -> Result<Config, CliError> {
     if let Some(format) = args.log_format {
         config.log.format = format;
     }
+    if let Some(mode) = args.tls_mode {
+        config.tls.mode = mode;
+    }
+    if let Some(path) = &args.tls_cert {
+        config.tls.cert_file = Some(path.clone());
+    }
+    if let Some(path) = &args.tls_key {
+        config.tls.key_file = Some(path.clone());
+    }
+    if let Some(path) = &args.client_ca {
+        config.tls.client_ca_file = Some(path.clone());
+    }
+    if let Some(path) = &args.policy {
+        config.policy.file = Some(path.clone());
+    }
+    if let Some(path) = &args.audit_log {
+        config.audit.file = Some(path.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        config.metrics_listen = Some(addr);
+    }
+    if let Some(addr) = args.health_listen {
+        config.health_listen = Some(addr);
+    }
     if args.dev || config.dev {
         config.apply_dev();
         if let Some(kms) = args.kms {
@@ -234,6 +326,10 @@ pub fn serve_config(args: &ServeArgs) -> Result<Config, CliError> {
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = serve_config(&args)?;
     crate::telemetry::init(config.log.format, &config.log.filter);
+    crate::hygiene::harden(config.memory.lock_keys);
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr).map_err(|e| CliError::Input(format!("metrics on {addr}: {e}")))?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| CliError::Input(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -241,18 +337,44 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Connects to the broker at `addr` (`host:port` or an `http(s)://` URL).
+/// Connects to the broker: plaintext for `http://` and bare `host:port`,
+/// TLS for `https://` or whenever a CA certificate is given.
 ///
 /// # Errors
-/// [`CliError::Connect`].
-pub async fn connect(addr: &str) -> Result<KeyBrokerClient<Channel>, CliError> {
-    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let channel = Endpoint::from_shared(url)
-        .map_err(|e| CliError::Connect(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| CliError::Connect(crate::cloud::error_chain(&e)))?;
-    Ok(KeyBrokerClient::new(channel))
+/// [`CliError::Connect`] or [`CliError::Input`] for unreadable PEM files.
+pub async fn channel(args: &ClientArgs) -> Result<Channel, CliError> {
+    let tls = args.ca_cert.is_some() || args.addr.starts_with("https://");
+    let url = if args.addr.contains("://") {
+        args.addr.clone()
+    } else if tls {
+        format!("https://{}", args.addr)
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let mut endpoint = Endpoint::from_shared(url).map_err(|e| CliError::Connect(e.to_string()))?;
+    if tls {
+        let read = |path: &Path| std::fs::read(path).map_err(|e| CliError::Input(format!("{}: {e}", path.display())));
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &args.ca_cert {
+            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &args.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        endpoint = endpoint.tls_config(config).map_err(|e| CliError::Connect(crate::cloud::error_chain(&e)))?;
+    }
+    endpoint.connect().await.map_err(|e| CliError::Connect(crate::cloud::error_chain(&e)))
+}
+
+/// A broker client over [`channel`].
+///
+/// # Errors
+/// As [`channel`].
+pub async fn connect(args: &ClientArgs) -> Result<KeyBrokerClient<Channel>, CliError> {
+    Ok(KeyBrokerClient::new(channel(args).await?))
 }
 
 fn print_encryption(block: Option<pb::Encryption>) -> Result<(), CliError> {
@@ -269,7 +391,7 @@ fn print_encryption(block: Option<pb::Encryption>) -> Result<(), CliError> {
 }
 
 async fn issue_key(args: IssueKeyArgs) -> Result<(), CliError> {
-    let mut client = connect(&args.client.addr).await?;
+    let mut client = connect(&args.client).await?;
     let response = client
         .issue_data_key(pb::IssueDataKeyRequest {
             kms_key_id: args.kms_key_id,
@@ -311,7 +433,7 @@ async fn wrap_key(args: WrapKeyArgs) -> Result<(), CliError> {
         Some(text) => hex::decode(text).map_err(|_| CliError::Input("--iv-hex: must be hex".to_owned()))?,
         None => Vec::new(),
     };
-    let mut client = connect(&args.client.addr).await?;
+    let mut client = connect(&args.client).await?;
     let response = client
         .wrap_key(pb::WrapKeyRequest {
             kms_key_id: args.kms_key_id,
@@ -350,7 +472,7 @@ pub fn read_job_spec(path: &Path, key_bits: u32) -> Result<crate::transcoder::mo
 async fn submit_job(args: SubmitJobArgs) -> Result<(), CliError> {
     let job = read_job_spec(&args.spec, args.key_bits)?;
     let request = crate::api::job::job_request_to_proto(&job, args.validate_only);
-    let mut client = connect(&args.client.addr).await?;
+    let mut client = connect(&args.client).await?;
     let response = client.submit_encrypted_job(request).await?.into_inner();
     let to_json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
     let printed = if args.validate_only {
@@ -385,4 +507,34 @@ async fn submit_job(args: SubmitJobArgs) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(&printed).map_err(|e| CliError::Input(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+async fn health(args: HealthArgs) -> Result<(), CliError> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let check = async {
+        let mut client = HealthClient::new(channel(&args.client).await?);
+        let answer = client.check(HealthCheckRequest { service: args.service.clone() }).await?.into_inner();
+        Ok::<_, CliError>(answer.status)
+    };
+    let status = tokio::time::timeout(Duration::from_secs(args.timeout_secs), check)
+        .await
+        .map_err(|_| CliError::Connect(format!("no answer within {} s", args.timeout_secs)))??;
+    let name = ServingStatus::try_from(status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+    println!("{name}");
+    if status == ServingStatus::Serving as i32 { Ok(()) } else { Err(CliError::Input(format!("not serving: {name}"))) }
+}
+
+fn audit_verify(file: &Path) -> Result<(), CliError> {
+    use crate::audit::{Verdict, verify};
+    match verify(file).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))? {
+        Verdict::Intact { records, last_hash } => {
+            println!("ok: {records} records, chain intact; last hash {last_hash}");
+            Ok(())
+        }
+        Verdict::Broken { line, problem } => {
+            Err(CliError::Input(format!("{}: line {line}: {problem}", file.display())))
+        }
+    }
 }

@@ -50,6 +50,109 @@ pub struct Config {
     pub kms: KmsConfig,
     /// Elastic Transcoder job assembly and submission.
     pub transcoder: TranscoderConfig,
+    /// A plaintext listener serving only `grpc.health.v1` (no key RPCs), for
+    /// probes that cannot present a client certificate.
+    pub health_listen: Option<SocketAddr>,
+    /// Prometheus exposition (`/metrics`) listen address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Transport security.
+    pub tls: TlsConfig,
+    /// Who may do what.
+    pub policy: PolicyConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Process memory hygiene.
+    pub memory: MemoryConfig,
+}
+
+/// How the gRPC listener is secured.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS with a required client certificate (the default).
+    Mutual,
+    /// TLS without client certificates: every caller is `anonymous`.
+    Server,
+    /// No TLS. For loopback and `--dev`; a non-loopback address is refused.
+    Plaintext,
+}
+
+/// Transport security settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `mutual`, `server` or `plaintext`.
+    pub mode: TlsMode,
+    /// Server certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Trust bundle for client certificates (PEM CA certificates).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often to check the files for changes, in seconds (0: SIGHUP only).
+    pub reload_poll_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { mode: TlsMode::Mutual, cert_file: None, key_file: None, client_ca_file: None, reload_poll_secs: 10 }
+    }
+}
+
+/// Policy settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The policy file; unset: every caller may call every RPC, and
+    /// plaintext export follows `allow_plaintext_export`.
+    pub file: Option<PathBuf>,
+}
+
+/// Audit settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines audit log; unset: no audit log.
+    pub file: Option<PathBuf>,
+    /// 32+ secret bytes keying key fingerprints, so they stay comparable
+    /// across restarts and replicas; unset: a fresh key per process.
+    pub fingerprint_key_file: Option<PathBuf>,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Calls in flight at once; more are shed with `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_requests: usize,
+    /// The most a call may run, in milliseconds; a shorter `grpc-timeout`
+    /// from the caller wins.
+    pub request_timeout_ms: u64,
+    /// The largest request message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_concurrent_requests: 256, request_timeout_ms: 30_000, max_message_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// Process memory hygiene.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Lock the process's pages in memory (mlockall) so keys never reach
+    /// swap, where the memory-lock limit allows it.
+    pub lock_keys: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig { lock_keys: true }
+    }
 }
 
 impl Default for Config {
@@ -62,6 +165,13 @@ impl Default for Config {
             log: LogConfig::default(),
             kms: KmsConfig::default(),
             transcoder: TranscoderConfig::default(),
+            health_listen: None,
+            metrics_listen: None,
+            tls: TlsConfig::default(),
+            policy: PolicyConfig::default(),
+            audit: AuditConfig::default(),
+            limits: LimitsConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -210,8 +320,22 @@ pub const DEV_PIPELINE_ID: &str = "0000000000000-keydev";
 
 /// The configuration's top-level keys: other `KEYBROKER_*` variables (such
 /// as the clients' `KEYBROKER_ADDR`) are not configuration.
-const TOP_LEVEL_KEYS: &[&str] =
-    &["listen", "dev", "allow_plaintext_export", "shutdown_grace_secs", "log", "kms", "transcoder"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "dev",
+    "allow_plaintext_export",
+    "shutdown_grace_secs",
+    "log",
+    "kms",
+    "transcoder",
+    "health_listen",
+    "metrics_listen",
+    "tls",
+    "policy",
+    "audit",
+    "limits",
+    "memory",
+];
 
 /// Whether a `KEYBROKER_*` variable (prefix stripped, any case, nesting
 /// written `__` or already split to `.`) names a configuration key.
@@ -257,6 +381,7 @@ impl Config {
             self.kms.default_key_id = Some(DEV_DEFAULT_KEY_ID.to_owned());
         }
         self.transcoder.submit = false;
+        self.tls.mode = TlsMode::Plaintext;
         if self.transcoder.pipelines.is_empty() {
             self.transcoder.pipelines.push(dev_pipeline());
         }
@@ -274,6 +399,42 @@ impl Config {
                     "--dev serves plaintext gRPC and listens on loopback only; {} is not a loopback address",
                     self.listen
                 ),
+            });
+        }
+        match self.tls.mode {
+            TlsMode::Plaintext => {
+                if !self.listen.ip().is_loopback() {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.mode",
+                        rule: format!(
+                            "plaintext gRPC is served on loopback only; {} is not a loopback address: configure \
+                             tls.cert_file, tls.key_file and tls.client_ca_file",
+                            self.listen
+                        ),
+                    });
+                }
+            }
+            TlsMode::Mutual | TlsMode::Server => {
+                if self.tls.cert_file.is_none() || self.tls.key_file.is_none() {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.cert_file",
+                        rule: "TLS needs tls.cert_file and tls.key_file (--tls-cert, --tls-key); for a loopback-only \
+                               server without TLS set tls.mode = \"plaintext\""
+                            .to_owned(),
+                    });
+                }
+                if self.tls.mode == TlsMode::Mutual && self.tls.client_ca_file.is_none() {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.client_ca_file",
+                        rule: "mutual TLS needs a trust bundle for client certificates (--client-ca)".to_owned(),
+                    });
+                }
+            }
+        }
+        if self.limits.max_concurrent_requests == 0 || self.limits.max_message_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_concurrent_requests",
+                rule: "limits must be greater than 0".to_owned(),
             });
         }
         if self.kms.max_attempts == 0 {

@@ -14,17 +14,25 @@
 //! - [`transcoder`]: Elastic Transcoder CreateJob assembly, validation, submission.
 //! - [`cli`]: the `keybroker` command line, server and client subcommands.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
+pub mod audit;
 pub mod broker;
 pub mod cipher;
 pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod fingerprint;
+pub mod hygiene;
 pub mod keys;
 pub mod kms;
+pub mod layers;
+pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod transcoder;
 
 /// The generated `keybroker.v1` protobuf and gRPC code.

@@ -1,6 +1,8 @@
 //! The `keybroker` binary: parses the command line and hands over to the
 //! library, where everything else lives.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser as _;
 
 #[tokio::main]

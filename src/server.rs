@@ -15,12 +15,18 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::api::Api;
+use crate::api::call::Gate;
+use crate::audit::AuditLog;
 use crate::broker::{Broker, BrokerSettings};
+use crate::config::TlsMode;
 use crate::config::{Config, ConfigError, KmsBackend};
 use crate::fingerprint::Fingerprinter;
 use crate::kms::{AwsKms, Kms, KmsKeyId, LocalKeyring};
+use crate::layers::ShedLayer;
 use crate::pb;
 use crate::pb::key_broker_server::KeyBrokerServer;
+use crate::policy::PolicyStore;
+use crate::tls::{ReloadableTls, TlsFiles};
 use crate::transcoder::pipeline::Pipelines;
 use crate::transcoder::{Transcoder, TranscoderSettings};
 
@@ -45,6 +51,18 @@ pub enum ServerError {
     /// The server task died.
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A listener could not bind.
+    #[error("cannot listen: {0}")]
+    Bind(std::io::Error),
 }
 
 /// The KMS backend the configuration names.
@@ -90,13 +108,12 @@ pub fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, S
         .map(|id| KmsKeyId::parse(id, "kms.default_key_id"))
         .transpose()
         .map_err(|e| ConfigError::Invalid { key: "kms.default_key_id", rule: e.rule })?;
-    let settings = BrokerSettings {
-        default_key,
-        allow_plaintext_export: config.allow_plaintext_export,
-        key_md5: config.kms.key_md5,
-        kms_deadline: config.kms.call_timeout(),
+    let settings = BrokerSettings { default_key, key_md5: config.kms.key_md5, kms_deadline: config.kms.call_timeout() };
+    let fingerprints = match &config.audit.fingerprint_key_file {
+        Some(path) => Fingerprinter::from_file(path)
+            .map_err(|e| ServerError::Random(format!("audit.fingerprint_key_file {}: {e}", path.display())))?,
+        None => Fingerprinter::ephemeral().map_err(|e| ServerError::Random(e.to_string()))?,
     };
-    let fingerprints = Fingerprinter::ephemeral().map_err(|e| ServerError::Random(e.to_string()))?;
     Ok(Arc::new(Broker::new(kms, settings, fingerprints)))
 }
 
@@ -125,10 +142,99 @@ pub async fn run(
     serve(listener, &config, broker, transcoder, shutdown).await
 }
 
+/// The custody boundary the configuration describes: policy and audit log.
+///
+/// # Errors
+/// [`ServerError`] when the policy is invalid (naming the line) or the audit
+/// log cannot be opened: the server refuses to start without them.
+pub fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
+    let policy = match &config.policy.file {
+        Some(path) => {
+            let store = PolicyStore::load(path)?;
+            let rules = store.current().map_or(0, |p| p.len());
+            tracing::info!(path = %path.display(), rules, "policy loaded (default deny)");
+            store
+        }
+        None => {
+            if !config.dev {
+                tracing::warn!(
+                    "no policy file: every caller may call every RPC (plaintext export per allow_plaintext_export)"
+                );
+            }
+            PolicyStore::none()
+        }
+    };
+    let audit = match &config.audit.file {
+        Some(path) => {
+            let log = AuditLog::open(path)?;
+            tracing::info!(path = %path.display(), "audit log open");
+            Some(log)
+        }
+        None => None,
+    };
+    Ok(Arc::new(Gate { policy, audit, server_export: config.allow_plaintext_export }))
+}
+
+fn tls_files(config: &Config) -> Option<TlsFiles> {
+    let (cert, key) = (config.tls.cert_file.clone()?, config.tls.key_file.clone()?);
+    match config.tls.mode {
+        TlsMode::Plaintext => None,
+        TlsMode::Server => Some(TlsFiles { cert, key, client_ca: None, require_client_cert: false }),
+        TlsMode::Mutual => {
+            Some(TlsFiles { cert, key, client_ca: config.tls.client_ca_file.clone(), require_client_cert: true })
+        }
+    }
+}
+
+/// Reloads policy, certificates and the audit file on SIGHUP, and the
+/// certificates when their files change. Failures keep what was loaded.
+fn spawn_reloaders(gate: Arc<Gate>, tls: Option<ReloadableTls>, poll: Duration) {
+    let reload_tls = |tls: &ReloadableTls, why: &str| match tls.reload() {
+        Ok(()) => tracing::info!(why, "TLS certificates and trust bundle reloaded"),
+        Err(e) => tracing::error!(why, error = %e, "TLS reload failed; keeping the previous certificates"),
+    };
+    if let Some(tls) = tls.clone().filter(|_| !poll.is_zero()) {
+        tokio::spawn(async move {
+            let mut seen = tls.modified();
+            let mut tick = tokio::time::interval(poll);
+            loop {
+                tick.tick().await;
+                let now = tls.modified();
+                if now != seen {
+                    seen = now;
+                    reload_tls(&tls, "files changed");
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload by restarting");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading policy, certificates and audit log");
+            match gate.policy.reload() {
+                Ok(rules) => tracing::info!(rules, "policy reloaded"),
+                Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the previous policy"),
+            }
+            if let Some(tls) = &tls {
+                reload_tls(tls, "SIGHUP");
+            }
+            if let Some(audit) = &gate.audit
+                && let Err(e) = audit.reopen().await
+            {
+                tracing::error!(error = %e, "audit log reopen failed");
+            }
+        }
+    });
+}
+
 /// Serves `broker` on `listener` until `shutdown`, then drains.
 ///
 /// # Errors
-/// [`ServerError`] when the transport dies.
+/// [`ServerError`] when the policy, audit log or TLS material is unusable,
+/// or the transport dies.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -136,6 +242,10 @@ pub async fn serve(
     transcoder: Arc<Transcoder>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let gate = build_gate(config)?;
+    let tls = tls_files(config).map(ReloadableTls::load).transpose()?;
+    spawn_reloaders(gate.clone(), tls.clone(), Duration::from_secs(config.tls.reload_poll_secs));
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<KeyBrokerServer<Api>>().await;
 
@@ -149,21 +259,48 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let local_addr = listener.local_addr().ok();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate))
+        .max_decoding_message_size(config.limits.max_message_bytes);
     let router = Server::builder()
+        .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
+        .layer(ShedLayer::new(config.limits.max_concurrent_requests))
+        .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(KeyBrokerServer::new(Api::new(broker, transcoder)));
-    // Accepted connections get TCP_NODELAY: gRPC answers are small writes,
-    // and Nagle plus delayed ACKs would add ~40 ms to every call.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stop_rx.await;
-    }));
-    tracing::info!(listen = ?local_addr, dev = config.dev, kms = ?config.kms.backend, "keybroker serving");
+        .add_service(key_broker);
+    let mut server = match tls {
+        Some(tls) => {
+            let incoming = crate::tls::accept_tls(listener, tls, Duration::from_secs(10));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
+        }
+        None => {
+            // Accepted connections get TCP_NODELAY: gRPC answers are small
+            // writes, and Nagle plus delayed ACKs would add ~40 ms to every call.
+            let incoming =
+                TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
+        }
+    };
+    if let Some(addr) = config.health_listen {
+        let health_listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
+        tracing::info!(%addr, "health-only listener (plaintext grpc.health.v1)");
+        let incoming = TcpIncoming::from(health_listener).with_nodelay(Some(true));
+        let health_only = Server::builder().add_service(health_service);
+        tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())));
+    }
+    tracing::info!(
+        listen = ?local_addr,
+        dev = config.dev,
+        tls = ?config.tls.mode,
+        kms = ?config.kms.backend,
+        "keybroker serving"
+    );
 
     tokio::select! {
         result = &mut server => return Ok(result??),
@@ -172,7 +309,7 @@ pub async fn serve(
     tracing::info!("shutting down: health NOT_SERVING, no new calls, draining in-flight calls");
     health_reporter.set_not_serving::<KeyBrokerServer<Api>>().await;
     health_reporter.set_service_status("", ServingStatus::NotServing).await;
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => result??,

@@ -161,7 +161,17 @@ fn no_plaintext_key_reaches_the_server_output() {
         env.push(("RUST_LOG", "trace".to_owned()));
         let server = serve(
             dir.path(),
-            &["--kms", "aws", "--kms-key-id", &key_arn, "--allow-plaintext-export", "--log-format", format],
+            &[
+                "--kms",
+                "aws",
+                "--kms-key-id",
+                &key_arn,
+                "--allow-plaintext-export",
+                "--log-format",
+                format,
+                "--tls-mode",
+                "plaintext",
+            ],
             &env,
         );
         let addr = format!("http://{}", server.addr);
@@ -222,7 +232,7 @@ fn config_file_and_environment_configure_the_server() {
     let mut file = std::fs::File::create(&config).unwrap();
     writeln!(
         file,
-        "listen = \"127.0.0.1:1\"\n[kms]\nbackend = \"local\"\ndefault_key_id = \"alias/from-file\"\n[kms.local]\nmaster_key_file = \"{}\"",
+        "listen = \"127.0.0.1:1\"\n[tls]\nmode = \"plaintext\"\n[kms]\nbackend = \"local\"\ndefault_key_id = \"alias/from-file\"\n[kms.local]\nmaster_key_file = \"{}\"",
         dir.path().join("mk").display()
     )
     .unwrap();

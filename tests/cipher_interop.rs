@@ -314,17 +314,16 @@ fn encrypt_file_digest(mode: EncryptionMode, key: &DataKey, iv: &Iv16, path: &Pa
     (hash.finalize().into(), len)
 }
 
-/// Runs a peer that writes a ciphertext to stdout; hashes that stream and
-/// decrypts it with a [`Decryptor`] on the fly, in 1 MiB reads. Returns the
-/// SHA-256 of the peer's ciphertext and of our decryption of it.
-fn peer_stream_digests(mut peer: Command, mode: EncryptionMode, key: &DataKey, iv: &Iv16) -> ([u8; 32], [u8; 32]) {
+/// Runs a peer that writes a ciphertext to stdout and hashes that stream in
+/// 1 MiB reads; with a [`Decryptor`], also decrypts it on the fly. Returns the
+/// SHA-256 of the peer's ciphertext and, if decrypted, of the plaintext.
+fn peer_stream_digests(mut peer: Command, mut dec: Option<Decryptor>) -> ([u8; 32], Option<[u8; 32]>) {
     let mut child = peer
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|err| panic!("cannot run {peer:?}: {err}"));
     let mut stdout = child.stdout.take().unwrap();
-    let mut dec = Decryptor::new(mode, key, iv).unwrap();
     let (mut buf, mut out) = (vec![0u8; MIB], Vec::with_capacity(MIB + 32));
     let (mut ct_hash, mut pt_hash) = (Sha256::new(), Sha256::new());
     loop {
@@ -333,18 +332,23 @@ fn peer_stream_digests(mut peer: Command, mode: EncryptionMode, key: &DataKey, i
             break;
         }
         ct_hash.update(&buf[..n]);
-        out.clear();
-        dec.update(&buf[..n], &mut out).unwrap();
-        pt_hash.update(&out);
+        if let Some(dec) = dec.as_mut() {
+            out.clear();
+            dec.update(&buf[..n], &mut out).unwrap();
+            pt_hash.update(&out);
+        }
     }
     let status = child.wait().unwrap();
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "{peer:?} failed ({status}): {err}");
-    out.clear();
-    dec.finalize(&mut out).unwrap_or_else(|e| panic!("{}: {e}", mode.as_str()));
-    pt_hash.update(&out);
-    (ct_hash.finalize().into(), pt_hash.finalize().into())
+    let opened = dec.map(|dec| {
+        out.clear();
+        dec.finalize(&mut out).unwrap_or_else(|e| panic!("{e}"));
+        pt_hash.update(&out);
+        pt_hash.finalize().into()
+    });
+    (ct_hash.finalize().into(), opened)
 }
 
 /// Streams a file through `cryptography`'s incremental GCM encryptor to
@@ -395,12 +399,18 @@ fn a_100_mib_file_is_byte_identical_with_openssl_and_cryptography() {
         } else {
             openssl_enc(mode, &key_bytes, &iv, false, &path)
         };
-        let (theirs, opened) = peer_stream_digests(peer, mode, &key, &iv);
+        // Equal digests mean equal files, so decrypting the peer's copy too
+        // only re-tests our own round trip; debug builds are slow, so do it
+        // once, for GCM, where a 100 MiB tag check is worth having.
+        let dec = (mode == EncryptionMode::AesGcm).then(|| Decryptor::new(mode, &key, &iv).unwrap());
+        let (theirs, opened) = peer_stream_digests(peer, dec);
         assert_eq!(hex::encode(theirs), hex::encode(ours), "{}: peer wrote different bytes", mode.as_str());
-        assert_eq!(hex::encode(opened), hex::encode(pt_digest), "{}: we misread the peer's file", mode.as_str());
+        if let Some(opened) = opened {
+            assert_eq!(hex::encode(opened), hex::encode(pt_digest), "{}: we misread the peer's file", mode.as_str());
+        }
     };
     let check_mode = &check_mode;
-    // One thread per mode: debug builds are slow, and a CI box has cores.
+    // One thread per mode: debug builds are slow, and CI boxes have cores.
     std::thread::scope(|scope| {
         let runs: Vec<_> = [EncryptionMode::AesCbcPkcs7, EncryptionMode::AesCtr, EncryptionMode::AesGcm]
             .map(|mode| scope.spawn(move || check_mode(mode)))

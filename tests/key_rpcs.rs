@@ -402,9 +402,10 @@ async fn kms_errors_map_to_actionable_codes() {
     assert!(err.message().contains("KMS Encrypt failed"), "{}", err.message());
 
     // An alias resolves to its key's ARN.
-    moto.create_alias("alias/keybroker-test-media", &key_arn).await;
+    let alias = format!("alias/keybroker-test-{}", uuid::Uuid::new_v4());
+    moto.create_alias(&alias, &key_arn).await;
     let mut req = issue(256, "aes-gcm");
-    req.kms_key_id = "alias/keybroker-test-media".into();
+    req.kms_key_id = alias;
     let resp = client.issue_data_key(req).await.unwrap().into_inner();
     assert_eq!(resp.kms_key_arn, key_arn);
 }

@@ -526,7 +526,7 @@ async fn a_failed_submission_maps_to_its_code_and_leaves_no_job() {
     assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
     assert!(rig.et.created_jobs().is_empty());
     let logs = support::logs::text();
-    assert!(logs.contains("job not submitted"), "the failure is logged");
+    assert!(logs.contains("call failed") && logs.contains("SubmitEncryptedJob"), "the failure is logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

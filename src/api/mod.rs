@@ -5,6 +5,7 @@
 //! and errors back. The one exhaustive error-to-status mapping lives here.
 //! Must never put plaintext key bytes in a status message or a log line.
 
+pub mod call;
 pub mod job;
 
 use std::pin::Pin;
@@ -20,18 +21,20 @@ use crate::pb;
 use crate::pb::key_broker_server::KeyBroker;
 use crate::transcoder::et::EtErrorKind;
 use crate::transcoder::{JobError, Transcoder};
+use call::{Facts, Gate, denial_status};
 
 /// The gRPC face of the broker.
 #[derive(Clone)]
 pub struct Api {
     broker: Arc<Broker>,
     transcoder: Arc<Transcoder>,
+    gate: Arc<Gate>,
 }
 
 impl Api {
-    /// Serves `broker` and `transcoder`.
-    pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>) -> Self {
-        Api { broker, transcoder }
+    /// Serves `broker` and `transcoder` behind `gate`.
+    pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>, gate: Arc<Gate>) -> Self {
+        Api { broker, transcoder, gate }
     }
 }
 
@@ -92,113 +95,123 @@ impl KeyBroker for Api {
         &self,
         request: Request<pb::IssueDataKeyRequest>,
     ) -> Result<Response<pb::IssueDataKeyResponse>, Status> {
-        let req = request.into_inner();
-        let parsed = IssueRequest {
-            key_id: parse_optional_key_id(&req.kms_key_id, "kms_key_id")?,
-            bits: KeyBits::parse(req.key_bits, "key_bits").map_err(BrokerError::from)?,
-            mode: EncryptionMode::parse_aes(&req.mode, "mode").map_err(BrokerError::from)?,
-            return_plaintext: req.return_plaintext,
-            context: parse_context(req.context, "context").map_err(BrokerError::from)?,
-        };
-        let issued = self.broker.issue_data_key(parsed).await?;
-        tracing::info!(
-            rpc = "IssueDataKey",
-            kms_key_arn = %issued.key_arn,
-            key_fingerprint = %issued.fingerprint,
-            "issued a data key"
-        );
-        Ok(Response::new(issued_response(issued)))
+        let broker = self.broker.clone();
+        self.gate
+            .call("IssueDataKey", request, |req, grant| async move {
+                let mut facts = Facts::default();
+                let result = async {
+                    let parsed = IssueRequest {
+                        key_id: parse_optional_key_id(&req.kms_key_id, "kms_key_id")?,
+                        bits: KeyBits::parse(req.key_bits, "key_bits").map_err(BrokerError::from)?,
+                        mode: EncryptionMode::parse_aes(&req.mode, "mode").map_err(BrokerError::from)?,
+                        return_plaintext: req.return_plaintext,
+                        context: parse_context(req.context, "context").map_err(BrokerError::from)?,
+                    };
+                    let issued = broker.issue_data_key(parsed, &grant).await?;
+                    facts.kms_key_arn.clone_from(&issued.key_arn);
+                    facts.key_fingerprints.push(issued.fingerprint.clone());
+                    Ok(issued_response(issued))
+                }
+                .await;
+                (result, facts)
+            })
+            .await
     }
 
     async fn wrap_key(&self, request: Request<pb::WrapKeyRequest>) -> Result<Response<pb::WrapKeyResponse>, Status> {
-        let req = request.into_inner();
-        let iv = if req.initialization_vector.is_empty() {
-            None
-        } else {
-            Some(Iv16::from_slice(&req.initialization_vector, "initialization_vector").map_err(BrokerError::from)?)
-        };
-        let parsed = WrapRequest {
-            key_id: parse_optional_key_id(&req.kms_key_id, "kms_key_id")?,
-            mode: EncryptionMode::parse_aes(&req.mode, "mode").map_err(BrokerError::from)?,
-            context: parse_context(req.context, "context").map_err(BrokerError::from)?,
-            iv,
-            key: DataKey::from_vec(req.plaintext_key, "plaintext_key").map_err(BrokerError::from)?,
-        };
-        let issued = self.broker.wrap_key(parsed).await?;
-        tracing::info!(
-            rpc = "WrapKey",
-            kms_key_arn = %issued.key_arn,
-            key_fingerprint = %issued.fingerprint,
-            "wrapped a caller's key"
-        );
-        Ok(Response::new(pb::WrapKeyResponse {
-            encryption: Some(encryption_to_proto(&issued.block)),
-            kms_key_arn: issued.key_arn,
-            key_fingerprint: issued.fingerprint,
-        }))
+        let broker = self.broker.clone();
+        self.gate
+            .call("WrapKey", request, |req, grant| async move {
+                let mut facts = Facts::default();
+                let result = async {
+                    let iv = if req.initialization_vector.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            Iv16::from_slice(&req.initialization_vector, "initialization_vector")
+                                .map_err(BrokerError::from)?,
+                        )
+                    };
+                    let parsed = WrapRequest {
+                        key_id: parse_optional_key_id(&req.kms_key_id, "kms_key_id")?,
+                        mode: EncryptionMode::parse_aes(&req.mode, "mode").map_err(BrokerError::from)?,
+                        context: parse_context(req.context, "context").map_err(BrokerError::from)?,
+                        iv,
+                        key: DataKey::from_vec(req.plaintext_key, "plaintext_key").map_err(BrokerError::from)?,
+                    };
+                    let issued = broker.wrap_key(parsed, &grant).await?;
+                    facts.kms_key_arn.clone_from(&issued.key_arn);
+                    facts.key_fingerprints.push(issued.fingerprint.clone());
+                    Ok(pb::WrapKeyResponse {
+                        encryption: Some(encryption_to_proto(&issued.block)),
+                        kms_key_arn: issued.key_arn,
+                        key_fingerprint: issued.fingerprint,
+                    })
+                }
+                .await;
+                (result, facts)
+            })
+            .await
     }
 
     async fn unwrap_key(
         &self,
         request: Request<pb::UnwrapKeyRequest>,
     ) -> Result<Response<pb::UnwrapKeyResponse>, Status> {
-        let req = request.into_inner();
-        // Refuse before parsing anything else: a denied call learns nothing.
-        self.broker.check_plaintext_export("UnwrapKey")?;
-        let block =
-            req.encryption.ok_or_else(|| KeyError::invalid("encryption", "required")).map_err(BrokerError::from)?;
-        let parsed = parse_unwrap(&block, req.context, &req.kms_key_id)?;
-        let iv = if block.initialization_vector.is_empty() {
-            Vec::new()
-        } else {
-            decode_base64(&block.initialization_vector, "encryption.initialization_vector")
-                .map_err(BrokerError::from)?
-        };
-        let unwrapped = self.broker.unwrap_key(parsed).await?;
-        tracing::info!(
-            rpc = "UnwrapKey",
-            kms_key_arn = %unwrapped.key_arn,
-            key_fingerprint = %unwrapped.fingerprint,
-            "unwrapped a key for export"
-        );
-        Ok(Response::new(pb::UnwrapKeyResponse {
-            plaintext_key: unwrapped.key.expose_secret().to_vec(),
-            kms_key_arn: unwrapped.key_arn,
-            initialization_vector: iv,
-            key_fingerprint: unwrapped.fingerprint,
-        }))
+        let broker = self.broker.clone();
+        self.gate
+            .call("UnwrapKey", request, |req, grant| async move {
+                let mut facts = Facts::default();
+                let result = async {
+                    // Refuse before parsing anything else: a denied call learns nothing.
+                    grant.check_plaintext_export("UnwrapKey").map_err(BrokerError::from)?;
+                    let block = req
+                        .encryption
+                        .ok_or_else(|| KeyError::invalid("encryption", "required"))
+                        .map_err(BrokerError::from)?;
+                    let parsed = parse_unwrap(&block, req.context, &req.kms_key_id)?;
+                    facts.key_fingerprints.push(broker.fingerprint(&parsed.wrapped));
+                    let iv = if block.initialization_vector.is_empty() {
+                        Vec::new()
+                    } else {
+                        decode_base64(&block.initialization_vector, "encryption.initialization_vector")
+                            .map_err(BrokerError::from)?
+                    };
+                    let unwrapped = broker.unwrap_key(parsed, &grant).await?;
+                    facts.kms_key_arn.clone_from(&unwrapped.key_arn);
+                    Ok(pb::UnwrapKeyResponse {
+                        plaintext_key: unwrapped.key.expose_secret().to_vec(),
+                        kms_key_arn: unwrapped.key_arn,
+                        initialization_vector: iv,
+                        key_fingerprint: unwrapped.fingerprint,
+                    })
+                }
+                .await;
+                (result, facts)
+            })
+            .await
     }
 
     async fn submit_encrypted_job(
         &self,
         request: Request<pb::SubmitEncryptedJobRequest>,
     ) -> Result<Response<pb::SubmitEncryptedJobResponse>, Status> {
-        let parsed = job::job_request_from_proto(request.into_inner())?;
-        let assembled = self.transcoder.submit(parsed).await.inspect_err(|e| {
-            tracing::warn!(rpc = "SubmitEncryptedJob", error = %e, "job not submitted");
-        })?;
-        Ok(Response::new(pb::SubmitEncryptedJobResponse {
-            job_id: assembled.job_id.unwrap_or_default(),
-            create_job_request_json: assembled.request_json,
-            job_json: assembled.job_json.unwrap_or_default(),
-            protected_files: assembled
-                .protected_files
-                .into_iter()
-                .map(|file| pb::ProtectedFile {
-                    path: file.path,
-                    object_key: file.object_key,
-                    encryption: Some(pb::Encryption {
-                        mode: file.encryption.mode,
-                        key: file.encryption.key,
-                        key_md5: file.encryption.key_md5,
-                        initialization_vector: file.encryption.initialization_vector,
-                    }),
-                    issued_by_broker: file.issued_by_broker,
-                    key_fingerprint: file.fingerprint,
-                })
-                .collect(),
-            kms_key_arn: assembled.kms_key_arn,
-        }))
+        let transcoder = self.transcoder.clone();
+        self.gate
+            .call("SubmitEncryptedJob", request, |req, grant| async move {
+                let mut facts = Facts { pipeline: req.pipeline_id.clone(), ..Facts::default() };
+                let result = async {
+                    let parsed = job::job_request_from_proto(req)?;
+                    let assembled = transcoder.submit(parsed, &grant).await?;
+                    facts.kms_key_arn.clone_from(&assembled.kms_key_arn);
+                    facts.job_id = assembled.job_id.clone().unwrap_or_default();
+                    facts.key_fingerprints = assembled.protected_files.iter().map(|f| f.fingerprint.clone()).collect();
+                    Ok(job_response(assembled))
+                }
+                .await;
+                (result, facts)
+            })
+            .await
     }
 
     type EncryptObjectStream = ResponseStream<pb::EncryptObjectResponse>;
@@ -217,6 +230,31 @@ impl KeyBroker for Api {
         _request: Request<Streaming<pb::DecryptObjectRequest>>,
     ) -> Result<Response<Self::DecryptObjectStream>, Status> {
         Err(Status::unimplemented("DecryptObject is not available in this build"))
+    }
+}
+
+fn job_response(assembled: crate::transcoder::AssembledJob) -> pb::SubmitEncryptedJobResponse {
+    pb::SubmitEncryptedJobResponse {
+        job_id: assembled.job_id.unwrap_or_default(),
+        create_job_request_json: assembled.request_json,
+        job_json: assembled.job_json.unwrap_or_default(),
+        protected_files: assembled
+            .protected_files
+            .into_iter()
+            .map(|file| pb::ProtectedFile {
+                path: file.path,
+                object_key: file.object_key,
+                encryption: Some(pb::Encryption {
+                    mode: file.encryption.mode,
+                    key: file.encryption.key,
+                    key_md5: file.encryption.key_md5,
+                    initialization_vector: file.encryption.initialization_vector,
+                }),
+                issued_by_broker: file.issued_by_broker,
+                key_fingerprint: file.fingerprint,
+            })
+            .collect(),
+        kms_key_arn: assembled.kms_key_arn,
     }
 }
 
@@ -260,7 +298,7 @@ pub fn status_of(err: &BrokerError) -> Status {
             Status::invalid_argument(err.to_string())
         }
         BrokerError::KeyMd5Mismatch { .. } => Status::invalid_argument(err.to_string()),
-        BrokerError::PlaintextExportDenied { .. } => Status::permission_denied(err.to_string()),
+        BrokerError::Denied(denial) => denial_status(denial),
         BrokerError::KmsDeadline { .. } => Status::unavailable(err.to_string()),
         BrokerError::Kms(kms) => match kms.kind {
             KmsErrorKind::Unavailable => Status::unavailable(err.to_string()),
@@ -280,6 +318,7 @@ impl From<JobError> for Status {
         match &err {
             JobError::Invalid(_) => Status::invalid_argument(err.to_string()),
             JobError::Precondition(_) => Status::failed_precondition(err.to_string()),
+            JobError::Denied(denial) => denial_status(denial),
             JobError::Key { path, source } => {
                 let status = status_of(source);
                 Status::new(status.code(), format!("{path}: {}", status.message()))

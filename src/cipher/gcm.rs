@@ -4,9 +4,9 @@
 //!
 //! Built from `aes`, a 32-bit counter ([`::ctr::flavors::Ctr32BE`]) and
 //! `ghash`, following NIST SP 800-38D section 7: H = E_K(0^128); for a
-//! 128-bit IV, J0 = GHASH_H(IV || 0^64 || [128]_64); the payload keystream
-//! starts at inc32(J0); the tag is E_K(J0) XOR GHASH_H(C || [0]_64 ||
-//! [len(C)]_64). Unlike the one-shot `aes_gcm::AesGcm`, it streams: the
+//! 128-bit IV, J0 = GHASH_H(IV || 0^64 || \[128\]_64); the payload keystream
+//! starts at inc32(J0); the tag is E_K(J0) XOR GHASH_H(C || \[0\]_64 ||
+//! \[len(C)\]_64). Unlike the one-shot `aes_gcm::AesGcm`, it streams: the
 //! ciphertext is hashed as it passes, and decryption holds back only the last
 //! 16 bytes, which may be the tag. Tags are compared in constant time.
 

@@ -30,6 +30,7 @@ use crate::keys::{
     DataKey, EncryptionMode, EncryptionText, Iv16, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
 };
 use crate::kms::{KmsErrorKind, KmsKeyId};
+use crate::policy::{Denial, Grant};
 
 /// A `SubmitEncryptedJob` request in domain terms.
 #[derive(Debug, Default)]
@@ -83,6 +84,9 @@ pub enum JobError {
     /// The request breaks an ET model rule.
     #[error(transparent)]
     Invalid(#[from] Violation),
+    /// The caller's grant does not cover this job.
+    #[error(transparent)]
+    Denied(#[from] Denial),
     /// The pipeline cannot take this job; the message says how to fix it.
     #[error("{0}")]
     Precondition(String),
@@ -160,10 +164,18 @@ impl Transcoder {
     ///
     /// # Errors
     /// [`JobError`]; on any error nothing was submitted.
-    pub async fn submit(&self, request: JobRequest) -> Result<AssembledJob, JobError> {
+    pub async fn submit(&self, request: JobRequest, grant: &Grant) -> Result<AssembledJob, JobError> {
         let JobRequest { mut job, mut playready_content_keys, kms_key_id, validate_only } = request;
         validate::check_structure(&job)?;
         let planned = plan_tasks(&mut job, &mut playready_content_keys)?;
+        grant.check_pipeline(&job.pipeline_id)?;
+        for task in planned.iter().filter_map(|p| p.task.as_ref()) {
+            match task {
+                Task::Generate { bits, .. } => grant.check_key_bits(*bits)?,
+                Task::WrapContentKey(key) => grant.check_key_bits(key.bits())?,
+                Task::Verify { .. } => {}
+            }
+        }
 
         let pipeline = self.pipelines.resolve(&job.pipeline_id).await?;
         let needs_kms = planned.iter().any(|p| p.task.is_some());
@@ -172,6 +184,7 @@ impl Transcoder {
             if let Some(named) = &kms_key_id {
                 check_named_key(named, &arn)?;
             }
+            grant.check_kms_key(&arn)?;
             arn
         } else {
             String::new()

@@ -25,6 +25,7 @@ pub struct TestBroker {
 /// A configuration for the local keyring in `dir`, plaintext export on.
 pub fn local_config(dir: &Path) -> Config {
     let mut config = Config::default();
+    config.tls.mode = keybroker::config::TlsMode::Plaintext;
     config.kms.backend = KmsBackend::Local;
     config.kms.local.master_key_file = dir.join("master.key");
     config.kms.default_key_id = Some("alias/test-default".to_owned());
@@ -36,6 +37,7 @@ pub fn local_config(dir: &Path) -> Config {
 /// A configuration for AWS KMS (moto) with `default_key`, plaintext export on.
 pub fn aws_config(default_key: &str) -> Config {
     let mut config = Config::default();
+    config.tls.mode = keybroker::config::TlsMode::Plaintext;
     config.kms.backend = KmsBackend::Aws;
     config.kms.default_key_id = Some(default_key.to_owned());
     config.kms.call_timeout_ms = 3_000;

@@ -1,0 +1,77 @@
+//! Prometheus metrics: requests by RPC and gRPC code with latency, KMS calls
+//! by operation with latency and errors, calls in flight, rate-limit and
+//! load-shed rejections, audit write failures.
+//!
+//! Recording goes through the `metrics` facade and costs nothing until
+//! [`install`] sets the Prometheus recorder, which serves the text format at
+//! `/metrics` on its own listen address (`metrics_listen`). Labels carry RPC
+//! names, codes and operations, never identities or keys.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Latency buckets, in seconds: 0.5 ms to 10 s.
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Starts the exporter on `addr`.
+///
+/// # Errors
+/// When the recorder is already installed or the listener cannot bind.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| e.to_string())?;
+    describe();
+    tracing::info!(%addr, "Prometheus metrics at /metrics");
+    Ok(())
+}
+
+fn describe() {
+    metrics::describe_counter!("keybroker_requests_total", "RPCs answered, by rpc and gRPC code");
+    metrics::describe_histogram!("keybroker_request_duration_seconds", "RPC latency, by rpc");
+    metrics::describe_gauge!("keybroker_requests_in_flight", "RPCs being served");
+    metrics::describe_counter!("keybroker_kms_calls_total", "KMS calls, by operation and outcome");
+    metrics::describe_histogram!("keybroker_kms_call_duration_seconds", "KMS call latency, by operation");
+    metrics::describe_counter!("keybroker_rate_limited_total", "calls refused by a per-identity rate limit");
+    metrics::describe_counter!("keybroker_load_shed_total", "calls shed at the global concurrency limit");
+    metrics::describe_counter!("keybroker_audit_write_failures_total", "audit records that could not be written");
+}
+
+/// One RPC answered.
+pub fn record_request(rpc: &'static str, code: tonic::Code, took: Duration) {
+    counter!("keybroker_requests_total", "rpc" => rpc, "code" => format!("{code:?}")).increment(1);
+    histogram!("keybroker_request_duration_seconds", "rpc" => rpc).record(took.as_secs_f64());
+}
+
+/// An RPC started (`+1`) or finished (`-1`).
+pub fn in_flight(delta: f64) {
+    gauge!("keybroker_requests_in_flight").increment(delta);
+}
+
+/// One KMS call.
+pub fn record_kms(operation: &'static str, ok: bool, took: Duration) {
+    let outcome = if ok { "ok" } else { "error" };
+    counter!("keybroker_kms_calls_total", "operation" => operation, "outcome" => outcome).increment(1);
+    histogram!("keybroker_kms_call_duration_seconds", "operation" => operation).record(took.as_secs_f64());
+}
+
+/// A call refused by its rate limit.
+pub fn record_rate_limited() {
+    counter!("keybroker_rate_limited_total").increment(1);
+}
+
+/// A call shed at the concurrency limit.
+pub fn record_shed() {
+    counter!("keybroker_load_shed_total").increment(1);
+}
+
+/// An audit record that could not be written.
+pub fn record_audit_failure() {
+    counter!("keybroker_audit_write_failures_total").increment(1);
+}

@@ -1,0 +1,229 @@
+//! TLS and caller identity: rustls server configuration with mutual TLS,
+//! reloadable without dropping established connections, and the caller's
+//! identity read from its client certificate.
+//!
+//! Owns certificate and trust-bundle loading, the accept loop's handshakes,
+//! and identity extraction (a SPIFFE ID URI SAN first, else the first DNS
+//! SAN). Private keys are read into rustls types only and never logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use x509_parser::extensions::GeneralName;
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or holds no usable PEM.
+    #[error("{path}: {problem}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// rustls refused the material.
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+/// Where the server's TLS material lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server private key (PEM).
+    pub key: PathBuf,
+    /// The CA certificates client certificates must chain to (PEM); `None`
+    /// serves TLS without client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required (mutual TLS).
+    pub require_client_cert: bool,
+}
+
+impl TlsFiles {
+    fn paths(&self) -> Vec<&Path> {
+        let mut paths = vec![self.cert.as_path(), self.key.as_path()];
+        paths.extend(self.client_ca.as_deref());
+        paths
+    }
+}
+
+fn file_error(path: &Path, problem: impl std::fmt::Display) -> TlsError {
+    TlsError::File { path: path.to_owned(), problem: problem.to_string() }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no PEM certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// Builds a rustls server configuration from the files (ALPN `h2`).
+///
+/// # Errors
+/// [`TlsError`] naming the file or the rustls problem.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = read_certs(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error(&files.key, e))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca)? {
+                roots.add(cert).map_err(|e| file_error(ca, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if files.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The live TLS configuration: new handshakes use the latest one loaded;
+/// established connections keep the one they were made with.
+#[derive(Clone)]
+pub struct ReloadableTls {
+    files: TlsFiles,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl ReloadableTls {
+    /// Loads the files once.
+    ///
+    /// # Errors
+    /// [`TlsError`] when the material is unusable.
+    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        let config = server_config(&files)?;
+        Ok(ReloadableTls { files, current: Arc::new(RwLock::new(config)) })
+    }
+
+    /// Reloads the files; on failure the previous configuration stays.
+    ///
+    /// # Errors
+    /// [`TlsError`] when the new material is unusable.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.files)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = config;
+        }
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        let config = self.current.read().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        TlsAcceptor::from(config)
+    }
+
+    /// The newest modification time of the files, for change polling.
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.files.paths().iter().filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).max()
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently,
+/// yielding established TLS streams. Failed handshakes (no client
+/// certificate, an unknown CA, an expired certificate) are logged and
+/// dropped.
+pub fn accept_tls(
+    listener: TcpListener,
+    tls: ReloadableTls,
+    handshake_timeout: Duration,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                break;
+            }
+            let _ = stream.set_nodelay(true);
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        let _ = tx.send(Ok(tls_stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The caller's identity from its leaf certificate: the first SPIFFE ID URI
+/// SAN (`spiffe://trust-domain/path`), else the first DNS SAN.
+pub fn identity_of(leaf: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let names = &san.value.general_names;
+    names
+        .iter()
+        .find_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
+            _ => None,
+        })
+        .or_else(|| {
+            names.iter().find_map(|name| match name {
+                GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                _ => None,
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(sans: Vec<rcgen::SanType>) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn spiffe_id_comes_first_then_dns() {
+        use rcgen::SanType;
+        let spiffe = "spiffe://example.org/ns/media/sa/encoder";
+        let both = cert_with(vec![
+            SanType::DnsName("encoder.media.svc".try_into().unwrap()),
+            SanType::URI("https://not-spiffe.example".try_into().unwrap()),
+            SanType::URI(spiffe.try_into().unwrap()),
+        ]);
+        assert_eq!(identity_of(&both).as_deref(), Some(spiffe));
+        let dns = cert_with(vec![SanType::DnsName("packager.media.svc".try_into().unwrap())]);
+        assert_eq!(identity_of(&dns).as_deref(), Some("packager.media.svc"));
+        assert_eq!(identity_of(&cert_with(vec![])), None);
+    }
+}
