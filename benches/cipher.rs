@@ -25,6 +25,9 @@ const OPENSSL: &str = "openssl";
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
+/// One in-place transform of a chunk, for the component rows.
+type ChunkOp<'a> = Box<dyn FnMut(&mut [u8]) + 'a>;
+
 fn mb_per_s(bytes: usize, took: Duration) -> f64 {
     bytes as f64 / took.as_secs_f64() / 1e6
 }
@@ -119,7 +122,7 @@ fn time_components(key: &DataKey, iv: &Iv16, data: &[u8]) -> Res<Vec<(&'static s
     let key_bytes = key.expose_secret();
     let mut buf = vec![0u8; MIB];
     let mut rows = Vec::new();
-    let mut run = |name: &'static str, mut op: Box<dyn FnMut(&mut [u8]) + '_>| -> Res<()> {
+    let mut run = |name: &'static str, mut op: ChunkOp<'_>| -> Res<()> {
         let took = best_of(|| {
             let start = Instant::now();
             for chunk in data.chunks(MIB) {

@@ -90,6 +90,16 @@ struct Pending {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Command>,
+    stats: std::sync::Arc<CommitStats>,
+}
+
+/// How well group commit is batching: records and syncs so far.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Records written.
+    pub records: std::sync::atomic::AtomicU64,
+    /// Write-and-sync rounds.
+    pub commits: std::sync::atomic::AtomicU64,
 }
 
 enum Command {
@@ -204,6 +214,8 @@ impl AuditLog {
         let chain = tail_of(&mut file).map_err(open_error)?;
         let mut writer = Writer { path: path.to_owned(), file, chain };
         let (tx, mut rx) = mpsc::channel::<Command>(MAX_BATCH * 4);
+        let stats = std::sync::Arc::new(CommitStats::default());
+        let counters = stats.clone();
         std::thread::Builder::new()
             .name("keybroker-audit".to_owned())
             .spawn(move || {
@@ -226,6 +238,9 @@ impl AuditLog {
                     }
                     if !batch.is_empty() {
                         let result = writer.commit(&batch);
+                        counters.records.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        counters.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics::histogram!("keybroker_audit_commit_records").record(batch.len() as f64);
                         if let Err(e) = &result {
                             tracing::error!(error = %e, records = batch.len(), "audit records not written; failing their RPCs");
                         }
@@ -239,7 +254,13 @@ impl AuditLog {
                 }
             })
             .map_err(open_error)?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, stats })
+    }
+
+    /// Records and commits so far (records per commit is the group size).
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.stats.records.load(Relaxed), self.stats.commits.load(Relaxed))
     }
 
     /// Writes a record; returns once it is on disk.

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::{Config, KmsBackend, LogFormat, TlsMode};
 use crate::keys::EncryptionText;
+use crate::objects::S3Location;
 use crate::pb;
 use crate::pb::key_broker_client::KeyBrokerClient;
 
@@ -41,6 +43,12 @@ pub enum Command {
     /// Have a running broker key, validate and submit an Elastic Transcoder
     /// job written as ET's CreateJob JSON.
     SubmitJob(SubmitJobArgs),
+    /// Encrypt a file (or an S3 object) under a fresh key that never leaves
+    /// the broker; prints ET's `Encryption` JSON.
+    Encrypt(EncryptArgs),
+    /// Decrypt a file (or an S3 object) given its ET `Encryption` JSON; the
+    /// output appears only once the whole file authenticated.
+    Decrypt(DecryptArgs),
     /// Check a broker's health (grpc.health.v1); exit 0 when SERVING.
     Health(HealthArgs),
     /// Audit log tools.
@@ -59,6 +67,55 @@ pub struct HealthArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 5)]
     pub timeout_secs: u64,
+}
+
+/// `keybroker encrypt`.
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The plaintext: a file, or `s3://BUCKET/KEY` (then `--out` must be an
+    /// S3 URL too, and the broker reads and writes S3 itself).
+    #[arg(long = "in", value_name = "FILE|s3://BUCKET/KEY")]
+    pub input: String,
+    /// Where the ciphertext goes: a file (written to a temporary file beside
+    /// it and renamed into place at the end), or `s3://BUCKET/KEY`.
+    #[arg(long = "out", value_name = "FILE|s3://BUCKET/KEY")]
+    pub output: String,
+    /// aes-cbc-pkcs7, aes-ctr or aes-gcm.
+    #[arg(long)]
+    pub mode: String,
+    /// 128, 192 or 256.
+    #[arg(long, default_value_t = 256)]
+    pub key_bits: u32,
+    /// KMS key id, ARN or alias (default: the server's).
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub kms_key_id: String,
+    /// The service that will decrypt the key.
+    #[arg(long, value_enum, default_value = "elastic-transcoder")]
+    pub context: ContextArg,
+}
+
+/// `keybroker decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The ciphertext: a file, or `s3://BUCKET/KEY` (then `--out` must be an
+    /// S3 URL too).
+    #[arg(long = "in", value_name = "FILE|s3://BUCKET/KEY")]
+    pub input: String,
+    /// Where the plaintext goes: a file that appears only after the broker
+    /// ended the stream with its result (a failed GCM tag leaves none), or
+    /// `s3://BUCKET/KEY`.
+    #[arg(long = "out", value_name = "FILE|s3://BUCKET/KEY")]
+    pub output: String,
+    /// ET's `Encryption` JSON, as `issue-key` and `encrypt` print it.
+    #[arg(long, value_name = "FILE")]
+    pub encryption: PathBuf,
+    /// The service context the key was wrapped under.
+    #[arg(long, value_enum, default_value = "elastic-transcoder")]
+    pub context: ContextArg,
 }
 
 /// `keybroker audit …`.
@@ -263,6 +320,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::IssueKey(args) => issue_key(args).await,
         Command::WrapKey(args) => wrap_key(args).await,
         Command::SubmitJob(args) => submit_job(args).await,
+        Command::Encrypt(args) => interruptible(encrypt_file(args)).await,
+        Command::Decrypt(args) => interruptible(decrypt_file(args)).await,
         Command::Health(args) => health(args).await,
         Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
     }
@@ -537,4 +596,352 @@ fn audit_verify(file: &Path) -> Result<(), CliError> {
             Err(CliError::Input(format!("{}: line {line}: {problem}", file.display())))
         }
     }
+}
+
+/// Where `encrypt` and `decrypt` read and write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Local files, streamed through the broker.
+    Files {
+        /// `--in`.
+        input: PathBuf,
+        /// `--out`.
+        output: PathBuf,
+    },
+    /// S3 objects the broker reads and writes itself.
+    S3 {
+        /// `--in`.
+        source: S3Location,
+        /// `--out`.
+        destination: S3Location,
+    },
+}
+
+/// Reads `--in` and `--out`: both files or both `s3://` URLs.
+///
+/// # Errors
+/// [`CliError::Input`] for a malformed S3 URL, a mix of file and S3, or
+/// the same file twice.
+pub fn route(input: &str, output: &str) -> Result<Route, CliError> {
+    let url = |text: &str, flag: &str, parsed: Result<S3Location, crate::keys::KeyError>| {
+        parsed.map_err(|e| CliError::Input(format!("{flag} {text}: not a usable s3://BUCKET/KEY URL ({e})")))
+    };
+    match (S3Location::from_url(input), S3Location::from_url(output)) {
+        (None, None) => {
+            let (input, output) = (PathBuf::from(input), PathBuf::from(output));
+            let same =
+                input == output || matches!((input.canonicalize(), output.canonicalize()), (Ok(a), Ok(b)) if a == b);
+            if same {
+                return Err(CliError::Input(format!("--out must differ from --in ({})", input.display())));
+            }
+            Ok(Route::Files { input, output })
+        }
+        (Some(source), Some(destination)) => {
+            Ok(Route::S3 { source: url(input, "--in", source)?, destination: url(output, "--out", destination)? })
+        }
+        _ => Err(CliError::Input(format!(
+            "--in {input} and --out {output}: both must be local files or both s3:// URLs \
+             (with S3 the broker reads and writes the objects itself; it does not mix S3 and local files)"
+        ))),
+    }
+}
+
+fn s3_proto(location: &S3Location) -> pb::S3Location {
+    pb::S3Location { bucket: location.bucket().to_owned(), key: location.key().to_owned() }
+}
+
+/// Runs a long client command until done or Ctrl-C; dropping it on Ctrl-C
+/// cancels the call and removes its temporary output.
+async fn interruptible(work: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => Err(CliError::Input("interrupted; no output was written".to_owned())),
+    }
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise, so
+/// scripts and logs get none.
+fn progress(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(len) => indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr())
+            .with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+        None => {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            spinner
+        }
+    };
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// A file written beside its destination and renamed into place only when
+/// [`TempOutput::persist`] is called; removed when dropped otherwise (an
+/// error, a broken stream, Ctrl-C).
+struct TempOutput {
+    path: PathBuf,
+    destination: PathBuf,
+    file: Option<tokio::fs::File>,
+}
+
+impl TempOutput {
+    async fn create(destination: &Path) -> Result<Self, CliError> {
+        let name = destination
+            .file_name()
+            .ok_or_else(|| CliError::Input(format!("--out {}: names no file", destination.display())))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".keybroker-{}.part", uuid::Uuid::new_v4().simple()));
+        let path = destination.with_file_name(temp_name);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+        Ok(TempOutput { path, destination: destination.to_owned(), file: Some(file) })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        use tokio::io::AsyncWriteExt as _;
+        let file = self.file.as_mut().ok_or_else(|| CliError::Input("the output is already closed".to_owned()))?;
+        file.write_all(bytes).await.map_err(|e| CliError::Input(format!("{}: {e}", self.path.display())))
+    }
+
+    /// Flushes to disk and renames into place.
+    async fn persist(mut self) -> Result<(), CliError> {
+        fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+            move |e| CliError::Input(format!("{}: {e}", path.display()))
+        }
+        if let Some(file) = self.file.take() {
+            file.sync_all().await.map_err(io(&self.path))?;
+        }
+        tokio::fs::rename(&self.path, &self.destination).await.map_err(io(&self.destination))?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The chunk size the CLI reads and sends.
+const CLI_CHUNK: usize = 1 << 20;
+
+/// A request stream: the start message, then the file in chunks. A read
+/// error does not end the stream (the broker would take a short file as
+/// whole); it is reported through the returned receiver, and the caller
+/// then cancels the call.
+fn file_requests<M: Send + 'static>(
+    start: M,
+    mut file: tokio::fs::File,
+    path: PathBuf,
+    bar: indicatif::ProgressBar,
+    chunk: fn(Vec<u8>) -> M,
+) -> (ReceiverStream<M>, tokio::sync::mpsc::Receiver<CliError>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (failed_tx, failed_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        if tx.send(start).await.is_err() {
+            return;
+        }
+        loop {
+            let mut buf = Vec::with_capacity(CLI_CHUNK);
+            match (&mut file).take(CLI_CHUNK as u64).read_to_end(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => {
+                    bar.inc(n as u64);
+                    if tx.send(chunk(buf)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = failed_tx.send(CliError::Input(format!("{}: {e}", path.display()))).await;
+                    // Keep the stream open until the call is dropped.
+                    tx.closed().await;
+                    return;
+                }
+            }
+        }
+    });
+    (ReceiverStream::new(rx), failed_rx)
+}
+
+async fn open_input(path: &Path) -> Result<(tokio::fs::File, u64), CliError> {
+    let io = |e: std::io::Error| CliError::Input(format!("{}: {e}", path.display()));
+    let file = tokio::fs::File::open(path).await.map_err(io)?;
+    let len = file.metadata().await.map_err(io)?.len();
+    Ok((file, len))
+}
+
+/// Waits for the status that must follow the `result` message: plaintext
+/// and ciphertext are good only when the stream then ends OK.
+async fn expect_end<T>(responses: &mut tonic::Streaming<T>) -> Result<(), CliError> {
+    match responses.message().await? {
+        None => Ok(()),
+        Some(_) => Err(CliError::Input("the broker sent more after its result; output discarded".to_owned())),
+    }
+}
+
+fn no_result() -> CliError {
+    CliError::Input("the broker ended the stream without a result; output discarded".to_owned())
+}
+
+async fn encrypt_file(args: EncryptArgs) -> Result<(), CliError> {
+    use pb::encrypt_object_request::Message as Req;
+    use pb::encrypt_object_response::Message as Resp;
+    let route = route(&args.input, &args.output)?;
+    let mut start = pb::EncryptObjectStart {
+        mode: args.mode,
+        key_bits: args.key_bits,
+        kms_key_id: args.kms_key_id,
+        context: args.context.to_proto(),
+        source: None,
+        destination: None,
+    };
+    let result = match route {
+        Route::S3 { source, destination } => {
+            start.source = Some(s3_proto(&source));
+            start.destination = Some(s3_proto(&destination));
+            let mut client = connect(&args.client).await?;
+            let bar = progress(None, &format!("encrypting {source} -> {destination}"));
+            let request = pb::EncryptObjectRequest { message: Some(Req::Start(start)) };
+            let mut responses = client.encrypt_object(futures::stream::iter([request])).await?.into_inner();
+            let result = match responses.message().await?.and_then(|m| m.message) {
+                Some(Resp::Result(result)) => result,
+                Some(Resp::Chunk(_)) => return Err(CliError::Input("the broker sent data in S3 mode".to_owned())),
+                None => return Err(no_result()),
+            };
+            expect_end(&mut responses).await?;
+            bar.finish_and_clear();
+            result
+        }
+        Route::Files { input, output } => {
+            let (file, len) = open_input(&input).await?;
+            let mut out = TempOutput::create(&output).await?;
+            let mut client = connect(&args.client).await?;
+            let bar = progress(Some(len), &format!("encrypting {}", input.display()));
+            let start = pb::EncryptObjectRequest { message: Some(Req::Start(start)) };
+            let chunk = |bytes| pb::EncryptObjectRequest { message: Some(Req::Chunk(bytes)) };
+            let (requests, mut read_failed) = file_requests(start, file, input, bar.clone(), chunk);
+            let mut responses = client.encrypt_object(requests).await?.into_inner();
+            let result = loop {
+                let message = tokio::select! {
+                    message = responses.message() => message?,
+                    Some(err) = read_failed.recv() => return Err(err),
+                };
+                match message.and_then(|m| m.message) {
+                    Some(Resp::Chunk(bytes)) => out.write(&bytes).await?,
+                    Some(Resp::Result(result)) => break result,
+                    None => return Err(no_result()),
+                }
+            };
+            expect_end(&mut responses).await?;
+            out.persist().await?;
+            bar.finish_and_clear();
+            result
+        }
+    };
+    eprintln!("kms_key_arn: {}", result.kms_key_arn);
+    eprintln!("plaintext_bytes: {}, ciphertext_bytes: {}", result.plaintext_bytes, result.ciphertext_bytes);
+    print_encryption(result.encryption)
+}
+
+/// Reads ET's `Encryption` JSON: the block itself, or an object holding it
+/// under `Encryption`.
+///
+/// # Errors
+/// [`CliError::Input`] naming the file and the JSON problem.
+pub fn read_encryption(path: &Path) -> Result<pb::Encryption, CliError> {
+    let bad = |e: &dyn std::fmt::Display| CliError::Input(format!("--encryption {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+    if let Some(inner) = value.get_mut("Encryption") {
+        value = inner.take();
+    }
+    let block: EncryptionText = serde_json::from_value(value).map_err(|e| bad(&e))?;
+    if block.key.is_empty() {
+        return Err(bad(&"no Key: expected ET's Encryption JSON as issue-key and encrypt print it"));
+    }
+    Ok(pb::Encryption {
+        mode: block.mode,
+        key: block.key,
+        key_md5: block.key_md5,
+        initialization_vector: block.initialization_vector,
+    })
+}
+
+async fn decrypt_file(args: DecryptArgs) -> Result<(), CliError> {
+    use pb::decrypt_object_request::Message as Req;
+    use pb::decrypt_object_response::Message as Resp;
+    let route = route(&args.input, &args.output)?;
+    let mut start = pb::DecryptObjectStart {
+        encryption: Some(read_encryption(&args.encryption)?),
+        context: args.context.to_proto(),
+        source: None,
+        destination: None,
+    };
+    let result = match route {
+        Route::S3 { source, destination } => {
+            start.source = Some(s3_proto(&source));
+            start.destination = Some(s3_proto(&destination));
+            let mut client = connect(&args.client).await?;
+            let bar = progress(None, &format!("decrypting {source} -> {destination}"));
+            let request = pb::DecryptObjectRequest { message: Some(Req::Start(start)) };
+            let mut responses = client.decrypt_object(futures::stream::iter([request])).await?.into_inner();
+            let result = match responses.message().await?.and_then(|m| m.message) {
+                Some(Resp::Result(result)) => result,
+                Some(Resp::Chunk(_)) => return Err(CliError::Input("the broker sent data in S3 mode".to_owned())),
+                None => return Err(no_result()),
+            };
+            expect_end(&mut responses).await?;
+            bar.finish_and_clear();
+            result
+        }
+        Route::Files { input, output } => {
+            let (file, len) = open_input(&input).await?;
+            let mut out = TempOutput::create(&output).await?;
+            let mut client = connect(&args.client).await?;
+            let bar = progress(Some(len), &format!("decrypting {}", input.display()));
+            let start = pb::DecryptObjectRequest { message: Some(Req::Start(start)) };
+            let chunk = |bytes| pb::DecryptObjectRequest { message: Some(Req::Chunk(bytes)) };
+            let (requests, mut read_failed) = file_requests(start, file, input, bar.clone(), chunk);
+            let mut responses = client.decrypt_object(requests).await?.into_inner();
+            // Everything written before the result is provisional: it stays
+            // in the temporary file, which is removed unless persisted.
+            let result = loop {
+                let message = tokio::select! {
+                    message = responses.message() => message?,
+                    Some(err) = read_failed.recv() => return Err(err),
+                };
+                match message.and_then(|m| m.message) {
+                    Some(Resp::Chunk(bytes)) => out.write(&bytes).await?,
+                    Some(Resp::Result(result)) => break result,
+                    None => return Err(no_result()),
+                }
+            };
+            expect_end(&mut responses).await?;
+            out.persist().await?;
+            bar.finish_and_clear();
+            result
+        }
+    };
+    eprintln!("plaintext_bytes: {}", result.plaintext_bytes);
+    Ok(())
 }

@@ -9,7 +9,14 @@
 //! - [`keys`]: data keys, IVs and digests; the only place plaintext lives.
 //! - [`kms`]: KMS backends (`aws`, `local`) behind one trait.
 //! - [`cipher`]: file encryption in ET's formats (CBC, CTR, GCM), streaming.
+//! - [`objects`]: whole objects encrypted and decrypted as streams, and S3 mode.
 //! - [`fingerprint`]: keyed hashes that name wrapped keys in logs.
+//! - [`tls`]: mutual TLS, reloadable certificates, caller identity.
+//! - [`policy`]: who may do what; per-identity rate limits.
+//! - [`audit`]: the hash-chained, group-committed audit log.
+//! - [`layers`]: load shedding; [`metrics`]: Prometheus exposition.
+//! - [`hygiene`]: no core dumps, locked pages.
+//! - [`loadgen`]: the `keybroker bench` load generator.
 //! - [`cloud`]: the shared AWS SDK configuration.
 //! - [`transcoder`]: Elastic Transcoder CreateJob assembly, validation, submission.
 //! - [`cli`]: the `keybroker` command line, server and client subcommands.
@@ -28,7 +35,9 @@ pub mod hygiene;
 pub mod keys;
 pub mod kms;
 pub mod layers;
+pub mod loadgen;
 pub mod metrics;
+pub mod objects;
 pub mod policy;
 pub mod server;
 pub mod telemetry;

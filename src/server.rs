@@ -137,9 +137,23 @@ pub async fn run(
         _ => build_kms(&config).await?,
     };
     let broker = build_broker(&config, kms)?;
+    let objects_settings = crate::objects::ObjectsSettings::from_env()
+        .map_err(|rule| ConfigError::Invalid { key: "s3.force_path_style", rule })?;
+    let s3 = sdk.as_ref().map(|sdk| crate::objects::s3_client(sdk, &objects_settings));
     let et = sdk.filter(|_| config.transcoder.submit).map(|sdk| aws_sdk_elastictranscoder::Client::new(&sdk));
     let transcoder = build_transcoder(&config, broker.clone(), et);
-    serve(listener, &config, broker, transcoder, shutdown).await
+    let objects = build_objects(broker.clone(), s3, objects_settings);
+    serve_with_objects(listener, &config, broker, transcoder, objects, shutdown).await
+}
+
+/// The object-encryption side: streaming sessions, and S3 mode through `s3`
+/// when the server has an SDK configuration to build one from.
+pub fn build_objects(
+    broker: Arc<Broker>,
+    s3: Option<aws_sdk_s3::Client>,
+    settings: crate::objects::ObjectsSettings,
+) -> Arc<crate::objects::Objects> {
+    Arc::new(crate::objects::Objects::new(broker, s3, settings))
 }
 
 /// The custody boundary the configuration describes: policy and audit log.
@@ -242,7 +256,41 @@ pub async fn serve(
     transcoder: Arc<Transcoder>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let objects = build_objects(broker.clone(), None, crate::objects::ObjectsSettings::default());
+    serve_with_objects(listener, config, broker, transcoder, objects, shutdown).await
+}
+
+/// [`serve`], with object encryption through `objects` (S3 mode included
+/// when it has an S3 client).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_objects(
+    listener: TcpListener,
+    config: &Config,
+    broker: Arc<Broker>,
+    transcoder: Arc<Transcoder>,
+    objects: Arc<crate::objects::Objects>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let gate = build_gate(config)?;
+    serve_with_gate(listener, config, broker, transcoder, objects, gate, shutdown).await
+}
+
+/// [`serve`] with a gate built by the caller (who may keep a handle on its
+/// audit log).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_gate(
+    listener: TcpListener,
+    config: &Config,
+    broker: Arc<Broker>,
+    transcoder: Arc<Transcoder>,
+    objects: Arc<crate::objects::Objects>,
+    gate: Arc<Gate>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let tls = tls_files(config).map(ReloadableTls::load).transpose()?;
     spawn_reloaders(gate.clone(), tls.clone(), Duration::from_secs(config.tls.reload_poll_secs));
 
@@ -263,7 +311,7 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate))
+    let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate).with_objects(objects))
         .max_decoding_message_size(config.limits.max_message_bytes);
     let router = Server::builder()
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))

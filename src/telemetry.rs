@@ -27,11 +27,15 @@ const WIRE_CAPS: &[&str] = &[
     "tower=debug",
 ];
 
-/// The filter for `directives` (`RUST_LOG` wins when set), with the wire
-/// caps appended so no directive can lift them.
+/// The filter for `directives` (`RUST_LOG` wins when set). When anything is
+/// at TRACE, the wire caps are appended so the SDK and HTTP stack stay at
+/// DEBUG or below (they only ever lower a level here, never raise one).
 pub fn filter(directives: &str) -> EnvFilter {
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| directives.to_owned());
     let mut filter = EnvFilter::builder().parse_lossy(base);
+    if filter.max_level_hint().is_some_and(|max| max < tracing::level_filters::LevelFilter::DEBUG) {
+        return filter;
+    }
     for cap in WIRE_CAPS {
         if let Ok(directive) = cap.parse() {
             filter = filter.add_directive(directive);
@@ -44,7 +48,11 @@ pub fn filter(directives: &str) -> EnvFilter {
 /// A second call (as in tests) leaves the first subscriber in place.
 pub fn init(format: LogFormat, filter: &str) {
     let filter = self::filter(filter);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Text => builder.try_init(),

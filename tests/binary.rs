@@ -353,3 +353,63 @@ fn walk(spec: &serde_json::Value, body: &serde_json::Value, asked: &mut usize, f
         _ => {}
     }
 }
+
+/// SIGHUP reloads the policy without a restart; an invalid file on reload
+/// keeps the old policy and says why; an invalid file at start refuses to
+/// start, naming the line.
+#[test]
+fn policy_reloads_on_sighup_and_bad_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let allow = "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"IssueDataKey\"]\n";
+    std::fs::write(&policy, allow).unwrap();
+    let server = serve(dir.path(), &["--dev", "--policy", policy.to_str().unwrap()], &[]);
+    let hup = |server: &Served| {
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(400));
+    };
+    assert!(server.cli(&["issue-key"]).status.success(), "the first policy allows IssueDataKey");
+
+    std::fs::write(&policy, "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"WrapKey\"]\n").unwrap();
+    hup(&server);
+    let denied = server.cli(&["issue-key"]);
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("anonymous may not call IssueDataKey (policy rule 1)"), "{stderr}");
+
+    std::fs::write(&policy, "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"IssueDataKey\"]\nmax_key_bits = 64\n").unwrap();
+    hup(&server);
+    assert!(!server.cli(&["issue-key"]).status.success(), "the invalid file did not replace the policy");
+
+    std::fs::write(&policy, allow).unwrap();
+    hup(&server);
+    assert!(server.cli(&["issue-key"]).status.success(), "a valid file replaces it again");
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    assert!(log.contains("policy reload failed; keeping the previous policy") && log.contains("line 4: max_key_bits"), "{log}");
+
+    std::fs::write(&policy, "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"IssueKey\"]\n").unwrap();
+    let out = Command::new(BIN).current_dir(dir.path()).args(["serve", "--dev", "--listen", &free_addr(), "--policy"]).arg(&policy).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3: rpcs: unknown RPC \"IssueKey\""), "{stderr}");
+}
+
+/// The running server cannot dump core, and `keybroker health` answers.
+#[test]
+fn the_server_cannot_dump_core_and_health_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--dev"], &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap_or_default();
+    let health = server.cli(&["health"]);
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
+    assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
+    let (exit, log) = server.terminate();
+    assert!(exit.success());
+    assert!(log.contains("process memory hygiene applied") && log.contains("core_dumps_off=true"), "{log}\n{status}");
+}

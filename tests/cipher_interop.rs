@@ -43,7 +43,7 @@ fn python() -> &'static str {
         let python = std::env::var("KEYBROKER_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
         let probe = Command::new(&python).args(["-c", "import cryptography; print(cryptography.__version__)"]).output();
         match probe {
-            Ok(out) if out.status.success() => python,
+            Ok(out) if out.status.success() && !out.stdout.trim_ascii().is_empty() => python,
             Ok(out) => panic!(
                 "{python} has no usable `cryptography` package ({}): run `{python} -m pip install \
                  cryptography`, or set KEYBROKER_TEST_PYTHON to an interpreter that has it",

@@ -7,6 +7,7 @@
 
 pub mod call;
 pub mod job;
+pub mod objects;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,12 +30,23 @@ pub struct Api {
     broker: Arc<Broker>,
     transcoder: Arc<Transcoder>,
     gate: Arc<Gate>,
+    objects: Arc<crate::objects::Objects>,
 }
 
 impl Api {
-    /// Serves `broker` and `transcoder` behind `gate`.
+    /// Serves `broker` and `transcoder` behind `gate`; object encryption
+    /// without S3 mode until [`Api::with_objects`].
     pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>, gate: Arc<Gate>) -> Self {
-        Api { broker, transcoder, gate }
+        let objects = Arc::new(crate::objects::Objects::new(broker.clone(), None, Default::default()));
+        Api { broker, transcoder, gate, objects }
+    }
+
+    /// Serves `EncryptObject`/`DecryptObject` through `objects` (its S3
+    /// client and settings).
+    #[must_use]
+    pub fn with_objects(mut self, objects: Arc<crate::objects::Objects>) -> Self {
+        self.objects = objects;
+        self
     }
 }
 
@@ -218,18 +230,18 @@ impl KeyBroker for Api {
 
     async fn encrypt_object(
         &self,
-        _request: Request<Streaming<pb::EncryptObjectRequest>>,
+        request: Request<Streaming<pb::EncryptObjectRequest>>,
     ) -> Result<Response<Self::EncryptObjectStream>, Status> {
-        Err(Status::unimplemented("EncryptObject is not available in this build"))
+        objects::encrypt_object(self.objects.clone(), self.gate.clone(), request).await
     }
 
     type DecryptObjectStream = ResponseStream<pb::DecryptObjectResponse>;
 
     async fn decrypt_object(
         &self,
-        _request: Request<Streaming<pb::DecryptObjectRequest>>,
+        request: Request<Streaming<pb::DecryptObjectRequest>>,
     ) -> Result<Response<Self::DecryptObjectStream>, Status> {
-        Err(Status::unimplemented("DecryptObject is not available in this build"))
+        objects::decrypt_object(self.objects.clone(), self.gate.clone(), request).await
     }
 }
 

@@ -41,10 +41,20 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--addr", required=True)
     parser.add_argument("--proto-root", required=True)
+    parser.add_argument("--ca", help="CA certificate (PEM): use TLS")
+    parser.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
+    parser.add_argument("--key", help="client private key (PEM) for mutual TLS")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out_dir:
         pb2, pb2_grpc = generate(args.proto_root, out_dir)
-        with grpc.insecure_channel(args.addr) as channel:
+        if args.ca:
+            read = lambda path: open(path, "rb").read() if path else None
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read(args.ca), private_key=read(args.key), certificate_chain=read(args.cert))
+            channel = grpc.secure_channel(args.addr, credentials)
+        else:
+            channel = grpc.insecure_channel(args.addr)
+        with channel:
             stub = pb2_grpc.KeyBrokerStub(channel)
             issued = stub.IssueDataKey(pb2.IssueDataKeyRequest(key_bits=128, mode="aes-gcm"), timeout=10)
             material = os.urandom(32)

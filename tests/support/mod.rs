@@ -7,3 +7,4 @@ pub mod broker;
 pub mod et;
 pub mod logs;
 pub mod moto;
+pub mod pki;

@@ -1,0 +1,400 @@
+//! The custody boundary over real mutual TLS: client certificates made in
+//! the test (a CA plus CA:FALSE leaves), policy decisions, the audit log,
+//! rate and concurrency limits, certificate reload.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keybroker::config::{Config, TlsMode};
+use keybroker::kms::{Delayed, Kms, LocalKeyring};
+use keybroker::pb;
+use keybroker::pb::key_broker_client::KeyBrokerClient;
+use support::broker::{TestBroker, local_config};
+use support::pki::{Ca, Leaf};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+const ENCODER: &str = "spiffe://test.example/encoder";
+const OPS: &str = "spiffe://test.example/ops/alice";
+const LIMITED: &str = "spiffe://test.example/limited";
+const STRANGER: &str = "spiffe://test.example/stranger";
+
+const POLICY: &str = r#"
+[[rule]]
+identity = "spiffe://test.example/encoder"
+rpcs = ["IssueDataKey", "WrapKey", "SubmitEncryptedJob"]
+kms_keys = ["alias/test-default", "alias/media-*"]
+max_key_bits = 192
+
+[[rule]]
+identity = "spiffe://test.example/ops/*"
+rpcs = ["*"]
+plaintext_export = true
+
+[[rule]]
+identity = "spiffe://test.example/limited"
+rpcs = ["IssueDataKey"]
+rate_per_second = 1
+burst = 3
+"#;
+
+struct Custody {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    ca_path: PathBuf,
+    audit: PathBuf,
+    broker: TestBroker,
+}
+
+fn custody_config(dir: &std::path::Path, ca: &Ca) -> Config {
+    let (cert, key) = ca.server().write(dir, "server");
+    let mut config = local_config(dir);
+    config.tls.mode = TlsMode::Mutual;
+    config.tls.cert_file = Some(cert);
+    config.tls.key_file = Some(key);
+    config.tls.client_ca_file = Some(ca.write(dir, "client-ca"));
+    config.tls.reload_poll_secs = 1;
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    config.policy.file = Some(policy);
+    config.audit.file = Some(dir.join("audit.jsonl"));
+    config.allow_plaintext_export = false;
+    config
+}
+
+async fn custody_with(tweak: impl FnOnce(&mut Config), kms: Option<Arc<dyn Kms>>) -> Custody {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("keybroker test CA");
+    let mut config = custody_config(dir.path(), &ca);
+    tweak(&mut config);
+    let ca_path = config.tls.client_ca_file.clone().unwrap();
+    let audit = config.audit.file.clone().unwrap();
+    let broker = TestBroker::start_with(config, kms).await;
+    Custody { dir, ca, ca_path, audit, broker }
+}
+
+async fn custody() -> Custody {
+    custody_with(|_| {}, None).await
+}
+
+impl Custody {
+    fn endpoint(&self, leaf: Option<&Leaf>, trust_pem: &str) -> Endpoint {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(trust_pem)).domain_name("localhost");
+        if let Some(leaf) = leaf {
+            tls = tls.identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
+        }
+        Endpoint::from_shared(format!("https://127.0.0.1:{}", self.broker.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .timeout(Duration::from_secs(5))
+    }
+
+    async fn client_as(&self, identity: &str) -> KeyBrokerClient<Channel> {
+        let leaf = self.ca.client(identity);
+        KeyBrokerClient::new(self.endpoint(Some(&leaf), &self.ca.pem).connect().await.unwrap())
+    }
+
+    fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn issue(bits: u32) -> pb::IssueDataKeyRequest {
+    pb::IssueDataKeyRequest { key_bits: bits, mode: "aes-gcm".into(), ..Default::default() }
+}
+
+/// A call over an endpoint whose handshake should fail: either connecting
+/// or the first call errors, and the broker answers nothing.
+async fn refused(endpoint: Endpoint) -> String {
+    match endpoint.connect().await {
+        Err(e) => format!("connect: {e:?}"),
+        Ok(channel) => {
+            let err = KeyBrokerClient::new(channel).issue_data_key(issue(128)).await.unwrap_err();
+            assert_ne!(err.code(), Code::Ok);
+            format!("call: {err:?}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_client_certificate_is_served_and_its_identity_audited() {
+    let c = custody().await;
+    let mut client = c.client_as(ENCODER).await;
+    let request = {
+        let mut r = tonic::Request::new(issue(128));
+        r.metadata_mut().insert("x-request-id", "req-123".parse().unwrap());
+        r
+    };
+    let response = client.issue_data_key(request).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "req-123");
+    let answer = response.into_inner();
+
+    let records = c.audit_records();
+    let record = records.last().unwrap();
+    assert_eq!(record["identity"], ENCODER);
+    assert_eq!(record["rpc"], "IssueDataKey");
+    assert_eq!(record["outcome"], "ok");
+    assert_eq!(record["code"], "Ok");
+    assert_eq!(record["request_id"], "req-123");
+    assert!(record["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(record["kms_key_arn"], answer.kms_key_arn);
+    assert_eq!(record["key_fingerprints"][0], answer.key_fingerprint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_another_ca_and_an_expired_one_are_refused_at_the_handshake() {
+    let c = custody().await;
+    let no_cert = refused(c.endpoint(None, &c.ca.pem)).await;
+    let other_ca = Ca::new("someone else's CA");
+    let foreign = refused(c.endpoint(Some(&other_ca.client(ENCODER)), &c.ca.pem)).await;
+    let expired = refused(c.endpoint(Some(&c.ca.expired_client(ENCODER)), &c.ca.pem)).await;
+    for (what, err) in [("no certificate", &no_cert), ("another CA", &foreign), ("expired", &expired)] {
+        assert!(!err.is_empty(), "{what}");
+    }
+    assert!(c.audit_records().is_empty(), "a refused handshake reached an RPC");
+    let logs = support::logs::text();
+    assert!(logs.contains("TLS handshake refused"), "refusals are logged");
+    // And the valid certificate still works on the same server.
+    c.client_as(ENCODER).await.issue_data_key(issue(128)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_decides_and_names_what_is_missing() {
+    let c = custody().await;
+
+    let err = c.client_as(STRANGER).await.issue_data_key(issue(128)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), format!("no policy rule matches identity {STRANGER}"));
+
+    let mut encoder = c.client_as(ENCODER).await;
+    let err = encoder
+        .unwrap_key(pb::UnwrapKeyRequest { encryption: Some(pb::Encryption::default()), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("may not call UnwrapKey (policy rule 1)"), "{}", err.message());
+
+    let err = encoder.issue_data_key(issue(256)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("may not use 256-bit keys") && err.message().contains("max_key_bits is 192"));
+
+    let mut other_key = issue(128);
+    other_key.kms_key_id = "alias/finance".into();
+    let err = encoder.issue_data_key(other_key).await.unwrap_err();
+    assert!(err.message().contains("may not use KMS key alias/finance"), "{}", err.message());
+
+    let mut plaintext = issue(128);
+    plaintext.return_plaintext = true;
+    let err = encoder.issue_data_key(plaintext.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("may not export plaintext keys"), "{}", err.message());
+
+    // The ops rule grants export; the key it unwraps is the encoder's.
+    let issued = encoder.issue_data_key(issue(192)).await.unwrap().into_inner();
+    let mut ops = c.client_as(OPS).await;
+    let unwrapped = ops
+        .unwrap_key(pb::UnwrapKeyRequest { encryption: issued.encryption.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unwrapped.plaintext_key.len(), 24);
+    assert_eq!(unwrapped.key_fingerprint, issued.key_fingerprint, "fingerprints name the same wrapped key");
+
+    // Every call, allowed or denied, has its record; none carries the key.
+    let records = c.audit_records();
+    assert_eq!(records.len(), 7);
+    let outcomes: Vec<&str> = records.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["denied", "denied", "denied", "denied", "denied", "ok", "ok"]);
+    assert_eq!(records[0]["code"], "PermissionDenied");
+    let audit_text = std::fs::read_to_string(&c.audit).unwrap();
+    support::logs::assert_no_key_in(&audit_text, &[unwrapped.plaintext_key.clone()], "the audit log");
+    support::logs::assert_no_key_logged(&[unwrapped.plaintext_key]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_per_identity_and_answers_resource_exhausted() {
+    let c = custody().await;
+    let mut limited = c.client_as(LIMITED).await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(limited.issue_data_key(issue(128)).await.map(|_| ()).map_err(|e| (e.code(), e.message().to_owned())));
+    }
+    assert!(answers[..3].iter().all(Result::is_ok), "the burst of 3 is allowed: {answers:?}");
+    let (code, message) = answers[3].clone().unwrap_err();
+    assert_eq!(code, Code::ResourceExhausted);
+    assert!(message.contains("over its rate limit of 1 calls per second (policy rule 3)"), "{message}");
+    // Another identity is not limited by it.
+    c.client_as(ENCODER).await.issue_data_key(issue(128)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_sheds_load_and_health_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
+    let slow: Arc<dyn Kms> = Arc::new(Delayed::new(ring, Duration::from_millis(600)));
+    let c = custody_with(|config| config.limits.max_concurrent_requests = 2, Some(slow)).await;
+    let channel = c.endpoint(Some(&c.ca.client(ENCODER)), &c.ca.pem).connect().await.unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = KeyBrokerClient::new(channel.clone());
+            tokio::spawn(async move { client.issue_data_key(issue(128)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let mut ok = 0;
+    let mut shed = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+                assert!(e.message().contains("limit of 2 calls in flight"), "{}", e.message());
+                shed += 1;
+            }
+        }
+    }
+    assert_eq!((ok, shed), (2, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_deadline_is_capped_by_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
+    let slow: Arc<dyn Kms> = Arc::new(Delayed::new(ring, Duration::from_secs(3)));
+    let c = custody_with(|config| config.limits.request_timeout_ms = 300, Some(slow)).await;
+    let mut client = c.client_as(ENCODER).await;
+    let started = std::time::Instant::now();
+    let mut request = tonic::Request::new(issue(128));
+    request.set_timeout(Duration::from_secs(30));
+    let err = client.issue_data_key(request).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_ne!(err.code(), Code::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_refused() {
+    let c = custody_with(|config| config.limits.max_message_bytes = 1024, None).await;
+    let mut client = c.client_as(ENCODER).await;
+    let err = client
+        .wrap_key(pb::WrapKeyRequest { plaintext_key: vec![1; 4096], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_fails_the_call_and_returns_no_key() {
+    let c = custody().await;
+    let mut client = c.client_as(ENCODER).await;
+    client.issue_data_key(issue(128)).await.unwrap();
+    std::fs::remove_file(&c.audit).unwrap();
+    let err = client.issue_data_key(issue(128)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("audit log"), "{}", err.message());
+    assert!(!c.audit.exists(), "the broker did not recreate a removed log behind the operator's back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
+    let c = custody().await;
+    let mut client = c.client_as(ENCODER).await;
+    for _ in 0..6 {
+        client.issue_data_key(issue(128)).await.unwrap();
+    }
+    let _ = c.client_as(STRANGER).await.issue_data_key(issue(128)).await;
+    let bin = env!("CARGO_BIN_EXE_keybroker");
+    let verify = |path: &std::path::Path| std::process::Command::new(bin).args(["audit", "verify"]).arg(path).output().unwrap();
+    let ok = verify(&c.audit);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 7 records, chain intact"));
+
+    let lines: Vec<String> = std::fs::read_to_string(&c.audit).unwrap().lines().map(str::to_owned).collect();
+    let copy = c.dir.path().join("tampered.jsonl");
+    let check = |lines: Vec<String>, expect: &str| {
+        std::fs::write(&copy, lines.join("\n") + "\n").unwrap();
+        let out = verify(&copy);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains(expect), "expected {expect:?} in {stderr}");
+    };
+    let mut edited = lines.clone();
+    edited[6] = edited[6].replace("\"denied\"", "\"ok\"");
+    check(edited, "line 7: record seq 6 was edited");
+    let mut deleted = lines.clone();
+    deleted.remove(2);
+    check(deleted, "line 3: records seq 2 to 2 were deleted");
+    let mut swapped = lines.clone();
+    swapped.swap(3, 4);
+    check(swapped, "line 4: record seq 4 comes before seq 3: reordered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_trust_bundle_reload_without_dropping_connections() {
+    let c = custody().await;
+    let mut established = c.client_as(ENCODER).await;
+    established.issue_data_key(issue(128)).await.unwrap();
+
+    // Rotate to a new CA for both the server certificate and client trust.
+    let new_ca = Ca::new("rotated CA");
+    let (cert, key) = new_ca.server().write(c.dir.path(), "server-new");
+    std::fs::rename(cert, c.dir.path().join("server.crt")).unwrap();
+    std::fs::rename(key, c.dir.path().join("server.key")).unwrap();
+    std::fs::write(&c.ca_path, &new_ca.pem).unwrap();
+    let new_client = new_ca.client(ENCODER);
+    let mut reloaded = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(channel) = c.endpoint(Some(&new_client), &new_ca.pem).connect().await
+            && KeyBrokerClient::new(channel).issue_data_key(issue(128)).await.is_ok()
+        {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "the rotated certificates were not picked up");
+    established.issue_data_key(issue(128)).await.expect("the established connection survived the reload");
+    let old = refused(c.endpoint(Some(&c.ca.client(ENCODER)), &c.ca.pem)).await;
+    assert!(!old.is_empty(), "new connections with the old CA are refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_connects_with_its_own_certificate() {
+    let c = custody().await;
+    let leaf = c.ca.client("spiffe://test.example/ops/python");
+    let (cert, key) = leaf.write(c.dir.path(), "python-client");
+    let out = tokio::process::Command::new(support::moto::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpcio_client.py"))
+        .args(["--addr", &format!("localhost:{}", c.broker.addr.port())])
+        .args(["--proto-root", concat!(env!("CARGO_MANIFEST_DIR"), "/proto")])
+        .arg("--ca")
+        .arg(&c.ca_path)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["issued"]["Mode"], "aes-gcm");
+    let identities: Vec<String> =
+        c.audit_records().iter().map(|r| r["identity"].as_str().unwrap().to_owned()).collect();
+    assert!(identities.iter().all(|i| i == "spiffe://test.example/ops/python"), "{identities:?}");
+}

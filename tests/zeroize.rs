@@ -1,0 +1,177 @@
+//! Proves that a dropped data key's buffer is zeroed before it is freed.
+//!
+//! The only unsafe code in the project: a global allocator that wraps the
+//! system allocator and, on every deallocation, looks at the bytes being
+//! freed (which the allocator owns at that moment) for a marker pattern
+//! before passing the block on. Reading a block inside `dealloc`, before it
+//! is released, is sound: the caller has given up the block, no other
+//! reference to it can exist, and its `layout.size()` bytes are allocated
+//! and initialised or not read by us beyond a byte-wise comparison of
+//! plain `u8`s.
+
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use keybroker::keys::{DataKey, KeyBits};
+
+/// The marker the allocator looks for, set by a test while it runs.
+static WATCH: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+static WATCHING: AtomicBool = AtomicBool::new(false);
+/// Freed blocks that still held the marker.
+static FOUND: AtomicUsize = AtomicUsize::new(0);
+
+struct Inspecting;
+
+// SAFETY: every method forwards to `System` with the same arguments, so
+// allocation behaviour is the system allocator's. `dealloc` additionally
+// reads the block it is about to free, which is valid for `layout.size()`
+// bytes until `System.dealloc` returns.
+unsafe impl GlobalAlloc for Inspecting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if WATCHING.load(Ordering::SeqCst) {
+            // SAFETY: `ptr` came from `alloc` with `layout`, is not yet freed,
+            // and the caller no longer uses it; we only read it.
+            let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+            // try_lock: never block or allocate inside the allocator.
+            if let Ok(guard) = WATCH.try_lock()
+                && let Some(marker) = guard.as_ref()
+                && !marker.is_empty()
+                && block.windows(marker.len()).any(|w| w == marker.as_slice())
+            {
+                FOUND.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Inspecting = Inspecting;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs `drop_it` while the allocator watches for `marker` in freed blocks;
+/// answers how many freed blocks still held it.
+fn freed_blocks_holding(marker: &[u8], drop_it: impl FnOnce()) -> usize {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    *WATCH.lock().unwrap() = Some(marker.to_vec());
+    FOUND.store(0, Ordering::SeqCst);
+    WATCHING.store(true, Ordering::SeqCst);
+    drop_it();
+    WATCHING.store(false, Ordering::SeqCst);
+    *WATCH.lock().unwrap() = None;
+    FOUND.load(Ordering::SeqCst)
+}
+
+#[test]
+fn the_check_sees_a_plain_buffer_freed_with_its_bytes() {
+    // The positive control: without zeroizing, the allocator sees the bytes.
+    let marker: Vec<u8> = (0..32).map(|i| 0xA0 ^ i).collect();
+    let plain = marker.clone();
+    assert_eq!(freed_blocks_holding(&marker, move || drop(plain)), 1);
+}
+
+#[test]
+fn a_dropped_data_key_is_zeroed_before_it_is_freed() {
+    let marker: Vec<u8> = (0..32).map(|i| 0x5C ^ (i * 3)).collect();
+    let key = DataKey::from_vec(marker.clone(), "test").unwrap();
+    assert_eq!(key.expose_secret(), marker.as_slice());
+    assert_eq!(freed_blocks_holding(&marker, move || drop(key)), 0);
+}
+
+#[test]
+fn a_generated_key_is_zeroed_too() {
+    for bits in [KeyBits::Aes128, KeyBits::Aes192, KeyBits::Aes256] {
+        let key = DataKey::generate(bits).unwrap();
+        let marker = key.expose_secret().to_vec();
+        assert_eq!(freed_blocks_holding(&marker, move || drop(key)), 0, "{bits:?}");
+    }
+}
+
+#[test]
+fn a_rejected_key_of_the_wrong_length_is_zeroed() {
+    let marker: Vec<u8> = (0..15).map(|i| 0x33 ^ (i * 5)).collect();
+    let material = marker.clone();
+    assert_eq!(
+        freed_blocks_holding(&marker, move || {
+            assert!(DataKey::from_vec(material, "plaintext_key").is_err());
+        }),
+        0
+    );
+}
+
+/// Through the broker: an issued key handed back with its plaintext, and an
+/// unwrapped key, are zeroed when dropped, and their `Debug` output shows no
+/// key bytes in any encoding.
+#[tokio::test]
+async fn keys_from_the_broker_are_zeroed_and_never_debug_printed() {
+    use keybroker::broker::{BrokerSettings, IssueRequest, UnwrapRequest};
+    use keybroker::keys::{EncryptionMode, KeyMd5Source, ServiceContext};
+    use keybroker::kms::{KmsKeyId, LocalKeyring};
+    use keybroker::policy::Grant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = std::sync::Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
+    let settings = BrokerSettings {
+        default_key: Some(KmsKeyId::parse("alias/x", "k").unwrap()),
+        key_md5: KeyMd5Source::Plaintext,
+        kms_deadline: std::time::Duration::from_secs(5),
+    };
+    let broker = keybroker::broker::Broker::new(
+        ring,
+        settings,
+        keybroker::fingerprint::Fingerprinter::ephemeral().unwrap(),
+    );
+    let grant = Grant::unrestricted("test", true);
+    let issued = broker
+        .issue_data_key(
+            IssueRequest {
+                key_id: None,
+                bits: KeyBits::Aes256,
+                mode: EncryptionMode::AesGcm,
+                return_plaintext: true,
+                context: ServiceContext::ElasticTranscoder,
+            },
+            &grant,
+        )
+        .await
+        .unwrap();
+    let plaintext = issued.plaintext.as_ref().unwrap().expose_secret().to_vec();
+    let unwrapped = broker
+        .unwrap_key(
+            UnwrapRequest {
+                key_id: None,
+                wrapped: issued.block.wrapped.clone(),
+                key_md5: Some(issued.block.key_md5),
+                context: ServiceContext::ElasticTranscoder,
+            },
+            &grant,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unwrapped.key.expose_secret(), plaintext.as_slice());
+
+    use base64::Engine as _;
+    let shown = format!("{issued:?} {unwrapped:?} {:#?}", issued.plaintext);
+    for form in [
+        hex::encode(&plaintext),
+        hex::encode_upper(&plaintext),
+        base64::engine::general_purpose::STANDARD.encode(&plaintext),
+        format!("{plaintext:?}"),
+        format!("{:?}", &plaintext[..8]),
+    ] {
+        assert!(!shown.contains(&form), "Debug output carries the key: {shown}");
+    }
+    assert!(shown.contains("redacted"));
+
+    assert_eq!(freed_blocks_holding(&plaintext, move || drop((issued, unwrapped))), 0);
+}
