@@ -157,3 +157,71 @@ pub async fn run(channels: &[Channel], options: &LoadOptions) -> LoadReport {
         max: latencies.last().copied().unwrap_or_default(),
     }
 }
+
+/// `keybroker bench`: load a running broker.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: crate::cli::ClientArgs,
+    /// The call to load.
+    #[arg(long, value_enum, default_value = "issue-data-key")]
+    pub rpc: LoadRpc,
+    /// Callers in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// How long to measure, e.g. `30s`, `10m`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Skip the health-check baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+}
+
+/// Runs `keybroker bench`: the baseline (health Check) and then the chosen
+/// RPC, each for `duration`, and prints both and their ratio.
+///
+/// # Errors
+/// When the broker cannot be reached or every call failed.
+pub async fn bench_command(args: BenchArgs) -> Result<(), crate::cli::CliError> {
+    let mut channels = Vec::with_capacity(args.connections.max(1));
+    for _ in 0..args.connections.max(1) {
+        channels.push(crate::cli::channel(&args.client).await?);
+    }
+    let options = |rpc| LoadOptions { rpc, concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
+    println!(
+        "{} callers over {} connections to {}, {:?} after {:?} warm-up",
+        args.concurrency,
+        channels.len(),
+        args.client.addr,
+        args.duration,
+        args.warmup
+    );
+    let baseline = if args.no_baseline || args.rpc == LoadRpc::HealthCheck {
+        None
+    } else {
+        let report = run(&channels, &options(LoadRpc::HealthCheck)).await;
+        println!("baseline  {}", report.summary());
+        Some(report)
+    };
+    let report = run(&channels, &options(args.rpc)).await;
+    println!("measured  {}", report.summary());
+    if let Some(baseline) = baseline {
+        println!(
+            "{:?} throughput = {:.2} of the bare gRPC baseline ({:.0} / {:.0} requests/s)",
+            args.rpc,
+            report.rps() / baseline.rps().max(f64::EPSILON),
+            report.rps(),
+            baseline.rps()
+        );
+    }
+    if report.ok == 0 {
+        return Err(crate::cli::CliError::Input(format!("no call succeeded: {:?}", report.errors)));
+    }
+    Ok(())
+}

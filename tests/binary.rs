@@ -413,3 +413,49 @@ fn the_server_cannot_dump_core_and_health_answers() {
     assert!(exit.success());
     assert!(log.contains("process memory hygiene applied") && log.contains("core_dumps_off=true"), "{log}\n{status}");
 }
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Prometheus exposition on its own address: the counters move with calls.
+#[test]
+fn metrics_are_exposed_and_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = free_addr();
+    let server = serve(dir.path(), &["--dev", "--metrics-listen", &metrics_addr], &[]);
+    for _ in 0..3 {
+        assert!(server.cli(&["issue-key"]).status.success());
+    }
+    assert!(!server.cli(&["issue-key", "--key-bits", "64"]).status.success());
+    let first = scrape(&metrics_addr);
+    let ok = r#"keybroker_requests_total{rpc="IssueDataKey",code="Ok"}"#;
+    let invalid = r#"keybroker_requests_total{rpc="IssueDataKey",code="InvalidArgument"}"#;
+    let kms = r#"keybroker_kms_calls_total{operation="Encrypt",outcome="ok"}"#;
+    assert_eq!(sample(&first, ok), 3.0, "{first}");
+    assert_eq!(sample(&first, invalid), 1.0, "{first}");
+    assert_eq!(sample(&first, kms), 3.0, "{first}");
+    assert!(first.contains("keybroker_request_duration_seconds_bucket"), "{first}");
+    assert!(first.contains("keybroker_requests_in_flight"), "{first}");
+    assert!(server.cli(&["issue-key"]).status.success());
+    let second = scrape(&metrics_addr);
+    assert_eq!(sample(&second, ok), 4.0);
+    assert_eq!(sample(&second, kms), 4.0);
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}

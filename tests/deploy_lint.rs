@@ -91,7 +91,7 @@ fn kubernetes_server_config_parses_with_the_expected_keys() {
         assert!(str_at(&config, key, file).starts_with('/'), "{file}: {key} must be an absolute path");
     }
     assert!(str_at(&config, "audit.fingerprint_key_file", file).starts_with('/'));
-    for key in ["tls.require_client_cert", "memory.lock_keys", "transcoder.submit"] {
+    for key in ["memory.lock_keys", "transcoder.submit"] {
         assert_eq!(lookup(&config, key, file).as_bool(), Some(true), "{file}: {key}");
     }
     for key in ["shutdown_grace_secs", "limits.max_concurrent_requests", "limits.request_timeout_ms"] {
@@ -205,5 +205,28 @@ fn example_policy_parses_and_matches_the_configmap() {
         assert!(may("IssueDataKey", false) && may("SubmitEncryptedJob", false), "{file}: an encoder rule");
         assert!(may("WrapKey", false), "{file}: a packager rule");
         assert!(may("UnwrapKey", true), "{file}: an ops rule with plaintext export");
+    }
+}
+
+/// The shipped configuration and policy load through the broker's own
+/// loaders, and the policy decides as its comments say.
+#[test]
+fn shipped_config_and_policy_load_through_the_real_loaders() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["deploy/kubernetes/config/keybroker.toml", "deploy/keybroker.example.toml"] {
+        let config = keybroker::config::Config::load(Some(&root.join(file))).unwrap_or_else(|e| panic!("{file}: {e}"));
+        config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(config.tls.mode, keybroker::config::TlsMode::Mutual, "{file}");
+        assert!(config.audit.file.is_some() && config.policy.file.is_some(), "{file}");
+    }
+    for file in ["deploy/kubernetes/config/policy.toml", "deploy/policy.example.toml"] {
+        let policy = keybroker::policy::Policy::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        let encoder = policy.authorize("spiffe://example.org/ns/media/sa/encoder", "SubmitEncryptedJob").unwrap();
+        assert!(encoder.check_kms_key("arn:aws:kms:us-east-1:111122223333:key/1234abcd").is_ok());
+        assert!(encoder.check_plaintext_export("UnwrapKey").is_err());
+        assert!(policy.authorize("spiffe://example.org/ns/media/sa/encoder", "UnwrapKey").is_err());
+        let ops = policy.authorize("spiffe://example.org/ns/ops/sa/key-recovery", "UnwrapKey").unwrap();
+        assert!(ops.check_plaintext_export("UnwrapKey").is_ok());
+        assert!(policy.authorize("spiffe://example.org/ns/other/sa/x", "IssueDataKey").is_err(), "default deny");
     }
 }
