@@ -24,26 +24,12 @@ async fn serve(dir: &std::path::Path, audit: bool) -> (std::net::SocketAddr, Opt
         config.audit.file = Some(dir.join(format!("audit-{}.jsonl", uuid::Uuid::new_v4())));
     }
     let kms = keybroker::server::build_kms(&config).await.unwrap();
-    let broker = keybroker::server::build_broker(&config, kms).unwrap();
-    let transcoder = keybroker::server::build_transcoder(&config, broker.clone(), None);
-    let gate = keybroker::server::build_gate(&config).unwrap();
-    let log = gate.audit.clone();
+    let services = keybroker::server::Services::new(&config, kms, None, None).unwrap();
+    let log = services.gate.audit.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let objects =
-            keybroker::server::build_objects(broker.clone(), None, keybroker::objects::ObjectsSettings::default());
-        keybroker::server::serve_with_gate(
-            listener,
-            &config,
-            broker,
-            transcoder,
-            objects,
-            gate,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
+        keybroker::server::serve(listener, &config, services, std::future::pending()).await.unwrap();
     });
     (addr, log)
 }

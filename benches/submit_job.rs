@@ -69,13 +69,12 @@ async fn main() {
     config.apply_dev();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
     let kms: Arc<dyn Kms> = Arc::new(Delayed::new(ring, round_trip()));
-    let broker = keybroker::server::build_broker(&config, kms).unwrap();
-    let transcoder = keybroker::server::build_transcoder(&config, broker.clone(), None);
+    let services = keybroker::server::Services::new(&config, kms, None, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = config.clone();
     tokio::spawn(async move {
-        keybroker::server::serve(listener, &served, broker, transcoder, std::future::pending()).await.unwrap();
+        keybroker::server::serve(listener, &served, services, std::future::pending()).await.unwrap();
     });
     let mut client = KeyBrokerClient::connect(format!("http://{addr}")).await.unwrap();
 

@@ -54,6 +54,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Load a running broker, like redis-benchmark: requests per second,
+    /// latency percentiles and errors, beside a bare gRPC baseline.
+    Bench(crate::loadgen::BenchArgs),
 }
 
 /// `keybroker health`.
@@ -324,6 +327,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Decrypt(args) => interruptible(decrypt_file(args)).await,
         Command::Health(args) => health(args).await,
         Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
+        Command::Bench(args) => crate::loadgen::bench_command(args).await,
     }
 }
 

@@ -65,6 +65,29 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Process memory hygiene.
     pub memory: MemoryConfig,
+    /// S3 mode of EncryptObject/DecryptObject.
+    pub s3: S3Config,
+}
+
+/// S3 settings for EncryptObject/DecryptObject in S3 mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Path-style addressing (`endpoint/bucket/key`), which S3-compatible
+    /// stores such as moto and MinIO need; AWS uses virtual-hosted style.
+    pub force_path_style: bool,
+    /// Multipart part size in MiB (5 to 5120).
+    pub part_size_mib: usize,
+    /// Deadline of one S3 request attempt (a part upload included), in ms.
+    pub call_timeout_ms: u64,
+    /// Longest wait for the next bytes of a source object, in ms.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config { force_path_style: false, part_size_mib: 8, call_timeout_ms: 120_000, read_timeout_ms: 60_000 }
+    }
 }
 
 /// How the gRPC listener is secured.
@@ -172,6 +195,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             limits: LimitsConfig::default(),
             memory: MemoryConfig::default(),
+            s3: S3Config::default(),
         }
     }
 }
@@ -335,6 +359,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "audit",
     "limits",
     "memory",
+    "s3",
 ];
 
 /// Whether a `KEYBROKER_*` variable (prefix stripped, any case, nesting
@@ -436,6 +461,9 @@ impl Config {
                 key: "limits.max_concurrent_requests",
                 rule: "limits must be greater than 0".to_owned(),
             });
+        }
+        if !(5..=5120).contains(&self.s3.part_size_mib) {
+            return Err(ConfigError::Invalid { key: "s3.part_size_mib", rule: "must be 5 to 5120".to_owned() });
         }
         if self.kms.max_attempts == 0 {
             return Err(ConfigError::Invalid { key: "kms.max_attempts", rule: "must be at least 1".to_owned() });

@@ -193,7 +193,8 @@ pub async fn bench_command(args: BenchArgs) -> Result<(), crate::cli::CliError> 
     for _ in 0..args.connections.max(1) {
         channels.push(crate::cli::channel(&args.client).await?);
     }
-    let options = |rpc| LoadOptions { rpc, concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
+    let options =
+        |rpc| LoadOptions { rpc, concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
     println!(
         "{} callers over {} connections to {}, {:?} after {:?} warm-up",
         args.concurrency,

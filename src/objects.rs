@@ -74,22 +74,14 @@ impl Default for ObjectsSettings {
 }
 
 impl ObjectsSettings {
-    /// The defaults, with `force_path_style` from `KEYBROKER_S3_FORCE_PATH_STYLE`
-    /// (`true`/`false`, `1`/`0`; unset means false): a bridge until the
-    /// configuration file has an `[s3]` table.
-    ///
-    /// # Errors
-    /// The rule broken, when the variable holds anything else.
-    pub fn from_env() -> Result<Self, String> {
-        let force_path_style = match std::env::var("KEYBROKER_S3_FORCE_PATH_STYLE") {
-            Err(_) => false,
-            Ok(text) => match text.trim().to_ascii_lowercase().as_str() {
-                "" | "false" | "0" | "no" => false,
-                "true" | "1" | "yes" => true,
-                _ => return Err(format!("KEYBROKER_S3_FORCE_PATH_STYLE must be true or false, got {text:?}")),
-            },
-        };
-        Ok(ObjectsSettings { force_path_style, ..ObjectsSettings::default() })
+    /// The settings the `[s3]` configuration section names.
+    pub fn from_config(s3: &crate::config::S3Config) -> Self {
+        ObjectsSettings {
+            force_path_style: s3.force_path_style,
+            part_size: s3.part_size_mib.max(5) * 1024 * 1024,
+            s3_call_timeout: Duration::from_millis(s3.call_timeout_ms),
+            s3_read_timeout: Duration::from_millis(s3.read_timeout_ms),
+        }
     }
 }
 

@@ -84,11 +84,13 @@ fn max_bits() -> Spanned<u32> {
     Spanned::new(0..0, 256)
 }
 
-/// A set of glob patterns.
+/// A set of glob patterns (shared, so grants clone cheaply).
 #[derive(Debug, Clone)]
 pub struct Patterns {
-    texts: Vec<String>,
-    matchers: Vec<GlobMatcher>,
+    texts: Arc<Vec<String>>,
+    matchers: Arc<Vec<GlobMatcher>>,
+    /// `*` alone: everything matches, no glob is run.
+    any: bool,
 }
 
 impl Patterns {
@@ -97,17 +99,18 @@ impl Patterns {
             .iter()
             .map(|t| Glob::new(t).map(|g| g.compile_matcher()).map_err(|e| format!("bad pattern {t:?}: {e}")))
             .collect::<Result<_, _>>()?;
-        Ok(Patterns { texts: texts.to_vec(), matchers })
+        let any = texts.iter().any(|t| t == "*");
+        Ok(Patterns { texts: Arc::new(texts.to_vec()), matchers: Arc::new(matchers), any })
     }
 
     /// Whether `value` matches any pattern.
     pub fn matches(&self, value: &str) -> bool {
-        self.matchers.iter().any(|m| m.is_match(value))
+        self.any || self.matchers.iter().any(|m| m.is_match(value))
     }
 
     /// Everything matches.
     pub fn any() -> Self {
-        Patterns::parse(&["*".to_owned()]).unwrap_or(Patterns { texts: Vec::new(), matchers: Vec::new() })
+        Patterns { texts: Arc::new(vec!["*".to_owned()]), matchers: Arc::new(Vec::new()), any: true }
     }
 }
 

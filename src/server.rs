@@ -136,24 +136,50 @@ pub async fn run(
         (KmsBackend::Aws, Some(sdk)) => Arc::new(AwsKms::new(sdk)),
         _ => build_kms(&config).await?,
     };
-    let broker = build_broker(&config, kms)?;
-    let objects_settings = crate::objects::ObjectsSettings::from_env()
-        .map_err(|rule| ConfigError::Invalid { key: "s3.force_path_style", rule })?;
-    let s3 = sdk.as_ref().map(|sdk| crate::objects::s3_client(sdk, &objects_settings));
+    let s3 = sdk
+        .as_ref()
+        .map(|sdk| crate::objects::s3_client(sdk, &crate::objects::ObjectsSettings::from_config(&config.s3)));
     let et = sdk.filter(|_| config.transcoder.submit).map(|sdk| aws_sdk_elastictranscoder::Client::new(&sdk));
-    let transcoder = build_transcoder(&config, broker.clone(), et);
-    let objects = build_objects(broker.clone(), s3, objects_settings);
-    serve_with_objects(listener, &config, broker, transcoder, objects, shutdown).await
+    let services = Services::new(&config, kms, et, s3)?;
+    serve(listener, &config, services, shutdown).await
 }
 
-/// The object-encryption side: streaming sessions, and S3 mode through `s3`
-/// when the server has an SDK configuration to build one from.
-pub fn build_objects(
-    broker: Arc<Broker>,
-    s3: Option<aws_sdk_s3::Client>,
-    settings: crate::objects::ObjectsSettings,
-) -> Arc<crate::objects::Objects> {
-    Arc::new(crate::objects::Objects::new(broker, s3, settings))
+/// Everything one server serves: the custody domain, Elastic Transcoder
+/// jobs, object encryption, and the gate (policy and audit) in front.
+#[derive(Clone)]
+pub struct Services {
+    /// Keys.
+    pub broker: Arc<Broker>,
+    /// Jobs.
+    pub transcoder: Arc<Transcoder>,
+    /// Object encryption.
+    pub objects: Arc<crate::objects::Objects>,
+    /// Policy and audit.
+    pub gate: Arc<Gate>,
+}
+
+impl Services {
+    /// Builds the services over `kms`, with an ET client (job submission and
+    /// `ReadPipeline`) and an S3 client (S3 mode) where given.
+    ///
+    /// # Errors
+    /// [`ServerError`] when the configuration, policy or audit log is unusable.
+    pub fn new(
+        config: &Config,
+        kms: Arc<dyn Kms>,
+        et: Option<aws_sdk_elastictranscoder::Client>,
+        s3: Option<aws_sdk_s3::Client>,
+    ) -> Result<Self, ServerError> {
+        let broker = build_broker(config, kms)?;
+        let transcoder = build_transcoder(config, broker.clone(), et);
+        let objects = Arc::new(crate::objects::Objects::new(
+            broker.clone(),
+            s3,
+            crate::objects::ObjectsSettings::from_config(&config.s3),
+        ));
+        let gate = build_gate(config)?;
+        Ok(Services { broker, transcoder, objects, gate })
+    }
 }
 
 /// The custody boundary the configuration describes: policy and audit log.
@@ -244,53 +270,17 @@ fn spawn_reloaders(gate: Arc<Gate>, tls: Option<ReloadableTls>, poll: Duration) 
     });
 }
 
-/// Serves `broker` on `listener` until `shutdown`, then drains.
+/// Serves `services` on `listener` until `shutdown`, then drains.
 ///
 /// # Errors
-/// [`ServerError`] when the policy, audit log or TLS material is unusable,
-/// or the transport dies.
+/// [`ServerError`] when the TLS material is unusable or the transport dies.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
-    broker: Arc<Broker>,
-    transcoder: Arc<Transcoder>,
+    services: Services,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let objects = build_objects(broker.clone(), None, crate::objects::ObjectsSettings::default());
-    serve_with_objects(listener, config, broker, transcoder, objects, shutdown).await
-}
-
-/// [`serve`], with object encryption through `objects` (S3 mode included
-/// when it has an S3 client).
-///
-/// # Errors
-/// As [`serve`].
-pub async fn serve_with_objects(
-    listener: TcpListener,
-    config: &Config,
-    broker: Arc<Broker>,
-    transcoder: Arc<Transcoder>,
-    objects: Arc<crate::objects::Objects>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let gate = build_gate(config)?;
-    serve_with_gate(listener, config, broker, transcoder, objects, gate, shutdown).await
-}
-
-/// [`serve`] with a gate built by the caller (who may keep a handle on its
-/// audit log).
-///
-/// # Errors
-/// As [`serve`].
-pub async fn serve_with_gate(
-    listener: TcpListener,
-    config: &Config,
-    broker: Arc<Broker>,
-    transcoder: Arc<Transcoder>,
-    objects: Arc<crate::objects::Objects>,
-    gate: Arc<Gate>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+    let Services { broker, transcoder, objects, gate } = services;
     let tls = tls_files(config).map(ReloadableTls::load).transpose()?;
     spawn_reloaders(gate.clone(), tls.clone(), Duration::from_secs(config.tls.reload_poll_secs));
 

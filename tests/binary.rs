@@ -378,7 +378,8 @@ fn policy_reloads_on_sighup_and_bad_files_are_refused() {
     let stderr = String::from_utf8_lossy(&denied.stderr);
     assert!(stderr.contains("anonymous may not call IssueDataKey (policy rule 1)"), "{stderr}");
 
-    std::fs::write(&policy, "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"IssueDataKey\"]\nmax_key_bits = 64\n").unwrap();
+    std::fs::write(&policy, "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"IssueDataKey\"]\nmax_key_bits = 64\n")
+        .unwrap();
     hup(&server);
     assert!(!server.cli(&["issue-key"]).status.success(), "the invalid file did not replace the policy");
 
@@ -387,10 +388,18 @@ fn policy_reloads_on_sighup_and_bad_files_are_refused() {
     assert!(server.cli(&["issue-key"]).status.success(), "a valid file replaces it again");
     let (status, log) = server.terminate();
     assert!(status.success());
-    assert!(log.contains("policy reload failed; keeping the previous policy") && log.contains("line 4: max_key_bits"), "{log}");
+    assert!(
+        log.contains("policy reload failed; keeping the previous policy") && log.contains("line 4: max_key_bits"),
+        "{log}"
+    );
 
     std::fs::write(&policy, "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"IssueKey\"]\n").unwrap();
-    let out = Command::new(BIN).current_dir(dir.path()).args(["serve", "--dev", "--listen", &free_addr(), "--policy"]).arg(&policy).output().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--dev", "--listen", &free_addr(), "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3: rpcs: unknown RPC \"IssueKey\""), "{stderr}");

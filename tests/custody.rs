@@ -217,7 +217,7 @@ async fn the_policy_decides_and_names_what_is_missing() {
     assert_eq!(outcomes, ["denied", "denied", "denied", "denied", "denied", "ok", "ok"]);
     assert_eq!(records[0]["code"], "PermissionDenied");
     let audit_text = std::fs::read_to_string(&c.audit).unwrap();
-    support::logs::assert_no_key_in(&audit_text, &[unwrapped.plaintext_key.clone()], "the audit log");
+    support::logs::assert_no_key_in(&audit_text, std::slice::from_ref(&unwrapped.plaintext_key), "the audit log");
     support::logs::assert_no_key_logged(&[unwrapped.plaintext_key]);
 }
 
@@ -227,7 +227,8 @@ async fn the_rate_limit_is_per_identity_and_answers_resource_exhausted() {
     let mut limited = c.client_as(LIMITED).await;
     let mut answers = Vec::new();
     for _ in 0..5 {
-        answers.push(limited.issue_data_key(issue(128)).await.map(|_| ()).map_err(|e| (e.code(), e.message().to_owned())));
+        answers
+            .push(limited.issue_data_key(issue(128)).await.map(|_| ()).map_err(|e| (e.code(), e.message().to_owned())));
     }
     assert!(answers[..3].iter().all(Result::is_ok), "the burst of 3 is allowed: {answers:?}");
     let (code, message) = answers[3].clone().unwrap_err();
@@ -291,10 +292,8 @@ async fn the_callers_deadline_is_capped_by_the_server() {
 async fn oversized_messages_are_refused() {
     let c = custody_with(|config| config.limits.max_message_bytes = 1024, None).await;
     let mut client = c.client_as(ENCODER).await;
-    let err = client
-        .wrap_key(pb::WrapKeyRequest { plaintext_key: vec![1; 4096], ..Default::default() })
-        .await
-        .unwrap_err();
+    let err =
+        client.wrap_key(pb::WrapKeyRequest { plaintext_key: vec![1; 4096], ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
 }
 
@@ -319,7 +318,8 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     }
     let _ = c.client_as(STRANGER).await.issue_data_key(issue(128)).await;
     let bin = env!("CARGO_BIN_EXE_keybroker");
-    let verify = |path: &std::path::Path| std::process::Command::new(bin).args(["audit", "verify"]).arg(path).output().unwrap();
+    let verify =
+        |path: &std::path::Path| std::process::Command::new(bin).args(["audit", "verify"]).arg(path).output().unwrap();
     let ok = verify(&c.audit);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 7 records, chain intact"));

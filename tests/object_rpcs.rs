@@ -694,7 +694,9 @@ impl S3Broker {
         support::logs::capture();
         let moto = Moto::shared();
         let key_arn = moto.create_key().await;
-        let config: Config = aws_config(&key_arn);
+        let mut config: Config = aws_config(&key_arn);
+        config.s3.force_path_style = true;
+        config.s3.part_size_mib = part_size >> 20;
         let kms = aws_kms(moto, &config).await;
         let settings = ObjectsSettings { force_path_style: true, part_size, ..ObjectsSettings::default() };
         let sdk = moto.sdk_config().into_builder().endpoint_url(moto_s3_proxy(&moto.url).await).build();
@@ -704,12 +706,10 @@ impl S3Broker {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let broker = keybroker::server::build_broker(&config, kms).unwrap();
-        let transcoder = keybroker::server::build_transcoder(&config, broker.clone(), None);
-        let objects = keybroker::server::build_objects(broker.clone(), Some(s3.clone()), settings);
+        let services = keybroker::server::Services::new(&config, kms, None, Some(s3.clone())).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            keybroker::server::serve_with_objects(listener, &config, broker, transcoder, objects, async {
+            keybroker::server::serve(listener, &config, services, async {
                 let _ = stopped.await;
             })
             .await

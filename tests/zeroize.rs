@@ -126,11 +126,8 @@ async fn keys_from_the_broker_are_zeroed_and_never_debug_printed() {
         key_md5: KeyMd5Source::Plaintext,
         kms_deadline: std::time::Duration::from_secs(5),
     };
-    let broker = keybroker::broker::Broker::new(
-        ring,
-        settings,
-        keybroker::fingerprint::Fingerprinter::ephemeral().unwrap(),
-    );
+    let broker =
+        keybroker::broker::Broker::new(ring, settings, keybroker::fingerprint::Fingerprinter::ephemeral().unwrap());
     let grant = Grant::unrestricted("test", true);
     let issued = broker
         .issue_data_key(

@@ -154,7 +154,9 @@ impl Gate {
         let answer = self.call_inner(rpc, request, run).await;
         crate::metrics::in_flight(-1.0);
         let code = answer.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        crate::metrics::record_request(rpc, code, started.elapsed());
+        let took = started.elapsed();
+        crate::metrics::record_request(rpc, code, took);
+        tracing::debug!(rpc, ?code, ?took, "call answered");
         answer
     }
 

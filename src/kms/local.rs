@@ -64,7 +64,14 @@ pub enum KeyringError {
 /// The embedded keyring.
 pub struct LocalKeyring {
     master: Zeroizing<[u8; 32]>,
+    /// Key-encryption keys already derived, by ARN (their key schedules are
+    /// zeroized on drop). Bounded: past this many ARNs, keys are derived per
+    /// call and not kept.
+    keks: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<Aes256Gcm>>>,
 }
+
+/// Most derived key-encryption keys kept.
+const MAX_CACHED_KEKS: usize = 1024;
 
 impl LocalKeyring {
     /// Opens the master key at `path`, creating it (mode 0600, parent
@@ -87,7 +94,7 @@ impl LocalKeyring {
                 file.write_all(master.as_ref()).map_err(io)?;
                 file.sync_all().map_err(io)?;
                 tracing::info!(path = %path.display(), "created a new local keyring master key");
-                return Ok(LocalKeyring { master });
+                return Ok(LocalKeyring { master, keks: Default::default() });
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(e)),
@@ -106,7 +113,7 @@ impl LocalKeyring {
         if file.read(&mut extra).map_err(io)? != 0 {
             return Err(unfit("must hold exactly 32 bytes".to_owned()));
         }
-        Ok(LocalKeyring { master })
+        Ok(LocalKeyring { master, keks: Default::default() })
     }
 
     /// The ARN a key id names in this keyring: ARNs stand as given, alias
@@ -122,7 +129,20 @@ impl LocalKeyring {
         }
     }
 
-    fn cipher_for(&self, arn: &str) -> Result<Aes256Gcm, KmsError> {
+    fn cipher_for(&self, arn: &str) -> Result<std::sync::Arc<Aes256Gcm>, KmsError> {
+        if let Some(cipher) = self.keks.read().ok().and_then(|keks| keks.get(arn).cloned()) {
+            return Ok(cipher);
+        }
+        let cipher = std::sync::Arc::new(self.derive(arn)?);
+        if let Ok(mut keks) = self.keks.write()
+            && keks.len() < MAX_CACHED_KEKS
+        {
+            keks.insert(arn.to_owned(), cipher.clone());
+        }
+        Ok(cipher)
+    }
+
+    fn derive(&self, arn: &str) -> Result<Aes256Gcm, KmsError> {
         let mut kek = Zeroizing::new([0u8; 32]);
         Hkdf::<Sha256>::new(Some(HKDF_SALT), self.master.as_ref())
             .expand(arn.as_bytes(), kek.as_mut())

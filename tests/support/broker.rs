@@ -89,12 +89,11 @@ impl TestBroker {
                 KmsBackend::Aws => panic!("pass an AwsKms for the aws backend"),
             },
         };
-        let broker = keybroker::server::build_broker(&config, kms).unwrap();
-        let transcoder = keybroker::server::build_transcoder(&config, broker.clone(), et);
+        let services = keybroker::server::Services::new(&config, kms, et, None).unwrap();
         let (stop_tx, stop_rx) = oneshot::channel();
         let served = config.clone();
         let task = tokio::spawn(async move {
-            keybroker::server::serve(listener, &served, broker, transcoder, async {
+            keybroker::server::serve(listener, &served, services, async {
                 let _ = stop_rx.await;
             })
             .await
