@@ -3,8 +3,8 @@
 //! first edited, deleted, inserted or reordered record.
 //!
 //! Durable without capping throughput: a record is on disk (fdatasync)
-//! before its RPC answers, and one writer thread commits every record that
-//! is waiting in one write and one sync (group commit). Fails closed: when a
+//! before its RPC answers, and whichever call finds the file free commits
+//! every record that is waiting in one write and one sync (group commit). Fails closed: when a
 //! record cannot be written, the RPC fails and no key leaves. Records name
 //! keys by fingerprint (a keyed hash of the wrapped key), never by plaintext.
 
@@ -17,7 +17,9 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
 
 /// The `prev` of the first record of a log.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -89,8 +91,15 @@ struct Pending {
 /// A handle on the audit log; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Command>,
-    stats: std::sync::Arc<CommitStats>,
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    /// Records waiting for the next commit.
+    pending: Mutex<Vec<Pending>>,
+    /// The file; whoever holds it is the committer of the moment.
+    writer: Mutex<Writer>,
+    stats: CommitStats,
 }
 
 /// How well group commit is batching: records and syncs so far.
@@ -102,9 +111,17 @@ pub struct CommitStats {
     pub commits: std::sync::atomic::AtomicU64,
 }
 
-enum Command {
-    Write(Box<Pending>),
-    Reopen(oneshot::Sender<Result<(), String>>),
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs blocking file I/O from async code without stalling the runtime's
+/// other tasks where the runtime allows it.
+fn blocking<R>(run: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        _ => run(),
+    }
 }
 
 /// The chain position: the next sequence number and the last hash.
@@ -202,8 +219,7 @@ impl Writer {
 }
 
 impl AuditLog {
-    /// Opens (or creates, mode 0600) the log at `path`, continuing its chain,
-    /// and starts the writer thread.
+    /// Opens (or creates, mode 0600) the log at `path`, continuing its chain.
     ///
     /// # Errors
     /// [`AuditError::Open`] when the file cannot be opened or its last record
@@ -212,72 +228,76 @@ impl AuditLog {
         let open_error = |source| AuditError::Open { path: path.to_owned(), source };
         let mut file = open_file(path).map_err(open_error)?;
         let chain = tail_of(&mut file).map_err(open_error)?;
-        let mut writer = Writer { path: path.to_owned(), file, chain };
-        let (tx, mut rx) = mpsc::channel::<Command>(MAX_BATCH * 4);
-        let stats = std::sync::Arc::new(CommitStats::default());
-        let counters = stats.clone();
-        std::thread::Builder::new()
-            .name("keybroker-audit".to_owned())
-            .spawn(move || {
-                while let Some(command) = rx.blocking_recv() {
-                    let mut batch = Vec::new();
-                    let mut waiting = Vec::new();
-                    let mut reopen = Vec::new();
-                    let mut next = Some(command);
-                    while let Some(command) = next.take() {
-                        match command {
-                            Command::Write(pending) => {
-                                batch.push(pending.record);
-                                waiting.push(pending.done);
-                            }
-                            Command::Reopen(done) => reopen.push(done),
-                        }
-                        if batch.len() < MAX_BATCH {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                    if !batch.is_empty() {
-                        let result = writer.commit(&batch);
-                        counters.records.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        counters.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        metrics::histogram!("keybroker_audit_commit_records").record(batch.len() as f64);
-                        if let Err(e) = &result {
-                            tracing::error!(error = %e, records = batch.len(), "audit records not written; failing their RPCs");
-                        }
-                        for done in waiting {
-                            let _ = done.send(result.clone());
-                        }
-                    }
-                    for done in reopen {
-                        let _ = done.send(writer.reopen());
-                    }
-                }
-            })
-            .map_err(open_error)?;
-        Ok(AuditLog { tx, stats })
-    }
-
-    /// Records and commits so far (records per commit is the group size).
-    pub fn stats(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.stats.records.load(Relaxed), self.stats.commits.load(Relaxed))
+        let writer = Writer { path: path.to_owned(), file, chain };
+        Ok(AuditLog {
+            inner: std::sync::Arc::new(Inner {
+                pending: Mutex::new(Vec::new()),
+                writer: Mutex::new(writer),
+                stats: CommitStats::default(),
+            }),
+        })
     }
 
     /// Writes a record; returns once it is on disk.
+    ///
+    /// Group commit without a writer thread: the caller queues its record,
+    /// and whichever caller finds the file free commits everything queued
+    /// (one write, one fdatasync) and keeps committing until the queue is
+    /// empty; the others wait for their record's turn.
     ///
     /// # Errors
     /// [`AuditError::Write`]: the caller must fail its RPC and return no key.
     pub async fn write(&self, record: AuditRecord) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Command::Write(Box::new(Pending { record, done })))
-            .await
-            .map_err(|_| AuditError::Write("the audit writer stopped".to_owned()))?;
+        lock(&self.inner.pending).push(Pending { record, done });
+        self.commit_queued();
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(AuditError::Write(e)),
-            Err(_) => Err(AuditError::Write("the audit writer stopped".to_owned())),
+            Err(_) => Err(AuditError::Write("the audit commit was abandoned".to_owned())),
         }
+    }
+
+    /// Commits queued records while this caller can hold the file. A record
+    /// queued while another caller holds it is committed by that caller,
+    /// which looks at the queue again after letting go of the file.
+    fn commit_queued(&self) {
+        loop {
+            let Ok(mut writer) = self.inner.writer.try_lock() else {
+                return;
+            };
+            loop {
+                let batch: Vec<Pending> = {
+                    let mut pending = lock(&self.inner.pending);
+                    let take = pending.len().min(MAX_BATCH);
+                    pending.drain(..take).collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.done)).unzip();
+                let result = blocking(|| writer.commit(&records));
+                self.inner.stats.records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.inner.stats.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::histogram!("keybroker_audit_commit_records").record(records.len() as f64);
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, records = records.len(), "audit records not written; failing their RPCs");
+                }
+                for done in waiting {
+                    let _ = done.send(result.clone());
+                }
+            }
+            drop(writer);
+            if lock(&self.inner.pending).is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Records and commits so far (records per commit is the group size).
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.inner.stats.records.load(Relaxed), self.inner.stats.commits.load(Relaxed))
     }
 
     /// Reopens the file at the configured path (after rotation; SIGHUP).
@@ -285,9 +305,11 @@ impl AuditLog {
     /// # Errors
     /// [`AuditError::Write`] when it cannot be opened.
     pub async fn reopen(&self) -> Result<(), AuditError> {
-        let (done, wait) = oneshot::channel();
-        self.tx.send(Command::Reopen(done)).await.map_err(|_| AuditError::Write("the audit writer stopped".into()))?;
-        wait.await.map_err(|_| AuditError::Write("the audit writer stopped".into()))?.map_err(AuditError::Write)
+        let inner = self.inner.clone();
+        let reopened = tokio::task::spawn_blocking(move || lock(&inner.writer).reopen())
+            .await
+            .map_err(|e| AuditError::Write(e.to_string()))?;
+        reopened.map_err(AuditError::Write)
     }
 }
 
@@ -453,6 +475,26 @@ mod tests {
         assert!(
             matches!(verify(&path).unwrap(), Verdict::Broken { line: 7, ref problem } if problem.contains("inserted"))
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_share_commits_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        let writers: Vec<_> = (0..400)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.write(record(i)).await })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 400, .. }));
+        let (records, commits) = log.stats();
+        assert_eq!(records, 400);
+        assert!(commits < 400, "group commit batched nothing ({commits} commits)");
     }
 
     #[tokio::test]
