@@ -45,8 +45,32 @@ fn describe() {
 
 /// One RPC answered.
 pub fn record_request(rpc: &'static str, code: tonic::Code, took: Duration) {
-    counter!("keybroker_requests_total", "rpc" => rpc, "code" => format!("{code:?}")).increment(1);
+    counter!("keybroker_requests_total", "rpc" => rpc, "code" => code_name(code)).increment(1);
     histogram!("keybroker_request_duration_seconds", "rpc" => rpc).record(took.as_secs_f64());
+}
+
+/// The code's name as a static label (no allocation per call).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
 }
 
 /// An RPC started (`+1`) or finished (`-1`).
