@@ -7,63 +7,16 @@
 mod support;
 
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keybroker::pb;
 use support::moto::Moto;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keybroker");
-
-struct Served {
-    child: Child,
-    addr: String,
-    log: std::path::PathBuf,
-}
-
-fn free_addr() -> String {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
-}
-
-fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Served {
-    let addr = free_addr();
-    let log = cwd.join("server.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
-        .current_dir(cwd)
-        .arg("serve")
-        .args(["--listen", &addr])
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "the server did not listen: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Served { child, addr, log }
-}
-
-impl Served {
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).args(["--addr", &self.addr]).output().unwrap()
-    }
-
-    /// Sends SIGTERM and answers the exit status and everything logged.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = self.child.wait().unwrap();
-        (status, std::fs::read_to_string(&self.log).unwrap())
-    }
-}
+use support::process::{BIN, Served, free_addr, serve};
 
 fn et_json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "CLI failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -10,11 +10,10 @@
 mod support;
 
 use std::collections::HashSet;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -26,6 +25,7 @@ use keybroker::pb::key_broker_client::KeyBrokerClient;
 use sha2::{Digest as _, Sha256};
 use support::broker::{CountingKms, TestBroker, aws_config, aws_kms, local_config};
 use support::moto::Moto;
+use support::process::{Served, serve};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -864,45 +864,8 @@ async fn s3_mode_small_objects_every_mode_and_failures_name_the_location() {
 // ---------------------------------------------------------------------------
 // The CLI against `keybroker serve --dev` in a child process.
 
-const BIN: &str = env!("CARGO_BIN_EXE_keybroker");
-
-struct Served {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve_dev(cwd: &Path) -> Served {
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let log = cwd.join("server.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
-        .current_dir(cwd)
-        .args(["serve", "--dev", "--allow-plaintext-export", "--listen", &addr])
-        .env("RUST_LOG", "trace")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "the server did not listen: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Served { child, addr, log }
-}
-
-impl Served {
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).args(["--addr", &self.addr]).output().unwrap()
-    }
+    serve(cwd, &["--dev", "--allow-plaintext-export"], &[("RUST_LOG", "trace".to_owned())])
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {

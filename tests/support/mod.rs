@@ -8,3 +8,4 @@ pub mod et;
 pub mod logs;
 pub mod moto;
 pub mod pki;
+pub mod process;

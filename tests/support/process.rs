@@ -1,0 +1,66 @@
+//! The `keybroker` binary as a child process: `serve` on a free loopback
+//! port, its output captured to a file, and the CLI pointed at it.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keybroker");
+
+/// A running `keybroker serve`; killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_addr() -> String {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+/// Starts `keybroker serve --listen ADDR ARGS…` in `cwd` with `env`, and
+/// waits until it listens.
+pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Served {
+    let addr = free_addr();
+    let log = cwd.join("server.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(BIN)
+        .current_dir(cwd)
+        .arg("serve")
+        .args(["--listen", &addr])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the server did not listen: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Served { child, addr, log }
+}
+
+impl Served {
+    /// Runs a client subcommand against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).args(["--addr", &self.addr]).output().unwrap()
+    }
+
+    /// Sends SIGTERM and answers the exit status and everything logged.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        (status, std::fs::read_to_string(&self.log).unwrap())
+    }
+}
