@@ -11,7 +11,7 @@ use crate::fingerprint::Fingerprinter;
 use crate::keys::{
     DataKey, EncryptionBlock, EncryptionMode, Iv16, KeyBits, KeyError, KeyMd5Source, ServiceContext, WrappedKey, md5_of,
 };
-use crate::kms::{Kms, KmsError, KmsErrorKind, KmsKeyId};
+use crate::kms::{Kms, KmsError, KmsKeyId};
 use crate::policy::{Denial, Grant};
 
 /// Why a broker operation failed.
@@ -300,13 +300,5 @@ impl Broker {
         };
         crate::metrics::record_kms(operation, result.is_ok(), started.elapsed());
         result
-    }
-}
-
-impl BrokerError {
-    /// Whether the failure is KMS's (for metrics and retries).
-    pub fn is_kms_unavailable(&self) -> bool {
-        matches!(self, BrokerError::KmsDeadline { .. })
-            || matches!(self, BrokerError::Kms(e) if e.kind == KmsErrorKind::Unavailable)
     }
 }

@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -66,14 +68,6 @@ impl Drop for DevBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn python() -> String {
-    if let Ok(python) = std::env::var("KEYBROKER_TEST_PYTHON") {
-        return python;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    if Path::new(venv).exists() { venv.to_owned() } else { "python3".to_owned() }
 }
 
 /// Installs the Node example's locked packages unless they are there.
@@ -172,7 +166,7 @@ fn assert_example_output(output: &Value, example: &str) {
 #[test]
 fn python_example_issues_a_key_and_validates_a_job() {
     let broker = DevBroker::start();
-    let output = run_example(&broker, &python(), "examples/python/client.py");
+    let output = run_example(&broker, &support::moto::python(), "examples/python/client.py");
     assert_example_output(&output, "examples/python");
 }
 

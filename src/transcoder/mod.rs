@@ -344,16 +344,6 @@ fn check_named_key(named: &KmsKeyId, pipeline_arn: &str) -> Result<(), JobError>
     )))
 }
 
-/// Checks every block and decides its task, before any KMS call.
-fn plan_tasks(
-    job: &mut model::CreateJob,
-    content_keys: &mut BTreeMap<usize, DataKey>,
-) -> Result<Vec<Planned>, JobError> {
-    let mut planned = Vec::new();
-    validate_blocks(job, content_keys, &mut planned)?;
-    Ok(planned)
-}
-
 fn decode_md5(text: &str) -> [u8; 16] {
     decode_base64(text, "key_md5").ok().and_then(|d| <[u8; 16]>::try_from(d.as_slice()).ok()).unwrap_or_default()
 }
@@ -362,11 +352,12 @@ fn decode_wrapped(text: &str) -> WrappedKey {
     WrappedKey::new(decode_base64(text, "key").unwrap_or_default())
 }
 
-fn validate_blocks(
+/// Checks every block and decides its task, before any KMS call.
+fn plan_tasks(
     job: &mut model::CreateJob,
     content_keys: &mut BTreeMap<usize, DataKey>,
-    planned: &mut Vec<Planned>,
-) -> Result<(), JobError> {
+) -> Result<Vec<Planned>, JobError> {
+    let mut planned = Vec::new();
     plan::visit_blocks(job, &mut |place, _object, block| {
         let task = match block {
             Block::Supplied(enc) => encryption_task(&place, enc, false)?,
@@ -398,7 +389,7 @@ fn validate_blocks(
         planned.push(Planned { place, task });
         Ok::<(), Violation>(())
     })?;
-    Ok(())
+    Ok(planned)
 }
 
 /// The task of an `Encryption` element; `written` is true for files ET
