@@ -3,28 +3,35 @@
 //! first edited, deleted, inserted or reordered record.
 //!
 //! Durable without capping throughput: a record is on disk (fdatasync)
-//! before its RPC answers, and whichever call finds the file free commits
-//! every record that is waiting in one write and one sync (group commit). Fails closed: when a
-//! record cannot be written, the RPC fails and no key leaves. Records name
-//! keys by fingerprint (a keyed hash of the wrapped key), never by plaintext.
+//! before its RPC answers. Each call serialises its own record; one
+//! committer thread chains every record waiting, writes them with one write
+//! and makes them durable with one fdatasync (group commit), so the sync's
+//! wait costs no runtime worker. Fails closed: when a record cannot be
+//! written, the RPC fails and no key leaves. Records name keys by
+//! fingerprint (a keyed hash of the wrapped key), never by plaintext.
+//!
+//! A line is `{"seq":N,"prev":"<hex>",<the record's fields>,"hash":"<hex>"}`
+//! where `hash` is the SHA-256 of the line's exact bytes without its
+//! `,"hash":"…"` member (that is, up to the last field, then `}`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use std::sync::Mutex;
-
 use tokio::sync::oneshot;
 
 /// The `prev` of the first record of a log.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// Most records committed by one write and sync.
-const MAX_BATCH: usize = 4096;
+/// What follows the hashed part of a line: `,"hash":"` 64 hex digits `"}`.
+const HASH_MEMBER: &str = ",\"hash\":\"";
+const HASH_SUFFIX_LEN: usize = HASH_MEMBER.len() + 64 + 2;
 
 /// Why a record was not written.
 #[derive(Debug, thiserror::Error)]
@@ -83,22 +90,32 @@ impl AuditRecord {
     }
 }
 
+/// The committer's answer: the outcome, and the record's buffer handed
+/// back so that the caller's thread frees what it allocated (a free from
+/// the committer thread would contend for the caller's malloc arena).
+type Committed = (Result<(), String>, String);
+
+/// A record serialised by its caller, waiting for the committer.
 struct Pending {
-    record: AuditRecord,
-    done: oneshot::Sender<Result<(), String>>,
+    /// The record's JSON object.
+    fields: String,
+    done: oneshot::Sender<Committed>,
 }
 
-/// A handle on the audit log; cheap to clone.
-#[derive(Clone)]
-pub struct AuditLog {
-    inner: std::sync::Arc<Inner>,
+/// What the committer thread is asked to do.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    reopen: Vec<oneshot::Sender<Result<(), String>>>,
+    /// The committer is waiting for work (a caller must wake it).
+    idle: bool,
+    /// Every handle is gone: commit what is queued and stop.
+    closed: bool,
 }
 
-struct Inner {
-    /// Records waiting for the next commit.
-    pending: Mutex<Vec<Pending>>,
-    /// The file; whoever holds it is the committer of the moment.
-    writer: Mutex<Writer>,
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
     stats: CommitStats,
 }
 
@@ -106,22 +123,35 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct CommitStats {
     /// Records written.
-    pub records: std::sync::atomic::AtomicU64,
+    pub records: AtomicU64,
     /// Write-and-sync rounds.
-    pub commits: std::sync::atomic::AtomicU64,
+    pub commits: AtomicU64,
+    /// Time spent in them, microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+/// A handle on the audit log; cheap to clone. The committer thread stops
+/// once the last handle is dropped and the queue is empty.
+#[derive(Clone)]
+pub struct AuditLog {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.shared.queue);
+        queue.closed = true;
+        drop(queue);
+        self.shared.work.notify_one();
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Runs blocking file I/O from async code without stalling the runtime's
-/// other tasks where the runtime allows it.
-fn blocking<R>(run: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-        _ => run(),
-    }
 }
 
 /// The chain position: the next sequence number and the last hash.
@@ -130,21 +160,24 @@ struct Chain {
     prev: String,
 }
 
-fn hash_line(body: &str) -> String {
-    hex::encode(Sha256::digest(body.as_bytes()))
-}
-
-/// Serialises a record at its chain position: `(line, hash)`.
-fn chained_line(record: &AuditRecord, seq: u64, prev: &str) -> Result<(String, String), String> {
-    let Value::Object(mut map) = serde_json::to_value(record).map_err(|e| e.to_string())? else {
-        return Err("a record is not a JSON object".to_owned());
-    };
-    map.insert("seq".to_owned(), Value::from(seq));
-    map.insert("prev".to_owned(), Value::from(prev));
-    let body = serde_json::to_string(&map).map_err(|e| e.to_string())?;
-    let hash = hash_line(&body);
-    map.insert("hash".to_owned(), Value::from(hash.clone()));
-    Ok((serde_json::to_string(&map).map_err(|e| e.to_string())?, hash))
+/// Appends `fields` (a JSON object) to `out` as the chained line at
+/// `chain`, newline included, and moves `chain` past it.
+fn push_chained(out: &mut Vec<u8>, fields: &str, chain: &mut Chain) {
+    let start = out.len();
+    let members = fields.strip_prefix('{').and_then(|f| f.strip_suffix('}')).unwrap_or_default();
+    let _ = write!(out, "{{\"seq\":{},\"prev\":\"{}\"", chain.seq, chain.prev);
+    if !members.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(members.as_bytes());
+    }
+    out.push(b'}');
+    let hash = hex::encode(Sha256::digest(&out[start..]));
+    out.pop();
+    out.extend_from_slice(HASH_MEMBER.as_bytes());
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    chain.seq += 1;
+    chain.prev = hash;
 }
 
 /// Reads the chain position from an existing log's last record.
@@ -175,10 +208,13 @@ fn open_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)
 }
 
+/// The file and the chain; owned by the committer thread.
 struct Writer {
     path: PathBuf,
     file: File,
     chain: Chain,
+    /// The batch being written (kept to reuse its allocation).
+    out: Vec<u8>,
 }
 
 impl Writer {
@@ -193,33 +229,74 @@ impl Writer {
         Ok(())
     }
 
-    fn commit(&mut self, batch: &[AuditRecord]) -> Result<(), String> {
+    /// Chains, writes and syncs a batch; the chain moves only if all of it
+    /// is durable.
+    fn commit(&mut self, batch: &[Pending]) -> Result<(), String> {
         self.check_in_place()?;
-        let mut seq = self.chain.seq;
-        let mut prev = self.chain.prev.clone();
-        let mut out = String::with_capacity(batch.len() * 512);
+        let mut chain = Chain { seq: self.chain.seq, prev: self.chain.prev.clone() };
+        self.out.clear();
         for record in batch {
-            let (line, hash) = chained_line(record, seq, &prev)?;
-            out.push_str(&line);
-            out.push('\n');
-            seq += 1;
-            prev = hash;
+            push_chained(&mut self.out, &record.fields, &mut chain);
         }
-        self.file.write_all(out.as_bytes()).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.file.write_all(&self.out).map_err(|e| format!("{}: {e}", self.path.display()))?;
         self.file.sync_data().map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.chain = Chain { seq, prev };
+        self.chain = chain;
         Ok(())
     }
 
     fn reopen(&mut self) -> Result<(), String> {
-        let file = open_file(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.file = file;
+        self.file = open_file(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
         Ok(())
+    }
+
+    /// The committer thread: commits whatever is queued, as one batch,
+    /// until every handle is gone.
+    fn run(mut self, shared: &Shared) {
+        let mut batch = Vec::new();
+        let mut queue = lock(&shared.queue);
+        loop {
+            if !queue.reopen.is_empty() {
+                let asked = std::mem::take(&mut queue.reopen);
+                drop(queue);
+                let result = self.reopen();
+                for done in asked {
+                    let _ = done.send(result.clone());
+                }
+                queue = lock(&shared.queue);
+                continue;
+            }
+            if queue.pending.is_empty() {
+                if queue.closed {
+                    return;
+                }
+                queue.idle = true;
+                queue = shared.work.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            std::mem::swap(&mut queue.pending, &mut batch);
+            drop(queue);
+            let started = std::time::Instant::now();
+            let result = self.commit(&batch);
+            let took = started.elapsed();
+            shared.stats.records.fetch_add(batch.len() as u64, Relaxed);
+            shared.stats.commits.fetch_add(1, Relaxed);
+            shared.stats.commit_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+            metrics::histogram!("keybroker_audit_commit_records").record(batch.len() as f64);
+            metrics::histogram!("keybroker_audit_commit_seconds").record(took.as_secs_f64());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, records = batch.len(), "audit records not written; failing their RPCs");
+            }
+            for record in batch.drain(..) {
+                let _ = record.done.send((result.clone(), record.fields));
+            }
+            queue = lock(&shared.queue);
+        }
     }
 }
 
 impl AuditLog {
-    /// Opens (or creates, mode 0600) the log at `path`, continuing its chain.
+    /// Opens (or creates, mode 0600) the log at `path`, continuing its
+    /// chain, and starts its committer thread.
     ///
     /// # Errors
     /// [`AuditError::Open`] when the file cannot be opened or its last record
@@ -228,76 +305,62 @@ impl AuditLog {
         let open_error = |source| AuditError::Open { path: path.to_owned(), source };
         let mut file = open_file(path).map_err(open_error)?;
         let chain = tail_of(&mut file).map_err(open_error)?;
-        let writer = Writer { path: path.to_owned(), file, chain };
-        Ok(AuditLog {
-            inner: std::sync::Arc::new(Inner {
-                pending: Mutex::new(Vec::new()),
-                writer: Mutex::new(writer),
-                stats: CommitStats::default(),
-            }),
-        })
+        let writer = Writer { path: path.to_owned(), file, chain, out: Vec::new() };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            stats: CommitStats::default(),
+        });
+        let committer = shared.clone();
+        std::thread::Builder::new()
+            .name("audit-commit".to_owned())
+            .spawn(move || writer.run(&committer))
+            .map_err(open_error)?;
+        Ok(AuditLog { handle: Arc::new(Handle { shared }) })
+    }
+
+    /// Queues work for the committer, waking it if it sleeps.
+    fn enqueue(&self, add: impl FnOnce(&mut Queue)) {
+        let shared = &self.handle.shared;
+        let mut queue = lock(&shared.queue);
+        add(&mut queue);
+        let wake = std::mem::take(&mut queue.idle);
+        drop(queue);
+        if wake {
+            shared.work.notify_one();
+        }
     }
 
     /// Writes a record; returns once it is on disk.
     ///
-    /// Group commit without a writer thread: the caller queues its record,
-    /// and whichever caller finds the file free commits everything queued
-    /// (one write, one fdatasync) and keeps committing until the queue is
-    /// empty; the others wait for their record's turn.
+    /// The record is serialised here, in the caller; the committer thread
+    /// only chains it (one SHA-256), so records queued while a sync runs go
+    /// out together with the next one.
     ///
     /// # Errors
     /// [`AuditError::Write`]: the caller must fail its RPC and return no key.
     pub async fn write(&self, record: AuditRecord) -> Result<(), AuditError> {
+        let fields = serde_json::to_string(&record).map_err(|e| AuditError::Write(e.to_string()))?;
         let (done, wait) = oneshot::channel();
-        lock(&self.inner.pending).push(Pending { record, done });
-        self.commit_queued();
+        self.enqueue(|queue| queue.pending.push(Pending { fields, done }));
         match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(AuditError::Write(e)),
-            Err(_) => Err(AuditError::Write("the audit commit was abandoned".to_owned())),
-        }
-    }
-
-    /// Commits queued records while this caller can hold the file. A record
-    /// queued while another caller holds it is committed by that caller,
-    /// which looks at the queue again after letting go of the file.
-    fn commit_queued(&self) {
-        loop {
-            let Ok(mut writer) = self.inner.writer.try_lock() else {
-                return;
-            };
-            loop {
-                let batch: Vec<Pending> = {
-                    let mut pending = lock(&self.inner.pending);
-                    let take = pending.len().min(MAX_BATCH);
-                    pending.drain(..take).collect()
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.done)).unzip();
-                let result = blocking(|| writer.commit(&records));
-                self.inner.stats.records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                self.inner.stats.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                metrics::histogram!("keybroker_audit_commit_records").record(records.len() as f64);
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, records = records.len(), "audit records not written; failing their RPCs");
-                }
-                for done in waiting {
-                    let _ = done.send(result.clone());
-                }
-            }
-            drop(writer);
-            if lock(&self.inner.pending).is_empty() {
-                return;
-            }
+            Ok((Ok(()), _)) => Ok(()),
+            Ok((Err(e), _)) => Err(AuditError::Write(e)),
+            Err(_) => Err(AuditError::Write("the audit committer stopped".to_owned())),
         }
     }
 
     /// Records and commits so far (records per commit is the group size).
     pub fn stats(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.inner.stats.records.load(Relaxed), self.inner.stats.commits.load(Relaxed))
+        let stats = &self.handle.shared.stats;
+        (stats.records.load(Relaxed), stats.commits.load(Relaxed))
+    }
+
+    /// Mean time of one write + fdatasync so far.
+    pub fn mean_commit(&self) -> std::time::Duration {
+        let stats = &self.handle.shared.stats;
+        let commits = stats.commits.load(Relaxed).max(1);
+        std::time::Duration::from_micros(stats.commit_micros.load(Relaxed) / commits)
     }
 
     /// Reopens the file at the configured path (after rotation; SIGHUP).
@@ -305,11 +368,12 @@ impl AuditLog {
     /// # Errors
     /// [`AuditError::Write`] when it cannot be opened.
     pub async fn reopen(&self) -> Result<(), AuditError> {
-        let inner = self.inner.clone();
-        let reopened = tokio::task::spawn_blocking(move || lock(&inner.writer).reopen())
-            .await
-            .map_err(|e| AuditError::Write(e.to_string()))?;
-        reopened.map_err(AuditError::Write)
+        let (done, wait) = oneshot::channel();
+        self.enqueue(|queue| queue.reopen.push(done));
+        match wait.await {
+            Ok(result) => result.map_err(AuditError::Write),
+            Err(_) => Err(AuditError::Write("the audit committer stopped".to_owned())),
+        }
     }
 }
 
@@ -332,6 +396,23 @@ pub enum Verdict {
     },
 }
 
+/// The hash a line should carry: SHA-256 of its bytes up to its last
+/// member, closed with `}`; `None` when the line does not end with a
+/// `"hash"` member of 64 hex digits.
+fn hash_of_line(line: &str) -> Option<String> {
+    let bytes = line.as_bytes();
+    let cut = bytes.len().checked_sub(HASH_SUFFIX_LEN)?;
+    let (hashed, suffix) = bytes.split_at(cut);
+    let digits = suffix.strip_prefix(HASH_MEMBER.as_bytes())?.strip_suffix(b"\"}")?;
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut digest = Sha256::new();
+    digest.update(hashed);
+    digest.update(b"}");
+    Some(hex::encode(digest.finalize()))
+}
+
 /// Checks a log's chain and reports the first edited, deleted, inserted or
 /// reordered record.
 ///
@@ -349,14 +430,13 @@ pub fn verify(path: &Path) -> std::io::Result<Verdict> {
         if line.trim().is_empty() {
             return broken("an empty line (a record was removed or the file was edited)".to_owned());
         }
-        let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(line) else {
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
             return broken("not a JSON record: the record was edited".to_owned());
         };
-        let Some(Value::String(hash)) = map.remove("hash") else {
+        let Some(Value::String(hash)) = map.get("hash").cloned() else {
             return broken("no hash: the record was edited".to_owned());
         };
-        let body = serde_json::to_string(&Map::clone(&map)).unwrap_or_default();
-        if hash_line(&body) != hash {
+        if hash_of_line(line).as_deref() != Some(hash.as_str()) {
             let seq = map.get("seq").map(Value::to_string).unwrap_or_default();
             return broken(format!("record seq {seq} was edited: its hash does not match its contents"));
         }
@@ -475,6 +555,30 @@ mod tests {
         assert!(
             matches!(verify(&path).unwrap(), Verdict::Broken { line: 7, ref problem } if problem.contains("inserted"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_line_is_hashed_over_its_exact_bytes_as_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.write(AuditRecord { message: "d\u{e9}j\u{e0} \"vu\"\n".into(), ..record(0) }).await.unwrap();
+        log.write(record(1)).await.unwrap();
+        let lines = lines(&path);
+        let first: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert!(lines[0].starts_with(&format!("{{\"seq\":0,\"prev\":\"{GENESIS}\",\"time\":")), "{}", lines[0]);
+        let hash = first["hash"].as_str().unwrap();
+        let unhashed = lines[0].replace(&format!(",\"hash\":\"{hash}\""), "");
+        assert_eq!(hex::encode(Sha256::digest(unhashed.as_bytes())), hash);
+        assert_eq!(first["message"], "d\u{e9}j\u{e0} \"vu\"\n");
+        let second: Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(second["prev"], hash);
+        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 2, .. }));
+
+        let mut spaced = lines.clone();
+        spaced[1] = spaced[1].replacen("\"rpc\":", "\"rpc\": ", 1);
+        rewrite(&path, &spaced);
+        assert!(matches!(verify(&path).unwrap(), Verdict::Broken { line: 2, .. }), "a byte-level edit is an edit");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

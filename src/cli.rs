@@ -414,7 +414,13 @@ pub async fn channel(args: &ClientArgs) -> Result<Channel, CliError> {
     } else {
         format!("http://{}", args.addr)
     };
-    let mut endpoint = Endpoint::from_shared(url).map_err(|e| CliError::Connect(e.to_string()))?;
+    // Object streams move 1 MiB chunks: let the broker answer in 1 MiB
+    // frames within windows that hold a few of them.
+    let mut endpoint = Endpoint::from_shared(url)
+        .map_err(|e| CliError::Connect(e.to_string()))?
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20)
+        .max_frame_size(1 << 20);
     if tls {
         let read = |path: &Path| std::fs::read(path).map_err(|e| CliError::Input(format!("{}: {e}", path.display())));
         let mut config = ClientTlsConfig::new();

@@ -12,6 +12,7 @@
 //! - [`objects`]: whole objects encrypted and decrypted as streams, and S3 mode.
 //! - [`fingerprint`]: keyed hashes that name wrapped keys in logs.
 //! - [`tls`]: mutual TLS, reloadable certificates, caller identity.
+//! - [`conn`]: accepted connections, written so small answers coalesce.
 //! - [`policy`]: who may do what; per-identity rate limits.
 //! - [`audit`]: the hash-chained, group-committed audit log.
 //! - [`layers`]: load shedding; [`metrics`]: Prometheus exposition.
@@ -21,7 +22,7 @@
 //! - [`transcoder`]: Elastic Transcoder CreateJob assembly, validation, submission.
 //! - [`cli`]: the `keybroker` command line, server and client subcommands.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod audit;
@@ -30,6 +31,7 @@ pub mod cipher;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod conn;
 pub mod fingerprint;
 pub mod hygiene;
 pub mod keys;

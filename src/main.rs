@@ -5,6 +5,13 @@
 
 use clap::Parser as _;
 
+/// mimalloc: per-thread heaps, so the many small allocations of each call
+/// (HTTP/2 frames, headers, protobuf) do not contend across workers. Key
+/// buffers are zeroed by their owners before they are freed, whatever the
+/// allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = keybroker::cli::Cli::parse();

@@ -20,6 +20,7 @@ use crate::audit::AuditLog;
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::TlsMode;
 use crate::config::{Config, ConfigError, KmsBackend};
+use crate::conn::Coalescing;
 use crate::fingerprint::Fingerprinter;
 use crate::kms::{AwsKms, Kms, KmsKeyId, LocalKeyring};
 use crate::layers::ShedLayer;
@@ -29,6 +30,7 @@ use crate::policy::PolicyStore;
 use crate::tls::{ReloadableTls, TlsFiles};
 use crate::transcoder::pipeline::Pipelines;
 use crate::transcoder::{Transcoder, TranscoderSettings};
+use futures::TryStreamExt as _;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +309,8 @@ pub async fn serve(
         .timeout(Duration::from_millis(config.limits.request_timeout_ms))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Object chunks are up to 1 MiB: accept them in frames that size.
+        .max_frame_size(1 << 20)
         .layer(ShedLayer::new(config.limits.max_concurrent_requests))
         .add_service(health_service.clone())
         .add_service(reflection_v1)
@@ -314,21 +318,23 @@ pub async fn serve(
         .add_service(key_broker);
     let mut server = match tls {
         Some(tls) => {
-            let incoming = crate::tls::accept_tls(listener, tls, Duration::from_secs(10));
+            let incoming = crate::tls::accept_tls(listener, tls, Duration::from_secs(10)).map_ok(Coalescing);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
         }
         None => {
             // Accepted connections get TCP_NODELAY: gRPC answers are small
             // writes, and Nagle plus delayed ACKs would add ~40 ms to every call.
-            let incoming =
-                TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)))
+                .map_ok(Coalescing);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
         }
     };
     if let Some(addr) = config.health_listen {
         let health_listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
         tracing::info!(%addr, "health-only listener (plaintext grpc.health.v1)");
-        let incoming = TcpIncoming::from(health_listener).with_nodelay(Some(true));
+        let incoming = TcpIncoming::from(health_listener).with_nodelay(Some(true)).map_ok(Coalescing);
         let health_only = Server::builder().add_service(health_service);
         tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())));
     }

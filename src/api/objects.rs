@@ -125,7 +125,7 @@ fn object_status(err: &ObjectError, direction: Direction) -> Status {
                 Direction::Decrypt => Status::data_loss(err.to_string()),
             },
             CipherError::UnsupportedMode { .. } => Status::invalid_argument(format!("start: {err}")),
-            CipherError::KeyLength { .. } => internal(err),
+            CipherError::KeyLength { .. } | CipherError::Backend(_) => internal(err),
         },
         ObjectError::S3 { kind, .. } => match kind {
             S3ErrorKind::NotFound | S3ErrorKind::Rejected => Status::failed_precondition(err.to_string()),

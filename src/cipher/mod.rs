@@ -15,8 +15,8 @@
 //! This module must never log, format or persist key bytes, key schedules,
 //! keystream or plaintext it holds back; its `Debug` output names only the
 //! mode and key size. Key schedules are zeroized on drop (the `aes` crate's
-//! `zeroize` feature); held-back plaintext and keystream are kept in
-//! [`zeroize::Zeroizing`] storage. It holds no I/O: callers own files and
+//! `zeroize` feature for CBC; `EVP_CIPHER_CTX_free`'s cleanse for CTR and
+//! GCM); held-back CBC plaintext is kept in [`zeroize::Zeroizing`] storage. It holds no I/O: callers own files and
 //! sockets.
 //!
 //! Streaming decryption releases plaintext before it can be authenticated:
@@ -26,6 +26,7 @@
 
 mod cbc;
 mod ctr;
+mod evp;
 mod gcm;
 #[cfg(test)]
 mod tests;
@@ -93,6 +94,10 @@ pub enum CipherError {
     /// file. Everything already decrypted must be discarded.
     #[error("aes-gcm: authentication failed (wrong key or IV, or a damaged or forged file); discard all output")]
     Authentication,
+    /// The AES library refused an operation (it should not: lengths and
+    /// parameters are checked first). Names the step, never key material.
+    #[error("AES backend failure: {0}")]
+    Backend(&'static str),
     /// More than [`GCM_MAX_PLAINTEXT_LEN`] bytes under one GCM key and IV.
     #[error("aes-gcm: more than {GCM_MAX_PLAINTEXT_LEN} bytes under one key and IV (NIST SP 800-38D limit)")]
     TooLong,
@@ -141,36 +146,34 @@ fn check_client_side(mode: EncryptionMode) -> Result<(), CipherError> {
 }
 
 /// Declares a mode-and-key-size state enum, plus `mode()` and `key_bits()`.
+/// CBC is RustCrypto's, monomorphized per key size; CTR and GCM are
+/// AWS-LC's (see [`evp`]), keyed from the bytes.
 macro_rules! state_enum {
     ($name:ident, $cbc:ident, $ctr:ident, $gcm:ident) => {
         enum $name {
             Cbc128($cbc<Aes128>),
             Cbc192($cbc<Aes192>),
             Cbc256($cbc<Aes256>),
-            Ctr128($ctr<Aes128>),
-            Ctr192($ctr<Aes192>),
-            Ctr256($ctr<Aes256>),
-            Gcm128($gcm<Aes128>),
-            Gcm192($gcm<Aes192>),
-            Gcm256($gcm<Aes256>),
+            Ctr($ctr, KeyBits),
+            Gcm($gcm, KeyBits),
         }
 
         impl $name {
             fn new(mode: EncryptionMode, key: &DataKey, iv: &Iv16) -> Result<Self, CipherError> {
                 check_client_side(mode)?;
-                let aes = AnyAes::new(key)?;
                 let iv = &iv.0;
-                Ok(match (mode, aes) {
-                    (EncryptionMode::AesCbcPkcs7, AnyAes::Aes128(c)) => $name::Cbc128($cbc::new(c, iv)),
-                    (EncryptionMode::AesCbcPkcs7, AnyAes::Aes192(c)) => $name::Cbc192($cbc::new(c, iv)),
-                    (EncryptionMode::AesCbcPkcs7, AnyAes::Aes256(c)) => $name::Cbc256($cbc::new(c, iv)),
-                    (EncryptionMode::AesCtr, AnyAes::Aes128(c)) => $name::Ctr128($ctr::new(c, iv)),
-                    (EncryptionMode::AesCtr, AnyAes::Aes192(c)) => $name::Ctr192($ctr::new(c, iv)),
-                    (EncryptionMode::AesCtr, AnyAes::Aes256(c)) => $name::Ctr256($ctr::new(c, iv)),
-                    (EncryptionMode::AesGcm, AnyAes::Aes128(c)) => $name::Gcm128($gcm::new(c, iv)),
-                    (EncryptionMode::AesGcm, AnyAes::Aes192(c)) => $name::Gcm192($gcm::new(c, iv)),
-                    (EncryptionMode::AesGcm, AnyAes::Aes256(c)) => $name::Gcm256($gcm::new(c, iv)),
-                    (EncryptionMode::S3 | EncryptionMode::S3AwsKms, _) => {
+                let bytes = key.expose_secret();
+                let bits =
+                    || KeyBits::from_len(bytes.len(), "key").map_err(|_| CipherError::KeyLength { len: bytes.len() });
+                Ok(match mode {
+                    EncryptionMode::AesCtr => $name::Ctr($ctr::new(bytes, iv)?, bits()?),
+                    EncryptionMode::AesGcm => $name::Gcm($gcm::new(bytes, iv)?, bits()?),
+                    EncryptionMode::AesCbcPkcs7 => match AnyAes::new(key)? {
+                        AnyAes::Aes128(c) => $name::Cbc128($cbc::new(c, iv)),
+                        AnyAes::Aes192(c) => $name::Cbc192($cbc::new(c, iv)),
+                        AnyAes::Aes256(c) => $name::Cbc256($cbc::new(c, iv)),
+                    },
+                    EncryptionMode::S3 | EncryptionMode::S3AwsKms => {
                         return Err(CipherError::UnsupportedMode { mode });
                     }
                 })
@@ -179,16 +182,17 @@ macro_rules! state_enum {
             fn mode(&self) -> EncryptionMode {
                 match self {
                     $name::Cbc128(_) | $name::Cbc192(_) | $name::Cbc256(_) => EncryptionMode::AesCbcPkcs7,
-                    $name::Ctr128(_) | $name::Ctr192(_) | $name::Ctr256(_) => EncryptionMode::AesCtr,
-                    $name::Gcm128(_) | $name::Gcm192(_) | $name::Gcm256(_) => EncryptionMode::AesGcm,
+                    $name::Ctr(..) => EncryptionMode::AesCtr,
+                    $name::Gcm(..) => EncryptionMode::AesGcm,
                 }
             }
 
             fn key_bits(&self) -> KeyBits {
                 match self {
-                    $name::Cbc128(_) | $name::Ctr128(_) | $name::Gcm128(_) => KeyBits::Aes128,
-                    $name::Cbc192(_) | $name::Ctr192(_) | $name::Gcm192(_) => KeyBits::Aes192,
-                    $name::Cbc256(_) | $name::Ctr256(_) | $name::Gcm256(_) => KeyBits::Aes256,
+                    $name::Cbc128(_) => KeyBits::Aes128,
+                    $name::Cbc192(_) => KeyBits::Aes192,
+                    $name::Cbc256(_) => KeyBits::Aes256,
+                    $name::Ctr(_, bits) | $name::Gcm(_, bits) => *bits,
                 }
             }
         }
@@ -202,12 +206,8 @@ macro_rules! dispatch {
             $name::Cbc128($state) => $body,
             $name::Cbc192($state) => $body,
             $name::Cbc256($state) => $body,
-            $name::Ctr128($state) => $body,
-            $name::Ctr192($state) => $body,
-            $name::Ctr256($state) => $body,
-            $name::Gcm128($state) => $body,
-            $name::Gcm192($state) => $body,
-            $name::Gcm256($state) => $body,
+            $name::Ctr($state, _) => $body,
+            $name::Gcm($state, _) => $body,
         }
     };
 }
