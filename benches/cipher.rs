@@ -64,7 +64,7 @@ fn time_encrypt(mode: EncryptionMode, key: &DataKey, iv: &Iv16, data: &[u8]) -> 
         std::hint::black_box(&out);
     }
     out.clear();
-    enc.finalize(&mut out);
+    enc.finalize(&mut out)?;
     std::hint::black_box(&out);
     Ok(start.elapsed())
 }
@@ -88,7 +88,7 @@ fn encrypt_all(mode: EncryptionMode, key: &DataKey, iv: &Iv16, data: &[u8]) -> R
     let mut out = Vec::with_capacity(data.len() + 32);
     let mut enc = Encryptor::new(mode, key, iv)?;
     enc.update(data, &mut out)?;
-    enc.finalize(&mut out);
+    enc.finalize(&mut out)?;
     Ok(out)
 }
 

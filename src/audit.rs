@@ -199,7 +199,10 @@ fn tail_of(file: &mut File) -> std::io::Result<Chain> {
     let seq = value.get("seq").and_then(Value::as_u64);
     let hash = value.get("hash").and_then(Value::as_str);
     match (seq, hash) {
-        (Some(seq), Some(hash)) => Ok(Chain { seq: seq + 1, prev: hash.to_owned() }),
+        (Some(seq), Some(hash)) => match seq.checked_add(1) {
+            Some(next) => Ok(Chain { seq: next, prev: hash.to_owned() }),
+            None => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "last record's seq is at its maximum")),
+        },
         _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "last record has no seq or hash")),
     }
 }
@@ -238,14 +241,29 @@ impl Writer {
         for record in batch {
             push_chained(&mut self.out, &record.fields, &mut chain);
         }
-        self.file.write_all(&self.out).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.file.sync_data().map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let before = self.file.metadata().map_err(|e| e.to_string())?.len();
+        let written = self.file.write_all(&self.out).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Take back whatever part of the batch reached the file, so the
+            // next commit continues the chain from the last durable record
+            // instead of leaving records that verify as inserted.
+            let _ = self.file.set_len(before).and_then(|()| self.file.sync_data());
+            return Err(format!("{}: {e}", self.path.display()));
+        }
         self.chain = chain;
         Ok(())
     }
 
+    /// Opens the path again and continues the chain from its last record
+    /// (a fresh file after rotation starts from the chain so far).
     fn reopen(&mut self) -> Result<(), String> {
-        self.file = open_file(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let describe = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let mut file = open_file(&self.path).map_err(describe)?;
+        let tail = tail_of(&mut file).map_err(describe)?;
+        if tail.seq > 0 {
+            self.chain = tail;
+        }
+        self.file = file;
         Ok(())
     }
 
@@ -386,6 +404,12 @@ pub enum Verdict {
         records: u64,
         /// The last record's hash (anchor it elsewhere to detect truncation).
         last_hash: String,
+        /// The first record's seq: 0 for a log that starts the chain; more
+        /// for one continued from a rotated file, or whose head was cut off.
+        first_seq: u64,
+        /// The first record's `prev`: the previous file's last hash when
+        /// `first_seq` is not 0 (compare them to detect a cut-off head).
+        first_prev: String,
     },
     /// The first place the chain breaks.
     Broken {
@@ -424,6 +448,7 @@ pub fn verify(path: &Path) -> std::io::Result<Verdict> {
     let mut expected_seq: Option<u64> = None;
     let mut prev = GENESIS.to_owned();
     let mut records = 0;
+    let mut start: Option<(u64, String)> = None;
     for (index, line) in all.iter().enumerate() {
         let number = index + 1;
         let broken = |problem: String| Ok(Verdict::Broken { line: number, problem });
@@ -455,8 +480,9 @@ pub fn verify(path: &Path) -> std::io::Result<Verdict> {
                 }
             }
             Some(expected) => {
-                let later = all[index + 1..].iter().filter_map(|l| seq_at(l)).any(|s| (expected..seq).contains(&s));
-                if seq > expected && later {
+                if seq > expected
+                    && all[index + 1..].iter().filter_map(|l| seq_at(l)).any(|s| (expected..seq).contains(&s))
+                {
                     return broken(format!("record seq {seq} comes before seq {expected}: reordered"));
                 }
                 if seq > expected {
@@ -475,11 +501,18 @@ pub fn verify(path: &Path) -> std::io::Result<Verdict> {
                 }
             }
         }
-        expected_seq = Some(seq + 1);
+        let Some(next) = seq.checked_add(1) else {
+            return broken("seq at its maximum: the record was forged".to_owned());
+        };
+        if expected_seq.is_none() {
+            start = Some((seq, record_prev.to_owned()));
+        }
+        expected_seq = Some(next);
         prev = hash;
         records += 1;
     }
-    Ok(Verdict::Intact { records, last_hash: prev })
+    let (first_seq, first_prev) = start.unwrap_or((0, GENESIS.to_owned()));
+    Ok(Verdict::Intact { records, last_hash: prev, first_seq, first_prev })
 }
 
 #[cfg(test)]
@@ -517,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn an_intact_log_verifies_and_reopening_continues_the_chain() {
         let (_dir, path) = log_of(20).await;
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 20, .. }));
+        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 20, first_seq: 0, .. }));
         let log = AuditLog::open(&path).unwrap();
         log.write(record(99)).await.unwrap();
         assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 21, .. }));
@@ -547,6 +580,13 @@ mod tests {
         rewrite(&path, &swapped);
         assert!(
             matches!(verify(&path).unwrap(), Verdict::Broken { line: 3, ref problem } if problem.contains("reordered"))
+        );
+
+        rewrite(&path, &original[3..]);
+        assert!(
+            matches!(verify(&path).unwrap(), Verdict::Intact { records: 7, first_seq: 3, ref first_prev, .. }
+                if first_prev != GENESIS),
+            "a cut-off head verifies only as a continued chain, and says where it starts"
         );
 
         let mut inserted = original.clone();

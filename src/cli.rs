@@ -598,8 +598,14 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
 fn audit_verify(file: &Path) -> Result<(), CliError> {
     use crate::audit::{Verdict, verify};
     match verify(file).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))? {
-        Verdict::Intact { records, last_hash } => {
+        Verdict::Intact { records, last_hash, first_seq, first_prev } => {
             println!("ok: {records} records, chain intact; last hash {last_hash}");
+            if first_seq != 0 {
+                println!(
+                    "note: the log starts at seq {first_seq}, continuing a chain whose last hash was {first_prev}; \
+                     check that against the previous file's last hash (a rotated log), or records were cut from the head"
+                );
+            }
             Ok(())
         }
         Verdict::Broken { line, problem } => {

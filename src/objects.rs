@@ -395,7 +395,7 @@ impl Session for EncryptSession {
 
     fn finish(self, out: &mut Vec<u8>) -> Result<EncryptedObject, ObjectError> {
         let before = out.len();
-        self.cipher.finalize(out);
+        self.cipher.finalize(out)?;
         Ok(EncryptedObject {
             block: self.block,
             key_arn: self.key_arn,

@@ -119,7 +119,7 @@ fn encrypt(mode: EncryptionMode, key: &DataKey, iv: &Iv16, pt: &[u8]) -> Vec<u8>
     for chunk in pt.chunks(4093) {
         enc.update(chunk, &mut out).unwrap();
     }
-    enc.finalize(&mut out);
+    enc.finalize(&mut out).unwrap();
     out
 }
 
@@ -308,7 +308,7 @@ fn encrypt_file_digest(mode: EncryptionMode, key: &DataKey, iv: &Iv16, path: &Pa
         len += out.len() as u64;
     }
     out.clear();
-    enc.finalize(&mut out);
+    enc.finalize(&mut out).unwrap();
     hash.update(&out);
     len += out.len() as u64;
     (hash.finalize().into(), len)

@@ -1,6 +1,6 @@
 //! Proves that a dropped data key's buffer is zeroed before it is freed.
 //!
-//! The only unsafe code in the project: a global allocator that wraps the
+//! The test suite's only unsafe code: a global allocator that wraps the
 //! system allocator and, on every deallocation, looks at the bytes being
 //! freed (which the allocator owns at that moment) for a marker pattern
 //! before passing the block on. Reading a block inside `dealloc`, before it

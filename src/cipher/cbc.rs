@@ -58,7 +58,7 @@ impl<C: BlockCipherEncrypt<BlockSize = U16>> CbcEncrypt<C> {
         Ok(())
     }
 
-    pub(super) fn encrypt_finalize(mut self, out: &mut Vec<u8>) {
+    pub(super) fn encrypt_finalize(mut self, out: &mut Vec<u8>) -> Result<(), CipherError> {
         // PKCS#7: 1 to 16 bytes, each holding the pad length; a whole block
         // of 16s when the plaintext was already aligned.
         let pad = BLOCK_LEN - self.pending_len;
@@ -66,6 +66,7 @@ impl<C: BlockCipherEncrypt<BlockSize = U16>> CbcEncrypt<C> {
         let block: &mut Block = (&mut *self.pending).into();
         self.mode.encrypt_block(block);
         out.extend_from_slice(&self.pending[..]);
+        Ok(())
     }
 }
 

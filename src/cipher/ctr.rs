@@ -22,7 +22,9 @@ impl CtrStream {
         self.stream.update(input, out)
     }
 
-    pub(super) fn encrypt_finalize(self, _out: &mut Vec<u8>) {}
+    pub(super) fn encrypt_finalize(self, _out: &mut Vec<u8>) -> Result<(), CipherError> {
+        Ok(())
+    }
 
     pub(super) fn decrypt_update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
         self.stream.update(input, out)

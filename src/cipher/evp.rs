@@ -49,6 +49,9 @@ pub(super) struct EvpStream {
     ctx: NonNull<ffi::EVP_CIPHER_CTX>,
     direction: Direction,
     kind: Kind,
+    /// A call failed: the context's state is unknown, so every later call
+    /// fails too instead of producing bytes from it.
+    failed: bool,
 }
 
 // SAFETY: an EVP_CIPHER_CTX has no thread affinity; `EvpStream` owns its
@@ -92,7 +95,7 @@ impl EvpStream {
         // SAFETY: no arguments; a null return is handled.
         let ctx =
             NonNull::new(unsafe { ffi::EVP_CIPHER_CTX_new() }).ok_or(CipherError::Backend("EVP_CIPHER_CTX_new"))?;
-        let stream = EvpStream { ctx, direction, kind };
+        let stream = EvpStream { ctx, direction, kind, failed: false };
         let init = match direction {
             Direction::Encrypt => ffi::EVP_EncryptInit_ex,
             Direction::Decrypt => ffi::EVP_DecryptInit_ex,
@@ -122,6 +125,15 @@ impl EvpStream {
 
     /// Transforms `input` and appends exactly `input.len()` bytes to `out`.
     pub(super) fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
+        if self.failed {
+            return Err(CipherError::Backend("an earlier cipher call failed"));
+        }
+        let result = self.update_inner(input, out);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn update_inner(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
         out.reserve(input.len());
         for piece in input.chunks(MAX_UPDATE) {
             let start = out.len();
@@ -161,6 +173,9 @@ impl EvpStream {
     /// Ends a GCM encryption: the 16-byte tag.
     pub(super) fn gcm_tag(self) -> Result<[u8; GCM_TAG_LEN], CipherError> {
         debug_assert!(self.kind == Kind::Gcm && self.direction == Direction::Encrypt);
+        if self.failed {
+            return Err(CipherError::Backend("an earlier cipher call failed"));
+        }
         let mut tail = [0u8; BLOCK_LEN];
         let mut written: c_int = 0;
         let mut tag = [0u8; GCM_TAG_LEN];
@@ -184,6 +199,9 @@ impl EvpStream {
     /// Ends a GCM decryption: checks `tag` (in constant time, inside AWS-LC).
     pub(super) fn gcm_verify(self, tag: &[u8; GCM_TAG_LEN]) -> Result<(), CipherError> {
         debug_assert!(self.kind == Kind::Gcm && self.direction == Direction::Decrypt);
+        if self.failed {
+            return Err(CipherError::Backend("an earlier cipher call failed"));
+        }
         let mut expected = *tag;
         let mut tail = [0u8; BLOCK_LEN];
         let mut written: c_int = 0;

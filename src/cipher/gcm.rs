@@ -48,14 +48,10 @@ impl GcmEncrypt {
         self.stream.update(input, out)
     }
 
-    /// Appends the tag. A backend failure here cannot be answered with a
-    /// valid file, so it appends nothing and the caller's file is short by
-    /// the tag: every reader then refuses it.
-    pub(super) fn encrypt_finalize(self, out: &mut Vec<u8>) {
-        match self.stream.gcm_tag() {
-            Ok(tag) => out.extend_from_slice(&tag),
-            Err(e) => tracing::error!(error = %e, "aes-gcm: no tag; the file is unusable"),
-        }
+    /// Appends the tag.
+    pub(super) fn encrypt_finalize(self, out: &mut Vec<u8>) -> Result<(), CipherError> {
+        out.extend_from_slice(&self.stream.gcm_tag()?);
+        Ok(())
     }
 }
 

@@ -247,13 +247,19 @@ impl Encryptor {
     /// [`CipherError::TooLong`] when an `aes-gcm` file would exceed
     /// [`GCM_MAX_PLAINTEXT_LEN`]; the rejected chunk is not consumed and
     /// nothing is appended, so the file so far can still be finalized.
+    /// [`CipherError::Backend`] when the AES library failed; every later
+    /// call fails too.
     pub fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
         dispatch!(EncryptState, &mut self.state, s => s.encrypt_update(input, out))
     }
 
     /// Appends the rest of the file (at most 16 bytes): CBC's padded last
     /// block, or GCM's tag.
-    pub fn finalize(self, out: &mut Vec<u8>) {
+    ///
+    /// # Errors
+    /// [`CipherError::Backend`] when the AES library failed (the file has
+    /// no valid end and must be discarded).
+    pub fn finalize(self, out: &mut Vec<u8>) -> Result<(), CipherError> {
         dispatch!(EncryptState, self.state, s => s.encrypt_finalize(out))
     }
 }
