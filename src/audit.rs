@@ -111,6 +111,9 @@ struct Queue {
     idle: bool,
     /// Every handle is gone: commit what is queued and stop.
     closed: bool,
+    /// The committer thread has ended: nothing queued would ever be
+    /// committed, so calls fail at once instead of waiting.
+    stopped: bool,
 }
 
 struct Shared {
@@ -207,8 +210,33 @@ fn tail_of(file: &mut File) -> std::io::Result<Chain> {
     }
 }
 
+/// Opens (creating, mode 0600) the log; a file it creates is made durable
+/// in its directory too, or a crash could lose the whole new file even
+/// though its records were synced.
 fn open_file(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)
+    let existed = path.exists();
+    let file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    if !existed {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(file)
+}
+
+/// Marks the queue stopped when the committer thread ends, however it
+/// ends, failing whatever is still queued.
+struct StopGuard<'a>(&'a Shared);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.0.queue);
+        queue.stopped = true;
+        let pending = std::mem::take(&mut queue.pending);
+        let reopen = std::mem::take(&mut queue.reopen);
+        drop(queue);
+        // Dropping the senders answers every waiting call with an error.
+        drop((pending, reopen));
+    }
 }
 
 /// The file and the chain; owned by the committer thread.
@@ -270,6 +298,7 @@ impl Writer {
     /// The committer thread: commits whatever is queued, as one batch,
     /// until every handle is gone.
     fn run(mut self, shared: &Shared) {
+        let _stop = StopGuard(shared);
         let mut batch = Vec::new();
         let mut queue = lock(&shared.queue);
         loop {
@@ -338,15 +367,19 @@ impl AuditLog {
     }
 
     /// Queues work for the committer, waking it if it sleeps.
-    fn enqueue(&self, add: impl FnOnce(&mut Queue)) {
+    fn enqueue(&self, add: impl FnOnce(&mut Queue)) -> Result<(), AuditError> {
         let shared = &self.handle.shared;
         let mut queue = lock(&shared.queue);
+        if queue.stopped {
+            return Err(AuditError::Write("the audit committer stopped".to_owned()));
+        }
         add(&mut queue);
         let wake = std::mem::take(&mut queue.idle);
         drop(queue);
         if wake {
             shared.work.notify_one();
         }
+        Ok(())
     }
 
     /// Writes a record; returns once it is on disk.
@@ -360,7 +393,7 @@ impl AuditLog {
     pub async fn write(&self, record: AuditRecord) -> Result<(), AuditError> {
         let fields = serde_json::to_string(&record).map_err(|e| AuditError::Write(e.to_string()))?;
         let (done, wait) = oneshot::channel();
-        self.enqueue(|queue| queue.pending.push(Pending { fields, done }));
+        self.enqueue(|queue| queue.pending.push(Pending { fields, done }))?;
         match wait.await {
             Ok((Ok(()), _)) => Ok(()),
             Ok((Err(e), _)) => Err(AuditError::Write(e)),
@@ -387,7 +420,7 @@ impl AuditLog {
     /// [`AuditError::Write`] when it cannot be opened.
     pub async fn reopen(&self) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        self.enqueue(|queue| queue.reopen.push(done));
+        self.enqueue(|queue| queue.reopen.push(done))?;
         match wait.await {
             Ok(result) => result.map_err(AuditError::Write),
             Err(_) => Err(AuditError::Write("the audit committer stopped".to_owned())),
