@@ -12,61 +12,33 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use support::process::{Served, serve};
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keybroker");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DEV_KEY_ARN: &str = "arn:aws:kms:local:000000000000:alias/keybroker-dev";
 
 /// `keybroker serve --dev` in a temporary working directory (its keyring
 /// goes there), killed on drop.
 struct DevBroker {
-    child: Child,
-    addr: String,
-    log: PathBuf,
+    served: Served,
     _dir: tempfile::TempDir,
 }
 
 impl DevBroker {
     fn start() -> DevBroker {
         let dir = tempfile::tempdir().unwrap();
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-        let log = dir.path().join("server.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(BIN)
-            .current_dir(dir.path())
-            .args(["serve", "--dev", "--listen", &addr])
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the broker exited ({status}): {}", std::fs::read_to_string(&log).unwrap());
-            }
-            assert!(Instant::now() < deadline, "the broker did not listen: {}", std::fs::read_to_string(&log).unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        DevBroker { child, addr, log, _dir: dir }
+        DevBroker { served: serve(dir.path(), &["--dev"], &[]), _dir: dir }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for DevBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::fs::read_to_string(&self.served.log).unwrap_or_default()
     }
 }
 
@@ -97,7 +69,7 @@ fn ensure_node_modules() {
 fn run_example(broker: &DevBroker, program: &str, script: &str) -> Value {
     let out: Output = Command::new(program)
         .arg(Path::new(ROOT).join(script))
-        .args(["--addr", &broker.addr])
+        .args(["--addr", &broker.served.addr])
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} {script}: {e}"));

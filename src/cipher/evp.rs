@@ -123,17 +123,24 @@ impl EvpStream {
         Ok(stream)
     }
 
+    /// Refuses to go on from a context whose state a failure left unknown.
+    fn usable(&self) -> Result<(), CipherError> {
+        if self.failed { Err(CipherError::Backend("an earlier cipher call failed")) } else { Ok(()) }
+    }
+
     /// Transforms `input` and appends exactly `input.len()` bytes to `out`.
     pub(super) fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
-        if self.failed {
-            return Err(CipherError::Backend("an earlier cipher call failed"));
-        }
+        self.usable()?;
         let result = self.update_inner(input, out);
         self.failed = result.is_err();
         result
     }
 
     fn update_inner(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
+        let update = match self.direction {
+            Direction::Encrypt => ffi::EVP_EncryptUpdate,
+            Direction::Decrypt => ffi::EVP_DecryptUpdate,
+        };
         out.reserve(input.len());
         for piece in input.chunks(MAX_UPDATE) {
             let start = out.len();
@@ -142,10 +149,6 @@ impl EvpStream {
                 return Err(CipherError::Backend("output capacity"));
             }
             let mut written: c_int = 0;
-            let update = match self.direction {
-                Direction::Encrypt => ffi::EVP_EncryptUpdate,
-                Direction::Decrypt => ffi::EVP_DecryptUpdate,
-            };
             // SAFETY: `piece.len()` <= 2^30 fits a c_int. A stream mode
             // (CTR, GCM) writes exactly as many bytes as it reads, and `spare`
             // has at least `piece.len()` writable bytes; input and output do
@@ -170,58 +173,49 @@ impl EvpStream {
         Ok(())
     }
 
-    /// Ends a GCM encryption: the 16-byte tag.
-    pub(super) fn gcm_tag(self) -> Result<[u8; GCM_TAG_LEN], CipherError> {
-        debug_assert!(self.kind == Kind::Gcm && self.direction == Direction::Encrypt);
-        if self.failed {
-            return Err(CipherError::Backend("an earlier cipher call failed"));
-        }
+    /// Gets (`EVP_CTRL_GCM_GET_TAG`) or sets (`EVP_CTRL_GCM_SET_TAG`) the
+    /// 16-byte GCM tag.
+    fn tag_ctrl(&mut self, command: c_int, tag: &mut [u8; GCM_TAG_LEN]) -> Result<(), CipherError> {
+        // SAFETY: both commands copy exactly `GCM_TAG_LEN` bytes to or from
+        // `tag`, which has that many.
+        let ret = unsafe {
+            ffi::EVP_CIPHER_CTX_ctrl(self.ctx.as_ptr(), command, GCM_TAG_LEN as c_int, tag.as_mut_ptr().cast())
+        };
+        check(ret, "GCM tag")
+    }
+
+    /// `EVP_EncryptFinal_ex` or `EVP_DecryptFinal_ex`: true on success (for
+    /// GCM decryption, only when the computed tag equals the one set).
+    fn finish(&mut self) -> bool {
+        let finale = match self.direction {
+            Direction::Encrypt => ffi::EVP_EncryptFinal_ex,
+            Direction::Decrypt => ffi::EVP_DecryptFinal_ex,
+        };
         let mut tail = [0u8; BLOCK_LEN];
         let mut written: c_int = 0;
-        let mut tag = [0u8; GCM_TAG_LEN];
-        // SAFETY: GCM's final writes no bytes (`tail` has room for a block
-        // regardless); GET_TAG copies 16 bytes into `tag`, which has 16.
-        unsafe {
-            check(ffi::EVP_EncryptFinal_ex(self.ctx.as_ptr(), tail.as_mut_ptr(), &mut written), "GCM final")?;
-            check(
-                ffi::EVP_CIPHER_CTX_ctrl(
-                    self.ctx.as_ptr(),
-                    ffi::EVP_CTRL_GCM_GET_TAG,
-                    GCM_TAG_LEN as c_int,
-                    tag.as_mut_ptr().cast(),
-                ),
-                "GCM tag",
-            )?;
+        // SAFETY: the stream modes' final writes no bytes; `tail` has room
+        // for a block regardless.
+        unsafe { finale(self.ctx.as_ptr(), tail.as_mut_ptr(), &mut written) == 1 }
+    }
+
+    /// Ends a GCM encryption: the 16-byte tag.
+    pub(super) fn gcm_tag(mut self) -> Result<[u8; GCM_TAG_LEN], CipherError> {
+        debug_assert!(self.kind == Kind::Gcm && self.direction == Direction::Encrypt);
+        self.usable()?;
+        if !self.finish() {
+            return Err(CipherError::Backend("GCM final"));
         }
+        let mut tag = [0u8; GCM_TAG_LEN];
+        self.tag_ctrl(ffi::EVP_CTRL_GCM_GET_TAG, &mut tag)?;
         Ok(tag)
     }
 
     /// Ends a GCM decryption: checks `tag` (in constant time, inside AWS-LC).
-    pub(super) fn gcm_verify(self, tag: &[u8; GCM_TAG_LEN]) -> Result<(), CipherError> {
+    pub(super) fn gcm_verify(mut self, tag: &[u8; GCM_TAG_LEN]) -> Result<(), CipherError> {
         debug_assert!(self.kind == Kind::Gcm && self.direction == Direction::Decrypt);
-        if self.failed {
-            return Err(CipherError::Backend("an earlier cipher call failed"));
-        }
+        self.usable()?;
         let mut expected = *tag;
-        let mut tail = [0u8; BLOCK_LEN];
-        let mut written: c_int = 0;
-        // SAFETY: SET_TAG reads 16 bytes from `expected`, which has 16; the
-        // final writes no bytes (room for a block regardless) and returns 1
-        // only when the computed tag equals the one set.
-        unsafe {
-            check(
-                ffi::EVP_CIPHER_CTX_ctrl(
-                    self.ctx.as_ptr(),
-                    ffi::EVP_CTRL_GCM_SET_TAG,
-                    GCM_TAG_LEN as c_int,
-                    expected.as_mut_ptr().cast(),
-                ),
-                "GCM tag",
-            )?;
-            if ffi::EVP_DecryptFinal_ex(self.ctx.as_ptr(), tail.as_mut_ptr(), &mut written) != 1 {
-                return Err(CipherError::Authentication);
-            }
-        }
-        Ok(())
+        self.tag_ctrl(ffi::EVP_CTRL_GCM_SET_TAG, &mut expected)?;
+        if self.finish() { Ok(()) } else { Err(CipherError::Authentication) }
     }
 }

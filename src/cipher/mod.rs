@@ -119,7 +119,7 @@ pub fn ciphertext_len(mode: EncryptionMode, plaintext_len: u64) -> u64 {
     }
 }
 
-/// An expanded AES key of one of the three sizes; an enum so that mode code
+/// An expanded AES key of one of the three sizes, for CBC; an enum so that CBC
 /// is monomorphized per size instead of going through a vtable.
 enum AnyAes {
     Aes128(Aes128),
@@ -140,11 +140,6 @@ impl AnyAes {
     }
 }
 
-/// Rejects the server-side modes before any key is expanded.
-fn check_client_side(mode: EncryptionMode) -> Result<(), CipherError> {
-    if mode.is_aes() { Ok(()) } else { Err(CipherError::UnsupportedMode { mode }) }
-}
-
 /// Declares a mode-and-key-size state enum, plus `mode()` and `key_bits()`.
 /// CBC is RustCrypto's, monomorphized per key size; CTR and GCM are
 /// AWS-LC's (see [`evp`]), keyed from the bytes.
@@ -160,7 +155,6 @@ macro_rules! state_enum {
 
         impl $name {
             fn new(mode: EncryptionMode, key: &DataKey, iv: &Iv16) -> Result<Self, CipherError> {
-                check_client_side(mode)?;
                 let iv = &iv.0;
                 let bytes = key.expose_secret();
                 let bits =
@@ -173,6 +167,7 @@ macro_rules! state_enum {
                         AnyAes::Aes192(c) => $name::Cbc192($cbc::new(c, iv)),
                         AnyAes::Aes256(c) => $name::Cbc256($cbc::new(c, iv)),
                     },
+                    // Server-side modes: refused before any key is touched.
                     EncryptionMode::S3 | EncryptionMode::S3AwsKms => {
                         return Err(CipherError::UnsupportedMode { mode });
                     }

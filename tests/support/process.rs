@@ -32,7 +32,7 @@ pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Served {
     let addr = free_addr();
     let log = cwd.join("server.log");
     let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .current_dir(cwd)
         .arg("serve")
         .args(["--listen", &addr])
@@ -44,6 +44,9 @@ pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Served {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&addr).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited ({status}): {}", std::fs::read_to_string(&log).unwrap());
+        }
         assert!(Instant::now() < deadline, "the server did not listen: {}", std::fs::read_to_string(&log).unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
