@@ -134,7 +134,7 @@ pub struct PolicyConfig {
 }
 
 /// Audit settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// The JSON-lines audit log; unset: no audit log.
@@ -142,6 +142,28 @@ pub struct AuditConfig {
     /// 32+ secret bytes keying key fingerprints, so they stay comparable
     /// across restarts and replicas; unset: a fresh key per process.
     pub fingerprint_key_file: Option<PathBuf>,
+    /// The most a group commit is held for records of calls still in the
+    /// server, counted from the start of the previous commit, in
+    /// microseconds (0: commit at once). See [`crate::audit::GroupCommit`].
+    pub group_commit_delay_us: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        let group = crate::audit::GroupCommit::default();
+        AuditConfig {
+            file: None,
+            fingerprint_key_file: None,
+            group_commit_delay_us: u64::try_from(group.delay.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The group-commit settings these keys describe.
+    pub fn group_commit(&self) -> crate::audit::GroupCommit {
+        crate::audit::GroupCommit { delay: std::time::Duration::from_micros(self.group_commit_delay_us) }
+    }
 }
 
 /// Request limits.
@@ -153,13 +175,21 @@ pub struct LimitsConfig {
     /// The most a call may run, in milliseconds; a shorter `grpc-timeout`
     /// from the caller wins.
     pub request_timeout_ms: u64,
+    /// The most an object stream (`EncryptObject`, `DecryptObject`) may
+    /// run, in milliseconds; a shorter `grpc-timeout` from the caller wins.
+    pub stream_timeout_ms: u64,
     /// The largest request message, in bytes.
     pub max_message_bytes: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_concurrent_requests: 256, request_timeout_ms: 30_000, max_message_bytes: 4 * 1024 * 1024 }
+        LimitsConfig {
+            max_concurrent_requests: 256,
+            request_timeout_ms: 30_000,
+            stream_timeout_ms: 3_600_000,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -373,6 +403,9 @@ fn is_configuration_key(key: &str) -> bool {
     })
 }
 
+/// The longest group-commit delay the configuration accepts: 100 ms.
+const MAX_GROUP_COMMIT_DELAY_US: u64 = 100_000;
+
 /// The key id `--dev` uses when none is configured.
 pub const DEV_DEFAULT_KEY_ID: &str = "alias/keybroker-dev";
 
@@ -462,8 +495,22 @@ impl Config {
                 rule: "limits must be greater than 0".to_owned(),
             });
         }
+        for (key, value) in [
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            ("limits.stream_timeout_ms", self.limits.stream_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, rule: "must be greater than 0 (milliseconds)".to_owned() });
+            }
+        }
         if !(5..=5120).contains(&self.s3.part_size_mib) {
             return Err(ConfigError::Invalid { key: "s3.part_size_mib", rule: "must be 5 to 5120".to_owned() });
+        }
+        if self.audit.group_commit_delay_us > MAX_GROUP_COMMIT_DELAY_US {
+            return Err(ConfigError::Invalid {
+                key: "audit.group_commit_delay_us",
+                rule: format!("must be at most {MAX_GROUP_COMMIT_DELAY_US} (every audited call may wait this long)"),
+            });
         }
         if self.kms.max_attempts == 0 {
             return Err(ConfigError::Invalid { key: "kms.max_attempts", rule: "must be at least 1".to_owned() });

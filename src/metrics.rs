@@ -49,8 +49,9 @@ pub fn record_request(rpc: &'static str, code: tonic::Code, took: Duration) {
     histogram!("keybroker_request_duration_seconds", "rpc" => rpc).record(took.as_secs_f64());
 }
 
-/// The code's name as a static label (no allocation per call).
-fn code_name(code: tonic::Code) -> &'static str {
+/// The code's name (its variant name, as `{code:?}` prints it) as a static
+/// label or audit field, with no allocation per call.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "Ok",
@@ -98,4 +99,17 @@ pub fn record_shed() {
 /// An audit record that could not be written.
 pub fn record_audit_failure() {
     counter!("keybroker_audit_write_failures_total").increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_are_the_debug_names_labels_and_records_have_always_carried() {
+        for value in 0..=16 {
+            let code = tonic::Code::from_i32(value);
+            assert_eq!(code_name(code), format!("{code:?}"));
+        }
+    }
 }

@@ -208,13 +208,20 @@ pub fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
     };
     let audit = match &config.audit.file {
         Some(path) => {
-            let log = AuditLog::open(path)?;
-            tracing::info!(path = %path.display(), "audit log open");
+            let group = config.audit.group_commit();
+            let log = AuditLog::open(path, group)?;
+            tracing::info!(path = %path.display(), group_commit_delay = ?group.delay, "audit log open");
             Some(log)
         }
         None => None,
     };
-    Ok(Arc::new(Gate { policy, audit, server_export: config.allow_plaintext_export }))
+    Ok(Arc::new(Gate {
+        policy,
+        audit,
+        server_export: config.allow_plaintext_export,
+        request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+        stream_timeout: Duration::from_millis(config.limits.stream_timeout_ms),
+    }))
 }
 
 fn tls_files(config: &Config) -> Option<TlsFiles> {
@@ -306,7 +313,9 @@ pub async fn serve(
     let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate).with_objects(objects))
         .max_decoding_message_size(config.limits.max_message_bytes);
     let router = Server::builder()
-        .timeout(Duration::from_millis(config.limits.request_timeout_ms))
+        // Deadlines are the gate's (api::call::deadline_of): it answers
+        // DEADLINE_EXCEEDED and audits the call, where tonic's own timeout
+        // would drop the call unrecorded with CANCELLED.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         // Object chunks are up to 1 MiB: accept them in frames that size.

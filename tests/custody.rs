@@ -222,6 +222,33 @@ async fn the_policy_decides_and_names_what_is_missing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_names_no_identity_is_unauthenticated_not_anonymous() {
+    // A rule for every identity, `anonymous` included: the caller must not
+    // fall through to it.
+    let c = custody_with(
+        |config| {
+            let policy = config.policy.file.clone().unwrap();
+            std::fs::write(&policy, "[[rule]]\nidentity = \"*\"\nrpcs = [\"*\"]\n").unwrap();
+        },
+        None,
+    )
+    .await;
+    let leaf = c.ca.client_without_san();
+    let channel = c.endpoint(Some(&leaf), &c.ca.pem).connect().await.unwrap();
+    let err = KeyBrokerClient::new(channel).issue_data_key(issue(128)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("neither a SPIFFE ID URI SAN"), "{}", err.message());
+    // The same rule serves a certificate that does name its caller.
+    c.client_as(ENCODER).await.issue_data_key(issue(128)).await.unwrap();
+    let records = c.audit_records();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["code"], "Unauthenticated");
+    assert_eq!(records[0]["outcome"], "denied");
+    assert_ne!(records[0]["identity"], "anonymous");
+    assert_eq!(records[1]["identity"], ENCODER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_is_per_identity_and_answers_resource_exhausted() {
     let c = custody().await;
     let mut limited = c.client_as(LIMITED).await;
@@ -285,7 +312,51 @@ async fn the_callers_deadline_is_capped_by_the_server() {
     request.set_timeout(Duration::from_secs(30));
     let err = client.issue_data_key(request).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-    assert_ne!(err.code(), Code::Ok);
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("deadline of 300 ms"), "{}", err.message());
+    // A shorter deadline from the caller wins over the server's cap.
+    // (tonic's client gives up at the same moment, so the server's side is
+    // read from its audit record.)
+    let mut request = tonic::Request::new(issue(128));
+    request.set_timeout(Duration::from_millis(100));
+    client.issue_data_key(request).await.unwrap_err();
+    let mut records = c.audit_records();
+    for _ in 0..50 {
+        if records.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        records = c.audit_records();
+    }
+    // Both calls are in the audit log, each with the deadline it ran into
+    // (the second, unless the client's reset reached the server first, in
+    // which case the call is recorded as cancelled).
+    let seen: Vec<_> = records.iter().map(|r| (r["code"].as_str().unwrap(), r["message"].as_str().unwrap())).collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, "DeadlineExceeded");
+    assert!(seen[0].1.contains("deadline of 300 ms"), "{seen:?}");
+    assert!(
+        seen[1] == ("Cancelled", "the caller cancelled the call or went away before it was answered")
+            || (seen[1].0 == "DeadlineExceeded" && seen[1].1.contains("deadline of 100 ms")),
+        "{seen:?}"
+    );
+
+    // A call its caller abandons is recorded too, as cancelled.
+    let call = tokio::spawn(async move { client.issue_data_key(issue(128)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call.abort();
+    let _ = call.await;
+    let mut records = c.audit_records();
+    for _ in 0..50 {
+        if records.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        records = c.audit_records();
+    }
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[2]["code"], "Cancelled", "{records:?}");
+    assert_eq!(records[2]["identity"], ENCODER);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::call::{Caller, Facts, Gate, denial_status};
+use super::call::{Caller, Facts, Gate, deadline_exceeded, deadline_of, denial_status};
 use super::{ResponseStream, encryption_to_proto, internal, parse_context, parse_optional_key_id, status_of};
 use crate::broker::{BrokerError, UnwrapRequest};
 use crate::cipher::{BLOCK_LEN, CipherError};
@@ -237,7 +237,7 @@ impl CallRecord {
                 status.clone()
             }
         };
-        let answer = match self.gate.record(self.rpc, &self.caller, facts, &status).await {
+        let answer = match self.gate.record(self.rpc, &self.caller, facts, &status, None).await {
             Ok(()) => result,
             Err(unavailable) => Err(unavailable),
         };
@@ -346,13 +346,15 @@ pub async fn encrypt_object(
     request: Request<Streaming<pb::EncryptObjectRequest>>,
 ) -> Result<Response<ResponseStream<pb::EncryptObjectResponse>>, Status> {
     let caller = Caller::of(&request);
-    let grant = gate.admit(ENCRYPT, &caller).await?;
+    let limit = deadline_of(&request, gate.stream_timeout);
+    let grant = gate.admit(ENCRYPT, &caller, &mut None).await?;
     let mut inbound = request.into_inner();
     let (tx, rx) = mpsc::channel(RESPONSE_DEPTH);
     let record = CallRecord::begin(ENCRYPT, gate, caller.clone());
     tokio::spawn(async move {
         let mut facts = Facts::default();
-        let result = encrypt_call(&objects, &grant, &mut inbound, &tx, &mut facts).await;
+        let call = encrypt_call(&objects, &grant, &mut inbound, &tx, &mut facts);
+        let result = tokio::time::timeout(limit, call).await.unwrap_or_else(|_| Err(deadline_exceeded(limit)));
         let result = result.map(|done| pb::EncryptObjectResponse {
             message: Some(pb::encrypt_object_response::Message::Result(done)),
         });
@@ -407,7 +409,8 @@ pub async fn decrypt_object(
     request: Request<Streaming<pb::DecryptObjectRequest>>,
 ) -> Result<Response<ResponseStream<pb::DecryptObjectResponse>>, Status> {
     let caller = Caller::of(&request);
-    let grant = gate.admit(DECRYPT, &caller).await?;
+    let limit = deadline_of(&request, gate.stream_timeout);
+    let grant = gate.admit(DECRYPT, &caller, &mut None).await?;
     if let Err(denial) = grant.check_plaintext_export(DECRYPT) {
         let record = CallRecord::begin(DECRYPT, gate, caller);
         return record.finish(&Facts::default(), Err(denial_status(&denial))).await;
@@ -417,7 +420,8 @@ pub async fn decrypt_object(
     let record = CallRecord::begin(DECRYPT, gate, caller.clone());
     tokio::spawn(async move {
         let mut facts = Facts::default();
-        let result = decrypt_call(&objects, &grant, &mut inbound, &tx, &mut facts).await;
+        let call = decrypt_call(&objects, &grant, &mut inbound, &tx, &mut facts);
+        let result = tokio::time::timeout(limit, call).await.unwrap_or_else(|_| Err(deadline_exceeded(limit)));
         let result = result.map(|done| pb::DecryptObjectResponse {
             message: Some(pb::decrypt_object_response::Message::Result(done)),
         });

@@ -79,6 +79,11 @@ impl Ca {
         self.leaf(vec![SanType::URI(spiffe_id.try_into().unwrap())], false, false)
     }
 
+    /// A client certificate with a common name but no SAN at all.
+    pub fn client_without_san(&self) -> Leaf {
+        self.leaf(Vec::new(), false, false)
+    }
+
     /// A client certificate that expired in 2021.
     pub fn expired_client(&self, spiffe_id: &str) -> Leaf {
         self.leaf(vec![SanType::URI(spiffe_id.try_into().unwrap())], false, true)
