@@ -127,8 +127,15 @@ pub enum AuditCommand {
     /// Check an audit log's hash chain; report the first edited, deleted,
     /// inserted or reordered record (exit 1 when broken).
     Verify {
-        /// The audit log.
-        file: PathBuf,
+        /// The audit log; several files are checked as one chain, oldest
+        /// first (rotated files, then the current one).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The last hash of the file before the first one given (anchored
+        /// elsewhere): the first file must continue from it. Without it,
+        /// the first file must start the chain (seq 0).
+        #[arg(long, value_name = "HASH")]
+        after: Option<String>,
     },
 }
 
@@ -326,7 +333,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Encrypt(args) => interruptible(encrypt_file(args)).await,
         Command::Decrypt(args) => interruptible(decrypt_file(args)).await,
         Command::Health(args) => health(args).await,
-        Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
+        Command::Audit(AuditCommand::Verify { files, after }) => audit_verify(&files, after.as_deref()),
         Command::Bench(args) => crate::loadgen::bench_command(args).await,
     }
 }
@@ -595,23 +602,48 @@ async fn health(args: HealthArgs) -> Result<(), CliError> {
     if status == ServingStatus::Serving as i32 { Ok(()) } else { Err(CliError::Input(format!("not serving: {name}"))) }
 }
 
-fn audit_verify(file: &Path) -> Result<(), CliError> {
+fn audit_verify(files: &[PathBuf], after: Option<&str>) -> Result<(), CliError> {
     use crate::audit::{Verdict, verify};
-    match verify(file).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))? {
-        Verdict::Intact { records, last_hash, first_seq, first_prev } => {
-            println!("ok: {records} records, chain intact; last hash {last_hash}");
-            if first_seq != 0 {
-                println!(
-                    "note: the log starts at seq {first_seq}, continuing a chain whose last hash was {first_prev}; \
-                     check that against the previous file's last hash (a rotated log), or records were cut from the head"
-                );
+    // Where the next file must continue: the last hash, and the next seq
+    // when known (`--after` gives only the hash).
+    let mut continues: Option<(String, Option<u64>)> = after.map(|hash| (hash.to_owned(), None));
+    let mut total = 0;
+    for file in files {
+        let name = file.display();
+        match verify(file).map_err(|e| CliError::Input(format!("{name}: {e}")))? {
+            Verdict::Broken { line, problem } => {
+                return Err(CliError::Input(format!("{name}: line {line}: {problem}")));
             }
-            Ok(())
-        }
-        Verdict::Broken { line, problem } => {
-            Err(CliError::Input(format!("{}: line {line}: {problem}", file.display())))
+            Verdict::Intact { records: 0, .. } => println!("{name}: empty"),
+            Verdict::Intact { records, last_hash, first_seq, first_prev } => {
+                match &continues {
+                    None if first_seq != 0 => {
+                        return Err(CliError::Input(format!(
+                            "{name}: line 1: the log starts at seq {first_seq}, not 0: records were cut from its head, \
+                             or it continues a rotated file; verify the files in order (keybroker audit verify OLD NEW) \
+                             or give the previous file's last hash with --after"
+                        )));
+                    }
+                    Some((hash, seq)) if first_prev != *hash || seq.is_some_and(|seq| seq != first_seq) => {
+                        let expected = seq.map_or_else(String::new, |seq| format!(" at seq {seq}"));
+                        return Err(CliError::Input(format!(
+                            "{name}: line 1: record seq {first_seq} does not continue the chain{expected} \
+                             from hash {hash}: records were cut between the files, or the files are out of order"
+                        )));
+                    }
+                    _ => {}
+                }
+                println!("{name}: ok, records seq {first_seq} to {}", first_seq + records - 1);
+                total += records;
+                continues = Some((last_hash, Some(first_seq + records)));
+            }
         }
     }
+    match continues {
+        Some((last_hash, Some(_))) => println!("ok: {total} records, chain intact; last hash {last_hash}"),
+        _ => println!("ok: no records"),
+    }
+    Ok(())
 }
 
 /// Where `encrypt` and `decrypt` read and write.

@@ -128,9 +128,12 @@ impl Default for TlsConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// The policy file; unset: every caller may call every RPC, and
-    /// plaintext export follows `allow_plaintext_export`.
+    /// The policy file. Required outside `--dev` unless `allow_all`.
     pub file: Option<PathBuf>,
+    /// No policy file, on purpose: every caller may call every RPC, and
+    /// plaintext export follows `allow_plaintext_export`. For trials and
+    /// tests, never production; `--dev` implies it when no file is given.
+    pub allow_all: bool,
 }
 
 /// Audit settings.
@@ -495,6 +498,23 @@ impl Config {
                 rule: "limits must be greater than 0".to_owned(),
             });
         }
+        match (&self.policy.file, self.policy.allow_all) {
+            (None, false) if !self.dev => {
+                return Err(ConfigError::Invalid {
+                    key: "policy.file",
+                    rule: "keybroker denies by default and needs a policy: give one (--policy FILE), or set \
+                           policy.allow_all = true to let every caller call every RPC (not for production)"
+                        .to_owned(),
+                });
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::Invalid {
+                    key: "policy.allow_all",
+                    rule: "cannot be set with policy.file: the file decides".to_owned(),
+                });
+            }
+            _ => {}
+        }
         for (key, value) in [
             ("limits.request_timeout_ms", self.limits.request_timeout_ms),
             ("limits.stream_timeout_ms", self.limits.stream_timeout_ms),
@@ -553,6 +573,24 @@ mod tests {
         let config = Config::load(Some(&path)).unwrap();
         config.validate().unwrap();
         assert_eq!(config.kms.backend, KmsBackend::Aws);
+    }
+
+    #[test]
+    fn outside_dev_a_policy_is_required_unless_allow_all_says_otherwise() {
+        let mut config = Config { policy: PolicyConfig { file: None, allow_all: true }, ..Config::default() };
+        config.tls.mode = TlsMode::Plaintext;
+        config.validate().unwrap();
+        config.policy.allow_all = false;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("policy.file") && err.contains("--policy FILE"), "{err}");
+        config.policy.file = Some(PathBuf::from("policy.toml"));
+        config.validate().unwrap();
+        config.policy.allow_all = true;
+        assert!(config.validate().unwrap_err().to_string().contains("policy.allow_all"));
+        // --dev needs neither.
+        let mut dev = Config::default();
+        dev.apply_dev();
+        dev.validate().unwrap();
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! queued). Health checks and reflection pass through, so probes still
 //! answer under load.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::codegen::http;
 use tower::{Layer, Service};
@@ -75,10 +76,35 @@ where
             return Box::pin(futures::future::ready(Ok(status.into_http())));
         };
         let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
-            drop(permit);
-            response
-        })
+        // The permit goes with the response body: a streaming call (an
+        // object transfer) stays in flight until its last message is sent
+        // or its caller goes away, not just until its headers are.
+        Box::pin(async move { Ok(call.await?.map(|body| Body::new(Holding { body, _permit: permit }))) })
+    }
+}
+
+/// A response body that holds its call's permit until it is dropped.
+struct Holding {
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

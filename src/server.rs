@@ -200,7 +200,7 @@ pub fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
         None => {
             if !config.dev {
                 tracing::warn!(
-                    "no policy file: every caller may call every RPC (plaintext export per allow_plaintext_export)"
+                    "policy.allow_all: every caller may call every RPC (plaintext export per allow_plaintext_export); not for production"
                 );
             }
             PolicyStore::none()

@@ -125,7 +125,7 @@ fn no_plaintext_key_reaches_the_server_output() {
                 "--tls-mode",
                 "plaintext",
             ],
-            &env,
+            &[env.as_slice(), &[("KEYBROKER_POLICY__ALLOW_ALL", "true".to_owned())]].concat(),
         );
         let addr = format!("http://{}", server.addr);
         let secrets = runtime.block_on(async {
@@ -193,7 +193,10 @@ fn config_file_and_environment_configure_the_server() {
     let server = serve(
         dir.path(),
         &["--config", config.to_str().unwrap()],
-        &[("KEYBROKER_KMS__DEFAULT_KEY_ID", "alias/from-env".to_owned())],
+        &[
+            ("KEYBROKER_KMS__DEFAULT_KEY_ID", "alias/from-env".to_owned()),
+            ("KEYBROKER_POLICY__ALLOW_ALL", "true".to_owned()),
+        ],
     );
     let err = server.cli(&["issue-key"]);
     let stderr = String::from_utf8_lossy(&err.stderr);

@@ -301,6 +301,65 @@ async fn the_concurrency_limit_sheds_load_and_health_still_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_stream_holds_its_place_until_it_ends_and_its_deadline_ends_it() {
+    let c = custody_with(|config| config.limits.max_concurrent_requests = 1, None).await;
+    let mut ops = c.client_as(OPS).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let start = pb::EncryptObjectStart { mode: "aes-ctr".into(), key_bits: 128, ..Default::default() };
+    tx.send(pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Start(start.clone())) })
+        .await
+        .unwrap();
+    tx.send(pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Chunk(vec![7; 1000])) })
+        .await
+        .unwrap();
+    let mut stream = ops.encrypt_object(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    // The stream is answered (headers sent) and still open: it is in flight.
+    let err = c.client_as(OPS).await.issue_data_key(issue(128)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    drop(tx);
+    let mut ciphertext = 0;
+    let mut result = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.message.unwrap() {
+            pb::encrypt_object_response::Message::Chunk(chunk) => ciphertext += chunk.len(),
+            pb::encrypt_object_response::Message::Result(done) => result = Some(done),
+        }
+    }
+    assert_eq!(ciphertext, 1000);
+    assert_eq!(result.unwrap().plaintext_bytes, 1000);
+    // Ended: its place is free again.
+    c.client_as(OPS).await.issue_data_key(issue(128)).await.unwrap();
+
+    // A stream that outlives the caller's deadline ends with DEADLINE_EXCEEDED.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Start(start)) })
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.metadata_mut().insert("grpc-timeout", "300m".parse().unwrap());
+    let outcome = async {
+        let mut stream = ops.encrypt_object(request).await?.into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    };
+    let err = tokio::time::timeout(Duration::from_secs(10), outcome).await.expect("the stream outlived its deadline");
+    drop(tx);
+    let err = err.unwrap_err();
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    // (The client may give up first; the server's record follows.)
+    let mut last = serde_json::Value::Null;
+    for _ in 0..50 {
+        last = c.audit_records().last().cloned().unwrap();
+        if last["rpc"] == "EncryptObject" && last["code"] != "Ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["rpc"], "EncryptObject");
+    assert_eq!(last["code"], "DeadlineExceeded", "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_deadline_is_capped_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
@@ -389,11 +448,13 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     }
     let _ = c.client_as(STRANGER).await.issue_data_key(issue(128)).await;
     let bin = env!("CARGO_BIN_EXE_keybroker");
-    let verify =
-        |path: &std::path::Path| std::process::Command::new(bin).args(["audit", "verify"]).arg(path).output().unwrap();
+    let verify_args = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(bin).args(["audit", "verify"]).args(args).output().unwrap()
+    };
+    let verify = |path: &std::path::Path| verify_args(&[path.as_os_str()]);
     let ok = verify(&c.audit);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 7 records, chain intact"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok: 7 records, chain intact"));
 
     let lines: Vec<String> = std::fs::read_to_string(&c.audit).unwrap().lines().map(str::to_owned).collect();
     let copy = c.dir.path().join("tampered.jsonl");
@@ -413,6 +474,33 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     let mut swapped = lines.clone();
     swapped.swap(3, 4);
     check(swapped, "line 4: record seq 4 comes before seq 3: reordered");
+    // A head cut off leaves an intact chain that does not start at seq 0.
+    check(lines[2..].to_vec(), "line 1: the log starts at seq 2, not 0");
+
+    // Rotated files verify as one chain, in order; a gap or a wrong anchor
+    // between them is found.
+    let (old, new) = (c.dir.path().join("old.jsonl"), c.dir.path().join("new.jsonl"));
+    let write = |path: &std::path::Path, lines: &[String]| std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    write(&old, &lines[..3]);
+    write(&new, &lines[3..]);
+    let both = verify_args(&[old.as_os_str(), new.as_os_str()]);
+    assert!(both.status.success(), "{}", String::from_utf8_lossy(&both.stderr));
+    assert!(String::from_utf8_lossy(&both.stdout).contains("ok: 7 records, chain intact"));
+    let reversed = verify_args(&[new.as_os_str(), old.as_os_str()]);
+    assert!(!reversed.status.success());
+    let last_of_old =
+        serde_json::from_str::<serde_json::Value>(&lines[2]).unwrap()["hash"].as_str().unwrap().to_owned();
+    let anchored = verify_args(&["--after".as_ref(), last_of_old.as_ref(), new.as_os_str()]);
+    assert!(anchored.status.success(), "{}", String::from_utf8_lossy(&anchored.stderr));
+    let first_of_new =
+        serde_json::from_str::<serde_json::Value>(&lines[3]).unwrap()["hash"].as_str().unwrap().to_owned();
+    let wrong_anchor = verify_args(&["--after".as_ref(), first_of_new.as_ref(), new.as_os_str()]);
+    assert!(String::from_utf8_lossy(&wrong_anchor.stderr).contains("does not continue the chain"));
+    write(&old, &lines[..2]);
+    let gap = verify_args(&[old.as_os_str(), new.as_os_str()]);
+    assert!(!gap.status.success());
+    let stderr = String::from_utf8_lossy(&gap.stderr);
+    assert!(stderr.contains("record seq 3 does not continue the chain at seq 2"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

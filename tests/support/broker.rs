@@ -30,6 +30,7 @@ pub fn local_config(dir: &Path) -> Config {
     config.kms.local.master_key_file = dir.join("master.key");
     config.kms.default_key_id = Some("alias/test-default".to_owned());
     config.allow_plaintext_export = true;
+    config.policy.allow_all = true;
     config.shutdown_grace_secs = 5;
     config
 }
@@ -44,6 +45,7 @@ pub fn aws_config(default_key: &str) -> Config {
     config.kms.attempt_timeout_ms = 1_000;
     config.kms.max_attempts = 2;
     config.allow_plaintext_export = true;
+    config.policy.allow_all = true;
     config.shutdown_grace_secs = 5;
     config
 }
