@@ -61,7 +61,7 @@ fn custody_config(dir: &std::path::Path, ca: &Ca) -> Config {
     config.tls.reload_poll_secs = 1;
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    config.policy.file = Some(policy);
+    config.policy = keybroker::config::PolicyConfig { file: Some(policy), allow_all: false };
     config.audit.file = Some(dir.join("audit.jsonl"));
     config.allow_plaintext_export = false;
     config
