@@ -1,7 +1,7 @@
 //! tower layers around every gRPC call: load shedding at a global
 //! concurrency limit (`RESOURCE_EXHAUSTED`, answered at once rather than
-//! queued). Health checks and reflection pass through, so probes still
-//! answer under load.
+//! queued, and audited). Health checks and reflection pass through, so
+//! probes still answer under load.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,17 +13,21 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
+use crate::api::call::{Caller, Facts, Gate};
+use crate::policy::RPCS;
+
 /// Sheds calls beyond `max` in flight.
 #[derive(Clone)]
 pub struct ShedLayer {
     permits: Arc<Semaphore>,
     max: usize,
+    gate: Arc<Gate>,
 }
 
 impl ShedLayer {
-    /// At most `max` calls in flight.
-    pub fn new(max: usize) -> Self {
-        ShedLayer { permits: Arc::new(Semaphore::new(max)), max }
+    /// At most `max` calls in flight; refusals are audited through `gate`.
+    pub fn new(max: usize, gate: Arc<Gate>) -> Self {
+        ShedLayer { permits: Arc::new(Semaphore::new(max)), max, gate }
     }
 }
 
@@ -31,7 +35,7 @@ impl<S> Layer<S> for ShedLayer {
     type Service = Shed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Shed { inner, permits: self.permits.clone(), max: self.max }
+        Shed { inner, permits: self.permits.clone(), max: self.max, gate: self.gate.clone() }
     }
 }
 
@@ -41,6 +45,27 @@ pub struct Shed<S> {
     inner: S,
     permits: Arc<Semaphore>,
     max: usize,
+    gate: Arc<Gate>,
+}
+
+/// Audits a shed call from a task of its own: the refusal is answered at
+/// once (it returns no key, so it need not wait for the disk).
+fn audit_shed<B>(gate: &Arc<Gate>, request: &http::Request<B>, status: &tonic::Status) {
+    if gate.audit.is_none() {
+        return;
+    }
+    let method = request.uri().path().rsplit('/').next().unwrap_or("");
+    let rpc = RPCS.iter().copied().find(|rpc| *rpc == method).unwrap_or("(unknown)");
+    let probe = tonic::Request::from_parts(
+        tonic::metadata::MetadataMap::from_headers(request.headers().clone()),
+        request.extensions().clone(),
+        (),
+    );
+    let caller = Caller::of(&probe);
+    let (gate, status) = (gate.clone(), status.clone());
+    tokio::spawn(async move {
+        let _ = gate.record(rpc, &caller, &Facts::default(), &status, None).await;
+    });
 }
 
 fn exempt(path: &str) -> bool {
@@ -73,6 +98,7 @@ where
                 "the broker is at its limit of {} calls in flight; retry with backoff",
                 self.max
             ));
+            audit_shed(&self.gate, &request, &status);
             return Box::pin(futures::future::ready(Ok(status.into_http())));
         };
         let call = self.inner.call(request);

@@ -310,7 +310,7 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate).with_objects(objects))
+    let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate.clone()).with_objects(objects))
         .max_decoding_message_size(config.limits.max_message_bytes);
     let router = Server::builder()
         // Deadlines are the gate's (api::call::deadline_of): it answers
@@ -320,7 +320,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         // Object chunks are up to 1 MiB: accept them in frames that size.
         .max_frame_size(1 << 20)
-        .layer(ShedLayer::new(config.limits.max_concurrent_requests))
+        .layer(ShedLayer::new(config.limits.max_concurrent_requests, gate.clone()))
         .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

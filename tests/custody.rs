@@ -298,6 +298,23 @@ async fn the_concurrency_limit_sheds_load_and_health_still_answers() {
         }
     }
     assert_eq!((ok, shed), (2, 4));
+    // The shed calls are audited too, under their caller's identity.
+    let mut records = c.audit_records();
+    for _ in 0..50 {
+        if records.len() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        records = c.audit_records();
+    }
+    let shed_records: Vec<_> = records.iter().filter(|r| r["code"] == "ResourceExhausted").collect();
+    assert_eq!((records.len(), shed_records.len()), (6, 4), "{records:?}");
+    for record in shed_records {
+        assert_eq!(record["identity"], ENCODER);
+        assert_eq!(record["rpc"], "IssueDataKey");
+        assert_eq!(record["outcome"], "denied");
+        assert!(record["message"].as_str().unwrap().contains("limit of 2 calls in flight"), "{record}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
