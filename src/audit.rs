@@ -420,13 +420,13 @@ impl Writer {
             let result = self.commit(&batch);
             let took = started.elapsed();
             let batch_len = batch.len();
-            shared.stats.records.fetch_add(batch.len() as u64, Relaxed);
+            shared.stats.records.fetch_add(batch_len as u64, Relaxed);
             shared.stats.commits.fetch_add(1, Relaxed);
             shared.stats.commit_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
-            metrics::histogram!("keybroker_audit_commit_records").record(batch.len() as f64);
+            metrics::histogram!("keybroker_audit_commit_records").record(batch_len as f64);
             metrics::histogram!("keybroker_audit_commit_seconds").record(took.as_secs_f64());
             if let Err(e) = &result {
-                tracing::error!(error = %e, records = batch.len(), "audit records not written; failing their RPCs");
+                tracing::error!(error = %e, records = batch_len, "audit records not written; failing their RPCs");
             }
             for record in batch.drain(..) {
                 let _ = record.done.send((result.clone(), record.fields));
@@ -439,10 +439,21 @@ impl Writer {
     }
 }
 
-/// Whether waiting could add nothing to the group: every call in the
-/// server has handed in its record, or the group is full.
+/// Whether waiting could add nothing to the group: the group is full, or
+/// the log is not busy and every call in the server has handed in its
+/// record.
 fn group_complete(queue: &Queue) -> bool {
     queue.pending.len() >= MAX_GROUP || (queue.expected == 0 && !queue.busy)
+}
+
+/// Ends a hold the committer is in when it must end (`urgent`) or the
+/// group is now complete; true when the committer must be woken for it.
+fn end_gathering(queue: &mut Queue, urgent: bool) -> bool {
+    let end = queue.gathering && (urgent || group_complete(queue));
+    if end {
+        queue.gathering = false;
+    }
+    end
 }
 
 /// Holds a commit until `deadline` for expected records, cut short when
@@ -502,11 +513,8 @@ impl AuditLog {
             return Err(AuditError::Write("the audit committer stopped".to_owned()));
         }
         add(&mut queue);
-        let mut wake = std::mem::take(&mut queue.idle);
-        if queue.gathering && (urgent || group_complete(&queue)) {
-            queue.gathering = false;
-            wake = true;
-        }
+        let idle = std::mem::take(&mut queue.idle);
+        let wake = end_gathering(&mut queue, urgent) || idle;
         drop(queue);
         if wake {
             shared.work.notify_one();
@@ -597,10 +605,7 @@ impl Drop for Expected<'_> {
             let shared = &self.log.handle.shared;
             let mut queue = lock(&shared.queue);
             queue.expected = queue.expected.saturating_sub(1);
-            let wake = queue.gathering && group_complete(&queue);
-            if wake {
-                queue.gathering = false;
-            }
+            let wake = end_gathering(&mut queue, false);
             drop(queue);
             if wake {
                 shared.work.notify_one();
@@ -747,6 +752,14 @@ mod tests {
         AuditLog::open(path, GroupCommit::default()).unwrap()
     }
 
+    /// A log in a fresh directory whose commits may wait up to `delay`.
+    fn log_with(delay: Duration) -> (tempfile::TempDir, PathBuf, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, GroupCommit { delay }).unwrap();
+        (dir, path, log)
+    }
+
     async fn log_of(n: usize) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
@@ -880,9 +893,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_nobody_else_is_expected_with_are_committed_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, GroupCommit { delay: FOREVER }).unwrap();
+        let (_dir, path, log) = log_with(FOREVER);
         let quick = Duration::from_secs(20);
         // A lone caller, announced or not, never waits out the delay.
         for i in 0..20 {
@@ -911,9 +922,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_waits_for_the_record_of_a_call_still_running_and_no_longer() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, GroupCommit { delay: Duration::from_secs(10) }).unwrap();
+        let (dir, path, log) = log_with(Duration::from_secs(10));
         let (expected, held) = held_for_an_expected_call(&log).await;
         let arrived = Instant::now();
         log.write(&record(2), Some(expected)).await.unwrap();
@@ -937,10 +946,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_a_shared_commit_the_next_waits_out_the_delay_and_a_lone_one_ends_that() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
         let delay = Duration::from_secs(2);
-        let log = AuditLog::open(&path, GroupCommit { delay }).unwrap();
+        let (_dir, path, log) = log_with(delay);
         // Records 1 and 2 share a commit: calls overlap, the log is busy.
         let (expected, held) = held_for_an_expected_call(&log).await;
         log.write(&record(2), Some(expected)).await.unwrap();
@@ -960,9 +967,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_hold_ends_with_the_delay() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, GroupCommit { delay: Duration::from_millis(600) }).unwrap();
+        let (_dir, _path, log) = log_with(Duration::from_millis(600));
         let (_expected, held) = held_for_an_expected_call(&log).await;
         tokio::time::timeout(Duration::from_secs(20), held).await.expect("held past the delay").unwrap();
     }

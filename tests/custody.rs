@@ -100,6 +100,20 @@ impl Custody {
         KeyBrokerClient::new(self.endpoint(Some(&leaf), &self.ca.pem).connect().await.unwrap())
     }
 
+    /// The audit records once `ready` holds of them, for records written
+    /// after the client has its answer (or gave up); at most 5 s.
+    async fn audit_records_when(&self, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let mut records = self.audit_records();
+        for _ in 0..50 {
+            if ready(&records) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            records = self.audit_records();
+        }
+        records
+    }
+
     fn audit_records(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
@@ -299,14 +313,7 @@ async fn the_concurrency_limit_sheds_load_and_health_still_answers() {
     }
     assert_eq!((ok, shed), (2, 4));
     // The shed calls are audited too, under their caller's identity.
-    let mut records = c.audit_records();
-    for _ in 0..50 {
-        if records.len() == 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        records = c.audit_records();
-    }
+    let records = c.audit_records_when(|r| r.len() == 6).await;
     let shed_records: Vec<_> = records.iter().filter(|r| r["code"] == "ResourceExhausted").collect();
     assert_eq!((records.len(), shed_records.len()), (6, 4), "{records:?}");
     for record in shed_records {
@@ -364,14 +371,10 @@ async fn an_object_stream_holds_its_place_until_it_ends_and_its_deadline_ends_it
     let err = err.unwrap_err();
     assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
     // (The client may give up first; the server's record follows.)
-    let mut last = serde_json::Value::Null;
-    for _ in 0..50 {
-        last = c.audit_records().last().cloned().unwrap();
-        if last["rpc"] == "EncryptObject" && last["code"] != "Ok" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let records = c
+        .audit_records_when(|r| r.last().is_some_and(|last| last["rpc"] == "EncryptObject" && last["code"] != "Ok"))
+        .await;
+    let last = records.last().unwrap();
     assert_eq!(last["rpc"], "EncryptObject");
     assert_eq!(last["code"], "DeadlineExceeded", "{last}");
 }
@@ -396,14 +399,7 @@ async fn the_callers_deadline_is_capped_by_the_server() {
     let mut request = tonic::Request::new(issue(128));
     request.set_timeout(Duration::from_millis(100));
     client.issue_data_key(request).await.unwrap_err();
-    let mut records = c.audit_records();
-    for _ in 0..50 {
-        if records.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        records = c.audit_records();
-    }
+    let records = c.audit_records_when(|r| r.len() == 2).await;
     // Both calls are in the audit log, each with the deadline it ran into
     // (the second, unless the client's reset reached the server first, in
     // which case the call is recorded as cancelled).
@@ -422,14 +418,7 @@ async fn the_callers_deadline_is_capped_by_the_server() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     call.abort();
     let _ = call.await;
-    let mut records = c.audit_records();
-    for _ in 0..50 {
-        if records.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        records = c.audit_records();
-    }
+    let records = c.audit_records_when(|r| r.len() == 3).await;
     assert_eq!(records.len(), 3, "{records:?}");
     assert_eq!(records[2]["code"], "Cancelled", "{records:?}");
     assert_eq!(records[2]["identity"], ENCODER);

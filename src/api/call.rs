@@ -302,11 +302,13 @@ impl Gate {
         let caller = guard.caller.as_ref().unwrap_or_else(|| unreachable!("taken only on drop"));
         let mut expected = self.expect();
         let limit = deadline_of(&request, self.request_timeout);
-        let grant = self.admit(rpc, caller, &mut expected).await;
-        let Ok(grant) = grant else {
-            // Denials are recorded by `admit`.
-            guard.caller = None;
-            return grant.map(|_| unreachable!());
+        let grant = match self.admit(rpc, caller, &mut expected).await {
+            Ok(grant) => grant,
+            Err(denied) => {
+                // Denials are recorded by `admit`.
+                guard.caller = None;
+                return Err(denied);
+            }
         };
         let (result, facts) = match tokio::time::timeout(limit, run(request.into_inner(), grant)).await {
             Ok(outcome) => outcome,
