@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keybroker::loadgen::{LoadOptions, LoadReport, LoadRpc, run};
+use keybroker::client::loadgen::{LoadOptions, LoadReport, LoadRpc, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keybroker");
 /// Set in the re-run that `taskset` pinned.

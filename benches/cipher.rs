@@ -1,4 +1,4 @@
-//! Throughput of `keybroker::cipher` beside OpenSSL on the same machine, in the
+//! Throughput of `keybroker::objects::cipher` beside OpenSSL on the same machine, in the
 //! same run, so the ratio means something wherever it is run.
 //!
 //! `cargo bench --bench cipher` (a `harness = false` bench). For each ET mode
@@ -16,8 +16,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keybroker::cipher::{Decryptor, Encryptor};
-use keybroker::keys::{DataKey, EncryptionMode, Iv16, KeyBits};
+use keybroker::custody::keys::{DataKey, EncryptionMode, Iv16, KeyBits};
+use keybroker::objects::cipher::{Decryptor, Encryptor};
 
 const MIB: usize = 1 << 20;
 const RUNS: usize = 3;

@@ -31,8 +31,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keybroker::config::{Config, KmsBackend};
-use keybroker::kms::{Kms, LocalKeyring};
+use keybroker::app::config::{Config, KmsBackend};
+use keybroker::custody::kms::{Kms, LocalKeyring};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tonic::transport::Channel;
@@ -172,12 +172,12 @@ async fn throughput(pool: &Arc<Vec<Vec<u8>>>, dir: &Path) {
     config.kms.local.master_key_file = dir.join("master.key");
     config.apply_dev();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
-    let services = keybroker::server::Services::new(&config, ring, None, None).unwrap();
+    let services = keybroker::app::server::Services::new(&config, ring, None, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = config.clone();
     tokio::spawn(async move {
-        keybroker::server::serve(listener, &served, services, std::future::pending()).await.unwrap();
+        keybroker::app::server::serve(listener, &served, services, std::future::pending()).await.unwrap();
     });
     let mut clients = [client(&addr.to_string(), false).await, client(&addr.to_string(), true).await];
 

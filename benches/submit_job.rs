@@ -14,8 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keybroker::config::{Config, KmsBackend};
-use keybroker::kms::{Delayed, Kms, LocalKeyring};
+use keybroker::app::config::{Config, KmsBackend};
+use keybroker::custody::kms::{Delayed, Kms, LocalKeyring};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 
@@ -30,7 +30,7 @@ fn protection(mode: &str) -> Option<pb::Protection> {
 
 fn job(outputs: usize, extras: bool) -> pb::SubmitEncryptedJobRequest {
     pb::SubmitEncryptedJobRequest {
-        pipeline_id: keybroker::config::DEV_PIPELINE_ID.into(),
+        pipeline_id: keybroker::app::config::DEV_PIPELINE_ID.into(),
         input: Some(pb::JobInput { key: "in.mov".into(), ..Default::default() }),
         outputs: (0..outputs)
             .map(|i| pb::JobOutput {
@@ -73,12 +73,12 @@ async fn main() {
     config.apply_dev();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
     let kms: Arc<dyn Kms> = Arc::new(Delayed::new(ring, round_trip()));
-    let services = keybroker::server::Services::new(&config, kms, None, None).unwrap();
+    let services = keybroker::app::server::Services::new(&config, kms, None, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = config.clone();
     tokio::spawn(async move {
-        keybroker::server::serve(listener, &served, services, std::future::pending()).await.unwrap();
+        keybroker::app::server::serve(listener, &served, services, std::future::pending()).await.unwrap();
     });
     let mut client = KeyBrokerClient::connect(format!("http://{addr}")).await.unwrap();
 

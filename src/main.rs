@@ -14,8 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = keybroker::cli::Cli::parse();
-    match keybroker::cli::run(cli).await {
+    let cli = keybroker::client::Cli::parse();
+    match keybroker::client::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("keybroker: {err}");

@@ -40,7 +40,10 @@ fn dev_quick_start_issue_and_wrap_with_the_cli() {
     std::fs::write(&key_file, hex::encode(&material)).unwrap();
     let wrapped = et_json(&server.cli(&["wrap-key", "--key-file", key_file.to_str().unwrap(), "--mode", "aes-gcm"]));
     assert_eq!(wrapped["Mode"], "aes-gcm");
-    assert_eq!(B64.decode(wrapped["KeyMd5"].as_str().unwrap()).unwrap(), keybroker::keys::md5_of(&material).to_vec());
+    assert_eq!(
+        B64.decode(wrapped["KeyMd5"].as_str().unwrap()).unwrap(),
+        keybroker::custody::keys::md5_of(&material).to_vec()
+    );
 
     let bad = server.cli(&["issue-key", "--key-bits", "64"]);
     assert!(!bad.status.success());

@@ -1,4 +1,4 @@
-//! `keybroker::cipher` against real peers: the `openssl` CLI and Python's
+//! `keybroker::objects::cipher` against real peers: the `openssl` CLI and Python's
 //! `cryptography` package. These prove the files are byte-exact ET formats,
 //! in both directions, not just self-consistent.
 //!
@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use keybroker::cipher::{Decryptor, Encryptor, ciphertext_len};
-use keybroker::keys::{DataKey, EncryptionMode, Iv16};
+use keybroker::custody::keys::{DataKey, EncryptionMode, Iv16};
+use keybroker::objects::cipher::{Decryptor, Encryptor, ciphertext_len};
 use sha2::{Digest, Sha256};
 
 const OPENSSL: &str = "/usr/bin/openssl";

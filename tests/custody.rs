@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keybroker::config::{Config, TlsMode};
-use keybroker::kms::{Delayed, Kms, LocalKeyring};
+use keybroker::app::config::{Config, TlsMode};
+use keybroker::custody::kms::{Delayed, Kms, LocalKeyring};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use support::broker::{TestBroker, local_config};
@@ -61,7 +61,7 @@ fn custody_config(dir: &std::path::Path, ca: &Ca) -> Config {
     config.tls.reload_poll_secs = 1;
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    config.policy = keybroker::config::PolicyConfig { file: Some(policy), allow_all: false };
+    config.policy = keybroker::app::config::PolicyConfig { file: Some(policy), allow_all: false };
     config.audit.file = Some(dir.join("audit.jsonl"));
     config.allow_plaintext_export = false;
     config

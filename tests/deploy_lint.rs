@@ -214,13 +214,14 @@ fn example_policy_parses_and_matches_the_configmap() {
 fn shipped_config_and_policy_load_through_the_real_loaders() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in ["deploy/kubernetes/config/keybroker.toml", "deploy/keybroker.example.toml"] {
-        let config = keybroker::config::Config::load(Some(&root.join(file))).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let config =
+            keybroker::app::config::Config::load(Some(&root.join(file))).unwrap_or_else(|e| panic!("{file}: {e}"));
         config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(config.tls.mode, keybroker::config::TlsMode::Mutual, "{file}");
+        assert_eq!(config.tls.mode, keybroker::app::config::TlsMode::Mutual, "{file}");
         assert!(config.audit.file.is_some() && config.policy.file.is_some(), "{file}");
     }
     for file in ["deploy/kubernetes/config/policy.toml", "deploy/policy.example.toml"] {
-        let policy = keybroker::policy::Policy::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        let policy = keybroker::custody::policy::Policy::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
         let encoder = policy.authorize("spiffe://example.org/ns/media/sa/encoder", "SubmitEncryptedJob").unwrap();
         assert!(encoder.check_kms_key("arn:aws:kms:us-east-1:111122223333:key/1234abcd").is_ok());
         assert!(encoder.check_plaintext_export("UnwrapKey").is_err());

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use keybroker::keys::{ServiceContext, WrappedKey};
-use keybroker::kms::{Kms, LocalKeyring};
+use keybroker::custody::keys::{ServiceContext, WrappedKey};
+use keybroker::custody::kms::{Kms, LocalKeyring};
 use keybroker::pb;
 use support::broker::TestBroker;
 use support::moto::Moto;
@@ -126,7 +126,7 @@ async fn issued_key_decrypts_only_under_the_et_context(h: Harness) {
     let plaintext = h.kms_decrypt(&block.key, et_context()).await.unwrap();
     assert_eq!(plaintext, resp.plaintext_key, "KMS unwraps the key the broker returned");
     assert_eq!(plaintext.len(), 32);
-    assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::keys::md5_of(&plaintext).to_vec());
+    assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::custody::keys::md5_of(&plaintext).to_vec());
     assert_eq!(B64.decode(&block.initialization_vector).unwrap().len(), 16);
 
     let wrong = Some(HashMap::from([("service".to_owned(), "s3.amazonaws.com".to_owned())]));
@@ -143,7 +143,7 @@ async fn key_lengths_follow_key_bits(h: Harness) {
             let key = h.kms_decrypt(&block.key, et_context()).await.unwrap();
             assert_eq!(key.len(), len, "{bits} bits in {mode}");
             assert_eq!(block.mode, mode);
-            assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::keys::md5_of(&key).to_vec());
+            assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::custody::keys::md5_of(&key).to_vec());
         }
     }
 }
@@ -194,7 +194,7 @@ async fn wrap_key_round_trips_the_callers_bytes(h: Harness) {
         let block = resp.encryption.unwrap();
         assert_eq!(h.kms_decrypt(&block.key, et_context()).await.unwrap(), material);
         assert_eq!(B64.decode(&block.initialization_vector).unwrap(), iv, "the caller's IV is kept");
-        assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::keys::md5_of(&material).to_vec());
+        assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::custody::keys::md5_of(&material).to_vec());
         assert!(resp.key_fingerprint.starts_with("hmac-sha256:"));
         secrets.push(material);
     }
@@ -507,7 +507,7 @@ async fn shutdown_drains_in_flight_calls_and_flips_health() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::broker::local_config(dir.path());
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
-    let slow: Arc<dyn Kms> = Arc::new(keybroker::kms::Delayed::new(ring, Duration::from_millis(800)));
+    let slow: Arc<dyn Kms> = Arc::new(keybroker::custody::kms::Delayed::new(ring, Duration::from_millis(800)));
     let mut broker = TestBroker::start_with(config, Some(slow)).await;
     let channel = broker.channel().await;
 
@@ -556,7 +556,7 @@ async fn a_python_grpcio_client_calls_the_broker() {
     let issued = &answer["issued"];
     let key = h.kms_decrypt(issued["Key"].as_str().unwrap(), et_context()).await.unwrap();
     assert_eq!(key.len(), 16);
-    assert_eq!(B64.encode(keybroker::keys::md5_of(&key)), issued["KeyMd5"].as_str().unwrap());
+    assert_eq!(B64.encode(keybroker::custody::keys::md5_of(&key)), issued["KeyMd5"].as_str().unwrap());
     let wrapped = &answer["wrapped"];
     let material = hex::decode(answer["wrapped_material_hex"].as_str().unwrap()).unwrap();
     assert_eq!(h.kms_decrypt(wrapped["Key"].as_str().unwrap(), et_context()).await.unwrap(), material);

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use keybroker::config::Config;
-use keybroker::kms::{Kms, LocalKeyring};
+use keybroker::app::config::Config;
+use keybroker::custody::kms::{Kms, LocalKeyring};
 use keybroker::objects::{ObjectsSettings, PIECE_LEN};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
@@ -349,7 +349,7 @@ async fn every_mode_round_trips_at_every_edge_size_and_matches_openssl_and_crypt
 
             let key = unwrap(&mut client, &block).await;
             assert_eq!(key.len(), if key_bits == 0 { 32 } else { key_bits as usize / 8 }, "{what}");
-            assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::keys::md5_of(&key).to_vec(), "{what}");
+            assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::custody::keys::md5_of(&key).to_vec(), "{what}");
             if mode == "aes-gcm" {
                 gcm_cases.push((key.clone(), iv.clone(), ciphertext.clone(), plaintext.clone()));
             } else {
@@ -706,10 +706,10 @@ impl S3Broker {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let services = keybroker::server::Services::new(&config, kms, None, Some(s3.clone())).unwrap();
+        let services = keybroker::app::server::Services::new(&config, kms, None, Some(s3.clone())).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            keybroker::server::serve(listener, &config, services, async {
+            keybroker::app::server::serve(listener, &config, services, async {
                 let _ = stopped.await;
             })
             .await

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use keybroker::keys::KeyMd5Source;
-use keybroker::kms::Kms;
+use keybroker::custody::keys::KeyMd5Source;
+use keybroker::custody::kms::Kms;
 use keybroker::pb;
 use support::broker::{CountingKms, TestBroker, aws_config, aws_kms};
 use support::et::{EtEndpoint, KeyMd5Reading, PipelineFixture};
@@ -275,7 +275,10 @@ async fn validate_only_answers_the_body_and_submits_nothing() {
             .unwrap()
             .into_inner();
         assert_eq!(plain.len(), 32);
-        assert_eq!(B64.decode(block["KeyMd5"].as_str().unwrap()).unwrap(), keybroker::keys::md5_of(&plain).to_vec());
+        assert_eq!(
+            B64.decode(block["KeyMd5"].as_str().unwrap()).unwrap(),
+            keybroker::custody::keys::md5_of(&plain).to_vec()
+        );
         assert!(!answer.create_job_request_json.contains(&B64.encode(&plain)));
     }
     // The same job for real is accepted by the endpoint.
@@ -543,14 +546,14 @@ async fn a_key_that_fails_to_wrap_means_no_job_is_submitted() {
         }
         async fn wrap(
             &self,
-            key_id: &keybroker::kms::KmsKeyId,
-            plaintext: &keybroker::keys::DataKey,
-            context: keybroker::keys::ServiceContext,
-        ) -> Result<keybroker::kms::Wrapped, keybroker::kms::KmsError> {
+            key_id: &keybroker::custody::kms::KmsKeyId,
+            plaintext: &keybroker::custody::keys::DataKey,
+            context: keybroker::custody::keys::ServiceContext,
+        ) -> Result<keybroker::custody::kms::Wrapped, keybroker::custody::kms::KmsError> {
             if self.wraps.fetch_add(1, Ordering::SeqCst) == 4 {
-                return Err(keybroker::kms::KmsError {
+                return Err(keybroker::custody::kms::KmsError {
                     operation: "Encrypt",
-                    kind: keybroker::kms::KmsErrorKind::Unavailable,
+                    kind: keybroker::custody::kms::KmsErrorKind::Unavailable,
                     message: "ThrottlingException: Rate exceeded".into(),
                 });
             }
@@ -558,10 +561,10 @@ async fn a_key_that_fails_to_wrap_means_no_job_is_submitted() {
         }
         async fn unwrap(
             &self,
-            key_id: Option<&keybroker::kms::KmsKeyId>,
-            wrapped: &keybroker::keys::WrappedKey,
-            context: keybroker::keys::ServiceContext,
-        ) -> Result<keybroker::kms::Unwrapped, keybroker::kms::KmsError> {
+            key_id: Option<&keybroker::custody::kms::KmsKeyId>,
+            wrapped: &keybroker::custody::keys::WrappedKey,
+            context: keybroker::custody::keys::ServiceContext,
+        ) -> Result<keybroker::custody::kms::Unwrapped, keybroker::custody::kms::KmsError> {
             self.inner.unwrap(key_id, wrapped, context).await
         }
     }
@@ -589,6 +592,6 @@ async fn key_md5_of_the_ciphertext_is_a_deployment_option() {
     for file in &answer.protected_files {
         let block = file.encryption.as_ref().unwrap();
         let blob = B64.decode(&block.key).unwrap();
-        assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::keys::md5_of(&blob).to_vec());
+        assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::custody::keys::md5_of(&blob).to_vec());
     }
 }

@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use keybroker::keys::{DataKey, KeyBits};
+use keybroker::custody::keys::{DataKey, KeyBits};
 
 /// The marker the allocator looks for, set by a test while it runs.
 static WATCH: Mutex<Option<Vec<u8>>> = Mutex::new(None);
@@ -114,10 +114,10 @@ fn a_rejected_key_of_the_wrong_length_is_zeroed() {
 /// key bytes in any encoding.
 #[tokio::test]
 async fn keys_from_the_broker_are_zeroed_and_never_debug_printed() {
-    use keybroker::broker::{BrokerSettings, IssueRequest, UnwrapRequest};
-    use keybroker::keys::{EncryptionMode, KeyMd5Source, ServiceContext};
-    use keybroker::kms::{KmsKeyId, LocalKeyring};
-    use keybroker::policy::Grant;
+    use keybroker::custody::broker::{BrokerSettings, IssueRequest, UnwrapRequest};
+    use keybroker::custody::keys::{EncryptionMode, KeyMd5Source, ServiceContext};
+    use keybroker::custody::kms::{KmsKeyId, LocalKeyring};
+    use keybroker::custody::policy::Grant;
 
     let dir = tempfile::tempdir().unwrap();
     let ring = std::sync::Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
@@ -126,8 +126,11 @@ async fn keys_from_the_broker_are_zeroed_and_never_debug_printed() {
         key_md5: KeyMd5Source::Plaintext,
         kms_deadline: std::time::Duration::from_secs(5),
     };
-    let broker =
-        keybroker::broker::Broker::new(ring, settings, keybroker::fingerprint::Fingerprinter::ephemeral().unwrap());
+    let broker = keybroker::custody::broker::Broker::new(
+        ring,
+        settings,
+        keybroker::custody::fingerprint::Fingerprinter::ephemeral().unwrap(),
+    );
     let grant = Grant::unrestricted("test", true);
     let issued = broker
         .issue_data_key(

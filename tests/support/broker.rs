@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use keybroker::config::{Config, KmsBackend};
-use keybroker::kms::{AwsKms, Kms, LocalKeyring};
+use keybroker::app::config::{Config, KmsBackend};
+use keybroker::custody::kms::{AwsKms, Kms, LocalKeyring};
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -19,13 +19,13 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), keybroker::server::ServerError>>>,
+    task: Option<JoinHandle<Result<(), keybroker::app::server::ServerError>>>,
 }
 
 /// A configuration for the local keyring in `dir`, plaintext export on.
 pub fn local_config(dir: &Path) -> Config {
     let mut config = Config::default();
-    config.tls.mode = keybroker::config::TlsMode::Plaintext;
+    config.tls.mode = keybroker::app::config::TlsMode::Plaintext;
     config.kms.backend = KmsBackend::Local;
     config.kms.local.master_key_file = dir.join("master.key");
     config.kms.default_key_id = Some("alias/test-default".to_owned());
@@ -38,7 +38,7 @@ pub fn local_config(dir: &Path) -> Config {
 /// A configuration for AWS KMS (moto) with `default_key`, plaintext export on.
 pub fn aws_config(default_key: &str) -> Config {
     let mut config = Config::default();
-    config.tls.mode = keybroker::config::TlsMode::Plaintext;
+    config.tls.mode = keybroker::app::config::TlsMode::Plaintext;
     config.kms.backend = KmsBackend::Aws;
     config.kms.default_key_id = Some(default_key.to_owned());
     config.kms.call_timeout_ms = 3_000;
@@ -52,7 +52,7 @@ pub fn aws_config(default_key: &str) -> Config {
 
 /// The real AWS backend, with the broker's timeouts and retries, pointed at moto.
 pub async fn aws_kms(moto: &Moto, config: &Config) -> Arc<dyn Kms> {
-    let sdk = keybroker::cloud::sdk_config_loader(&config.kms)
+    let sdk = keybroker::app::aws::sdk_config_loader(&config.kms)
         .endpoint_url(&moto.url)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_kms::config::Credentials::new(
@@ -91,11 +91,11 @@ impl TestBroker {
                 KmsBackend::Aws => panic!("pass an AwsKms for the aws backend"),
             },
         };
-        let services = keybroker::server::Services::new(&config, kms, et, None).unwrap();
+        let services = keybroker::app::server::Services::new(&config, kms, et, None).unwrap();
         let (stop_tx, stop_rx) = oneshot::channel();
         let served = config.clone();
         let task = tokio::spawn(async move {
-            keybroker::server::serve(listener, &served, services, async {
+            keybroker::app::server::serve(listener, &served, services, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -128,7 +128,7 @@ impl TestBroker {
     }
 
     /// Signals shutdown and waits for the server to finish draining.
-    pub async fn stop(mut self) -> Result<(), keybroker::server::ServerError> {
+    pub async fn stop(mut self) -> Result<(), keybroker::app::server::ServerError> {
         self.begin_stop();
         self.task.take().unwrap().await.unwrap()
     }
@@ -141,7 +141,7 @@ impl TestBroker {
     }
 
     /// Waits for a stop begun with [`TestBroker::begin_stop`].
-    pub async fn join(mut self) -> Result<(), keybroker::server::ServerError> {
+    pub async fn join(mut self) -> Result<(), keybroker::app::server::ServerError> {
         self.task.take().unwrap().await.unwrap()
     }
 }
@@ -176,20 +176,20 @@ impl Kms for CountingKms {
 
     async fn wrap(
         &self,
-        key_id: &keybroker::kms::KmsKeyId,
-        plaintext: &keybroker::keys::DataKey,
-        context: keybroker::keys::ServiceContext,
-    ) -> Result<keybroker::kms::Wrapped, keybroker::kms::KmsError> {
+        key_id: &keybroker::custody::kms::KmsKeyId,
+        plaintext: &keybroker::custody::keys::DataKey,
+        context: keybroker::custody::keys::ServiceContext,
+    ) -> Result<keybroker::custody::kms::Wrapped, keybroker::custody::kms::KmsError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.wrap(key_id, plaintext, context).await
     }
 
     async fn unwrap(
         &self,
-        key_id: Option<&keybroker::kms::KmsKeyId>,
-        wrapped: &keybroker::keys::WrappedKey,
-        context: keybroker::keys::ServiceContext,
-    ) -> Result<keybroker::kms::Unwrapped, keybroker::kms::KmsError> {
+        key_id: Option<&keybroker::custody::kms::KmsKeyId>,
+        wrapped: &keybroker::custody::keys::WrappedKey,
+        context: keybroker::custody::keys::ServiceContext,
+    ) -> Result<keybroker::custody::kms::Unwrapped, keybroker::custody::kms::KmsError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.unwrap(key_id, wrapped, context).await
     }

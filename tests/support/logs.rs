@@ -25,7 +25,7 @@ impl Write for Sink {
 pub fn capture() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let filter = keybroker::telemetry::filter("trace");
+        let filter = keybroker::app::telemetry::filter("trace");
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| Sink).with_ansi(false).try_init();
     });
 }

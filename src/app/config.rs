@@ -1,0 +1,632 @@
+//! Server configuration: a TOML file, then `KEYBROKER_*` environment
+//! variables, then command-line flags, each overriding the one before.
+//!
+//! Owns defaults and the checks that make a configuration safe to start with.
+//! It holds no secrets (the local master key lives in its own file), so it may
+//! be logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::custody::keys::KeyMd5Source;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable did not parse.
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value broke a rule.
+    #[error("configuration: {key}: {rule}")]
+    Invalid {
+        /// The configuration key.
+        key: &'static str,
+        /// The rule it broke.
+        rule: String,
+    },
+}
+
+/// Everything `keybroker serve` needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// Development mode: the local keyring, plaintext gRPC, loopback only.
+    pub dev: bool,
+    /// Whether plaintext keys may leave the broker (`return_plaintext`,
+    /// `UnwrapKey`, `DecryptObject`). Off by default.
+    pub allow_plaintext_export: bool,
+    /// How long in-flight calls may run after SIGTERM/SIGINT, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Logging.
+    pub log: LogConfig,
+    /// Key wrapping.
+    pub kms: KmsConfig,
+    /// Elastic Transcoder job assembly and submission.
+    pub transcoder: TranscoderConfig,
+    /// A plaintext listener serving only `grpc.health.v1` (no key RPCs), for
+    /// probes that cannot present a client certificate.
+    pub health_listen: Option<SocketAddr>,
+    /// Prometheus exposition (`/metrics`) listen address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Transport security.
+    pub tls: TlsConfig,
+    /// Who may do what.
+    pub policy: PolicyConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Process memory hygiene.
+    pub memory: MemoryConfig,
+    /// S3 mode of EncryptObject/DecryptObject.
+    pub s3: S3Config,
+}
+
+/// S3 settings for EncryptObject/DecryptObject in S3 mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Path-style addressing (`endpoint/bucket/key`), which S3-compatible
+    /// stores such as moto and MinIO need; AWS uses virtual-hosted style.
+    pub force_path_style: bool,
+    /// Multipart part size in MiB (5 to 5120).
+    pub part_size_mib: usize,
+    /// Deadline of one S3 request attempt (a part upload included), in ms.
+    pub call_timeout_ms: u64,
+    /// Longest wait for the next bytes of a source object, in ms.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config { force_path_style: false, part_size_mib: 8, call_timeout_ms: 120_000, read_timeout_ms: 60_000 }
+    }
+}
+
+/// How the gRPC listener is secured.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS with a required client certificate (the default).
+    Mutual,
+    /// TLS without client certificates: every caller is `anonymous`.
+    Server,
+    /// No TLS. For loopback and `--dev`; a non-loopback address is refused.
+    Plaintext,
+}
+
+/// Transport security settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `mutual`, `server` or `plaintext`.
+    pub mode: TlsMode,
+    /// Server certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Trust bundle for client certificates (PEM CA certificates).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often to check the files for changes, in seconds (0: SIGHUP only).
+    pub reload_poll_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { mode: TlsMode::Mutual, cert_file: None, key_file: None, client_ca_file: None, reload_poll_secs: 10 }
+    }
+}
+
+/// Policy settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The policy file. Required outside `--dev` unless `allow_all`.
+    pub file: Option<PathBuf>,
+    /// No policy file, on purpose: every caller may call every RPC, and
+    /// plaintext export follows `allow_plaintext_export`. For trials and
+    /// tests, never production; `--dev` implies it when no file is given.
+    pub allow_all: bool,
+}
+
+/// Audit settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines audit log; unset: no audit log.
+    pub file: Option<PathBuf>,
+    /// 32+ secret bytes keying key fingerprints, so they stay comparable
+    /// across restarts and replicas; unset: a fresh key per process.
+    pub fingerprint_key_file: Option<PathBuf>,
+    /// The most a group commit is held for records of calls still in the
+    /// server, counted from the start of the previous commit, in
+    /// microseconds (0: commit at once). See [`crate::audit::GroupCommit`].
+    pub group_commit_delay_us: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        let group = crate::audit::GroupCommit::default();
+        AuditConfig {
+            file: None,
+            fingerprint_key_file: None,
+            group_commit_delay_us: u64::try_from(group.delay.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The group-commit settings these keys describe.
+    pub fn group_commit(&self) -> crate::audit::GroupCommit {
+        crate::audit::GroupCommit { delay: std::time::Duration::from_micros(self.group_commit_delay_us) }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Calls in flight at once; more are shed with `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_requests: usize,
+    /// The most a call may run, in milliseconds; a shorter `grpc-timeout`
+    /// from the caller wins.
+    pub request_timeout_ms: u64,
+    /// The most an object stream (`EncryptObject`, `DecryptObject`) may
+    /// run, in milliseconds; a shorter `grpc-timeout` from the caller wins.
+    pub stream_timeout_ms: u64,
+    /// The largest request message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_concurrent_requests: 256,
+            request_timeout_ms: 30_000,
+            stream_timeout_ms: 3_600_000,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Process memory hygiene.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Lock the process's pages in memory (mlockall) so keys never reach
+    /// swap, where the memory-lock limit allows it.
+    pub lock_keys: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig { lock_keys: true }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            dev: false,
+            allow_plaintext_export: false,
+            shutdown_grace_secs: 10,
+            log: LogConfig::default(),
+            kms: KmsConfig::default(),
+            transcoder: TranscoderConfig::default(),
+            health_listen: None,
+            metrics_listen: None,
+            tls: TlsConfig::default(),
+            policy: PolicyConfig::default(),
+            audit: AuditConfig::default(),
+            limits: LimitsConfig::default(),
+            memory: MemoryConfig::default(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `keybroker=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, filter: "info".to_owned() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which KMS wraps keys.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsBackend {
+    /// AWS KMS through aws-sdk-kms.
+    Aws,
+    /// The embedded keyring (Elastic Transcoder cannot decrypt its keys).
+    Local,
+}
+
+/// Key wrapping settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KmsConfig {
+    /// `aws` or `local`.
+    pub backend: KmsBackend,
+    /// The key used when a request names none.
+    pub default_key_id: Option<String>,
+    /// What `KeyMd5` digests: `plaintext` (default) or `ciphertext`.
+    pub key_md5: KeyMd5Source,
+    /// The AWS region; unset: the SDK's region chain.
+    pub region: Option<String>,
+    /// The deadline of one KMS operation, retries included, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// The deadline of one attempt, in milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// The TCP connect timeout, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Attempts per operation (1 = no retry); retries back off exponentially.
+    pub max_attempts: u32,
+    /// The local keyring.
+    pub local: LocalKmsConfig,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        KmsConfig {
+            backend: KmsBackend::Aws,
+            default_key_id: None,
+            key_md5: KeyMd5Source::Plaintext,
+            region: None,
+            call_timeout_ms: 5_000,
+            attempt_timeout_ms: 2_000,
+            connect_timeout_ms: 1_000,
+            max_attempts: 3,
+            local: LocalKmsConfig::default(),
+        }
+    }
+}
+
+impl KmsConfig {
+    /// The deadline of one KMS operation.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+/// The embedded keyring's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalKmsConfig {
+    /// The 32-byte master key file, created with mode 0600 if missing.
+    pub master_key_file: PathBuf,
+}
+
+impl Default for LocalKmsConfig {
+    fn default() -> Self {
+        LocalKmsConfig { master_key_file: PathBuf::from(".keybroker/master.key") }
+    }
+}
+
+/// Elastic Transcoder settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscoderConfig {
+    /// Pipelines known without asking ET (`[[transcoder.pipelines]]`); used
+    /// instead of `ReadPipeline` where given.
+    pub pipelines: Vec<crate::jobs::et::pipeline::Pipeline>,
+    /// How long a pipeline read from ET is cached, in seconds.
+    pub pipeline_cache_ttl_secs: u64,
+    /// KMS calls in flight for one job.
+    pub max_concurrent_kms_calls: usize,
+    /// The deadline of all of one job's KMS calls, in milliseconds.
+    pub job_deadline_ms: u64,
+    /// Whether to talk to Elastic Transcoder at all (ReadPipeline, CreateJob).
+    /// Off: only `validate_only` jobs on static pipelines. Off by default in
+    /// `--dev`.
+    pub submit: bool,
+}
+
+impl Default for TranscoderConfig {
+    fn default() -> Self {
+        TranscoderConfig {
+            pipelines: Vec::new(),
+            pipeline_cache_ttl_secs: 300,
+            max_concurrent_kms_calls: 32,
+            job_deadline_ms: 15_000,
+            submit: true,
+        }
+    }
+}
+
+/// The pipeline `--dev` knows when the configuration names none: wrapped by
+/// the dev key of the local keyring, so `validate_only` jobs work offline.
+pub fn dev_pipeline() -> crate::jobs::et::pipeline::Pipeline {
+    crate::jobs::et::pipeline::Pipeline {
+        id: DEV_PIPELINE_ID.to_owned(),
+        kms_key_arn: Some(format!("{}{DEV_DEFAULT_KEY_ID}", crate::custody::kms::local::LOCAL_ARN_PREFIX)),
+        role: "arn:aws:iam::000000000000:role/keybroker-dev".to_owned(),
+        region: Some("local".to_owned()),
+    }
+}
+
+/// The id of [`dev_pipeline`].
+pub const DEV_PIPELINE_ID: &str = "0000000000000-keydev";
+
+/// The configuration's top-level keys: other `KEYBROKER_*` variables (such
+/// as the clients' `KEYBROKER_ADDR`) are not configuration.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "dev",
+    "allow_plaintext_export",
+    "shutdown_grace_secs",
+    "log",
+    "kms",
+    "transcoder",
+    "health_listen",
+    "metrics_listen",
+    "tls",
+    "policy",
+    "audit",
+    "limits",
+    "memory",
+    "s3",
+];
+
+/// Whether a `KEYBROKER_*` variable (prefix stripped, any case, nesting
+/// written `__` or already split to `.`) names a configuration key.
+fn is_configuration_key(key: &str) -> bool {
+    TOP_LEVEL_KEYS.iter().any(|top| {
+        key.eq_ignore_ascii_case(top)
+            || (key.len() > top.len() + 2
+                && key[..top.len()].eq_ignore_ascii_case(top)
+                && (key[top.len()..].starts_with("__") || key[top.len()..].starts_with('.')))
+    })
+}
+
+/// The longest group-commit delay the configuration accepts: 100 ms.
+const MAX_GROUP_COMMIT_DELAY_US: u64 = 100_000;
+
+/// The key id `--dev` uses when none is configured.
+pub const DEV_DEFAULT_KEY_ID: &str = "alias/keybroker-dev";
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `KEYBROKER_*` variables
+    /// (nested keys joined by `__`, e.g. `KEYBROKER_KMS__BACKEND=local`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] naming the bad key or file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    rule: format!("{} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment =
+            figment.merge(Env::prefixed("KEYBROKER_").split("__").filter(|key| is_configuration_key(key.as_str())));
+        figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// Applies `--dev`: the local keyring, a default key, loopback only.
+    pub fn apply_dev(&mut self) {
+        self.dev = true;
+        self.kms.backend = KmsBackend::Local;
+        if self.kms.default_key_id.is_none() {
+            self.kms.default_key_id = Some(DEV_DEFAULT_KEY_ID.to_owned());
+        }
+        self.transcoder.submit = false;
+        self.tls.mode = TlsMode::Plaintext;
+        if self.transcoder.pipelines.is_empty() {
+            self.transcoder.pipelines.push(dev_pipeline());
+        }
+    }
+
+    /// Checks the rules no single field can check alone.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dev && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                rule: format!(
+                    "--dev serves plaintext gRPC and listens on loopback only; {} is not a loopback address",
+                    self.listen
+                ),
+            });
+        }
+        match self.tls.mode {
+            TlsMode::Plaintext => {
+                if !self.listen.ip().is_loopback() {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.mode",
+                        rule: format!(
+                            "plaintext gRPC is served on loopback only; {} is not a loopback address: configure \
+                             tls.cert_file, tls.key_file and tls.client_ca_file",
+                            self.listen
+                        ),
+                    });
+                }
+            }
+            TlsMode::Mutual | TlsMode::Server => {
+                if self.tls.cert_file.is_none() || self.tls.key_file.is_none() {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.cert_file",
+                        rule: "TLS needs tls.cert_file and tls.key_file (--tls-cert, --tls-key); for a loopback-only \
+                               server without TLS set tls.mode = \"plaintext\""
+                            .to_owned(),
+                    });
+                }
+                if self.tls.mode == TlsMode::Mutual && self.tls.client_ca_file.is_none() {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.client_ca_file",
+                        rule: "mutual TLS needs a trust bundle for client certificates (--client-ca)".to_owned(),
+                    });
+                }
+            }
+        }
+        if self.limits.max_concurrent_requests == 0 || self.limits.max_message_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_concurrent_requests",
+                rule: "limits must be greater than 0".to_owned(),
+            });
+        }
+        match (&self.policy.file, self.policy.allow_all) {
+            (None, false) if !self.dev => {
+                return Err(ConfigError::Invalid {
+                    key: "policy.file",
+                    rule: "keybroker denies by default and needs a policy: give one (--policy FILE), or set \
+                           policy.allow_all = true to let every caller call every RPC (not for production)"
+                        .to_owned(),
+                });
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::Invalid {
+                    key: "policy.allow_all",
+                    rule: "cannot be set with policy.file: the file decides".to_owned(),
+                });
+            }
+            _ => {}
+        }
+        for (key, value) in [
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            ("limits.stream_timeout_ms", self.limits.stream_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, rule: "must be greater than 0 (milliseconds)".to_owned() });
+            }
+        }
+        if !(5..=5120).contains(&self.s3.part_size_mib) {
+            return Err(ConfigError::Invalid { key: "s3.part_size_mib", rule: "must be 5 to 5120".to_owned() });
+        }
+        if self.audit.group_commit_delay_us > MAX_GROUP_COMMIT_DELAY_US {
+            return Err(ConfigError::Invalid {
+                key: "audit.group_commit_delay_us",
+                rule: format!("must be at most {MAX_GROUP_COMMIT_DELAY_US} (every audited call may wait this long)"),
+            });
+        }
+        if self.kms.max_attempts == 0 {
+            return Err(ConfigError::Invalid { key: "kms.max_attempts", rule: "must be at least 1".to_owned() });
+        }
+        if self.kms.call_timeout_ms == 0 || self.kms.attempt_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "kms.call_timeout_ms",
+                rule: "timeouts must be greater than 0".to_owned(),
+            });
+        }
+        if self.transcoder.max_concurrent_kms_calls == 0 || self.transcoder.job_deadline_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "transcoder.max_concurrent_kms_calls",
+                rule: "max_concurrent_kms_calls and job_deadline_ms must be greater than 0".to_owned(),
+            });
+        }
+        for pipeline in &self.transcoder.pipelines {
+            if !crate::jobs::et::validate::is_pipeline_id(&pipeline.id) {
+                return Err(ConfigError::Invalid {
+                    key: "transcoder.pipelines",
+                    rule: format!(r"id {:?} must match ^\d{{13}}-\w{{6}}$", pipeline.id),
+                });
+            }
+        }
+        if let Some(id) = &self.kms.default_key_id {
+            crate::custody::kms::KmsKeyId::parse(id, "kms.default_key_id")
+                .map_err(|e| ConfigError::Invalid { key: "kms.default_key_id", rule: e.rule })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/keybroker.example.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.kms.backend, KmsBackend::Aws);
+    }
+
+    #[test]
+    fn outside_dev_a_policy_is_required_unless_allow_all_says_otherwise() {
+        let mut config = Config { policy: PolicyConfig { file: None, allow_all: true }, ..Config::default() };
+        config.tls.mode = TlsMode::Plaintext;
+        config.validate().unwrap();
+        config.policy.allow_all = false;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("policy.file") && err.contains("--policy FILE"), "{err}");
+        config.policy.file = Some(PathBuf::from("policy.toml"));
+        config.validate().unwrap();
+        config.policy.allow_all = true;
+        assert!(config.validate().unwrap_err().to_string().contains("policy.allow_all"));
+        // --dev needs neither.
+        let mut dev = Config::default();
+        dev.apply_dev();
+        dev.validate().unwrap();
+    }
+
+    #[test]
+    fn dev_refuses_a_non_loopback_listen_address() {
+        let mut config = Config { listen: "0.0.0.0:50051".parse().unwrap(), ..Config::default() };
+        config.apply_dev();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn top_level_keys_match_the_struct() {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        let mut known: Vec<_> = TOP_LEVEL_KEYS.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        known.sort();
+        assert_eq!(keys, known);
+    }
+
+    #[test]
+    fn only_configuration_variables_are_read() {
+        assert!(is_configuration_key("kms__default_key_id"));
+        assert!(is_configuration_key("LISTEN"));
+        assert!(is_configuration_key("KMS.DEFAULT_KEY_ID"));
+        assert!(!is_configuration_key("addr"));
+        assert!(!is_configuration_key("test_moto_url"));
+        assert!(!is_configuration_key("kmsx__a"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten_adress = 3\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+}

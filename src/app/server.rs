@@ -1,0 +1,395 @@
+//! Startup, layers and shutdown of the gRPC server.
+//!
+//! [`run`] takes a bound listener, so tests bind `127.0.0.1:0`. It serves the
+//! broker, the standard `grpc.health.v1` service and server reflection (v1
+//! and v1alpha, the health service's descriptors included). When `shutdown`
+//! resolves, health goes NOT_SERVING, the listener closes, and in-flight
+//! calls get `shutdown_grace_secs` to finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::app::config::TlsMode;
+use crate::app::config::{Config, ConfigError, KmsBackend};
+use crate::audit::AuditLog;
+use crate::custody::broker::{Broker, BrokerSettings};
+use crate::custody::fingerprint::Fingerprinter;
+use crate::custody::kms::{AwsKms, Kms, KmsKeyId, LocalKeyring};
+use crate::custody::policy::PolicyStore;
+use crate::edge::Api;
+use crate::edge::conn::Coalescing;
+use crate::edge::gate::Gate;
+use crate::edge::pb;
+use crate::edge::pb::key_broker_server::KeyBrokerServer;
+use crate::edge::shed::ShedLayer;
+use crate::edge::tls::{ReloadableTls, TlsFiles};
+use crate::jobs::et::pipeline::Pipelines;
+use crate::jobs::et::{Transcoder, TranscoderSettings};
+use futures::TryStreamExt as _;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The local keyring could not be opened.
+    #[error(transparent)]
+    Keyring(#[from] crate::custody::kms::local::KeyringError),
+    /// Reflection descriptors could not be loaded.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The OS random generator failed.
+    #[error("random number generator: {0}")]
+    Random(String),
+    /// The server task died.
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::custody::policy::PolicyError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::edge::tls::TlsError),
+    /// A listener could not bind.
+    #[error("cannot listen: {0}")]
+    Bind(std::io::Error),
+}
+
+/// The KMS backend the configuration names.
+///
+/// # Errors
+/// [`ServerError::Keyring`] when the local master key is unusable.
+pub async fn build_kms(config: &Config) -> Result<Arc<dyn Kms>, ServerError> {
+    Ok(match config.kms.backend {
+        KmsBackend::Local => Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file)?),
+        KmsBackend::Aws => Arc::new(AwsKms::new(&crate::app::aws::load_sdk_config(&config.kms).await)),
+    })
+}
+
+/// The Elastic Transcoder side: static pipelines, and an ET client where
+/// the configuration lets the broker submit.
+pub fn build_transcoder(
+    config: &Config,
+    broker: Arc<Broker>,
+    et: Option<aws_sdk_elastictranscoder::Client>,
+) -> Arc<Transcoder> {
+    let settings = TranscoderSettings {
+        max_concurrent_kms_calls: config.transcoder.max_concurrent_kms_calls,
+        job_deadline: Duration::from_millis(config.transcoder.job_deadline_ms),
+    };
+    let pipelines = Pipelines::new(
+        config.transcoder.pipelines.clone(),
+        et.clone(),
+        Duration::from_secs(config.transcoder.pipeline_cache_ttl_secs),
+    );
+    Arc::new(Transcoder::new(broker, pipelines, et, settings))
+}
+
+/// The custody domain over `kms`, with the configuration's settings.
+///
+/// # Errors
+/// [`ServerError`] when the configuration is invalid.
+pub fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, ServerError> {
+    config.validate()?;
+    let default_key = config
+        .kms
+        .default_key_id
+        .as_deref()
+        .map(|id| KmsKeyId::parse(id, "kms.default_key_id"))
+        .transpose()
+        .map_err(|e| ConfigError::Invalid { key: "kms.default_key_id", rule: e.rule })?;
+    let settings = BrokerSettings { default_key, key_md5: config.kms.key_md5, kms_deadline: config.kms.call_timeout() };
+    let fingerprints = match &config.audit.fingerprint_key_file {
+        Some(path) => Fingerprinter::from_file(path)
+            .map_err(|e| ServerError::Random(format!("audit.fingerprint_key_file {}: {e}", path.display())))?,
+        None => Fingerprinter::ephemeral().map_err(|e| ServerError::Random(e.to_string()))?,
+    };
+    Ok(Arc::new(Broker::new(kms, settings, fingerprints)))
+}
+
+/// Builds everything from `config` and serves on `listener` until `shutdown`.
+///
+/// # Errors
+/// [`ServerError`] when startup fails or the transport dies.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let sdk = if config.kms.backend == KmsBackend::Aws || config.transcoder.submit {
+        Some(crate::app::aws::load_sdk_config(&config.kms).await)
+    } else {
+        None
+    };
+    let kms: Arc<dyn Kms> = match (&config.kms.backend, &sdk) {
+        (KmsBackend::Aws, Some(sdk)) => Arc::new(AwsKms::new(sdk)),
+        _ => build_kms(&config).await?,
+    };
+    let s3 = sdk
+        .as_ref()
+        .map(|sdk| crate::objects::s3_client(sdk, &crate::objects::ObjectsSettings::from_config(&config.s3)));
+    let et = sdk.filter(|_| config.transcoder.submit).map(|sdk| aws_sdk_elastictranscoder::Client::new(&sdk));
+    let services = Services::new(&config, kms, et, s3)?;
+    serve(listener, &config, services, shutdown).await
+}
+
+/// Everything one server serves: the custody domain, Elastic Transcoder
+/// jobs, object encryption, and the gate (policy and audit) in front.
+#[derive(Clone)]
+pub struct Services {
+    /// Keys.
+    pub broker: Arc<Broker>,
+    /// Jobs.
+    pub transcoder: Arc<Transcoder>,
+    /// Object encryption.
+    pub objects: Arc<crate::objects::Objects>,
+    /// Policy and audit.
+    pub gate: Arc<Gate>,
+}
+
+impl Services {
+    /// Builds the services over `kms`, with an ET client (job submission and
+    /// `ReadPipeline`) and an S3 client (S3 mode) where given.
+    ///
+    /// # Errors
+    /// [`ServerError`] when the configuration, policy or audit log is unusable.
+    pub fn new(
+        config: &Config,
+        kms: Arc<dyn Kms>,
+        et: Option<aws_sdk_elastictranscoder::Client>,
+        s3: Option<aws_sdk_s3::Client>,
+    ) -> Result<Self, ServerError> {
+        let broker = build_broker(config, kms)?;
+        let transcoder = build_transcoder(config, broker.clone(), et);
+        let objects = Arc::new(crate::objects::Objects::new(
+            broker.clone(),
+            s3,
+            crate::objects::ObjectsSettings::from_config(&config.s3),
+        ));
+        let gate = build_gate(config)?;
+        Ok(Services { broker, transcoder, objects, gate })
+    }
+}
+
+/// The custody boundary the configuration describes: policy and audit log.
+///
+/// # Errors
+/// [`ServerError`] when the policy is invalid (naming the line) or the audit
+/// log cannot be opened: the server refuses to start without them.
+pub fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
+    let policy = match &config.policy.file {
+        Some(path) => {
+            let store = PolicyStore::load(path)?;
+            let rules = store.current().map_or(0, |p| p.len());
+            tracing::info!(path = %path.display(), rules, "policy loaded (default deny)");
+            store
+        }
+        None => {
+            if !config.dev {
+                tracing::warn!(
+                    "policy.allow_all: every caller may call every RPC (plaintext export per allow_plaintext_export); not for production"
+                );
+            }
+            PolicyStore::none()
+        }
+    };
+    let audit = match &config.audit.file {
+        Some(path) => {
+            let group = config.audit.group_commit();
+            let log = AuditLog::open(path, group)?;
+            tracing::info!(path = %path.display(), group_commit_delay = ?group.delay, "audit log open");
+            Some(log)
+        }
+        None => None,
+    };
+    Ok(Arc::new(Gate {
+        policy,
+        audit,
+        server_export: config.allow_plaintext_export,
+        request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+        stream_timeout: Duration::from_millis(config.limits.stream_timeout_ms),
+    }))
+}
+
+fn tls_files(config: &Config) -> Option<TlsFiles> {
+    let (cert, key) = (config.tls.cert_file.clone()?, config.tls.key_file.clone()?);
+    match config.tls.mode {
+        TlsMode::Plaintext => None,
+        TlsMode::Server => Some(TlsFiles { cert, key, client_ca: None, require_client_cert: false }),
+        TlsMode::Mutual => {
+            Some(TlsFiles { cert, key, client_ca: config.tls.client_ca_file.clone(), require_client_cert: true })
+        }
+    }
+}
+
+/// Reloads policy, certificates and the audit file on SIGHUP, and the
+/// certificates when their files change. Failures keep what was loaded.
+fn spawn_reloaders(gate: Arc<Gate>, tls: Option<ReloadableTls>, poll: Duration) {
+    let reload_tls = |tls: &ReloadableTls, why: &str| match tls.reload() {
+        Ok(()) => tracing::info!(why, "TLS certificates and trust bundle reloaded"),
+        Err(e) => tracing::error!(why, error = %e, "TLS reload failed; keeping the previous certificates"),
+    };
+    if let Some(tls) = tls.clone().filter(|_| !poll.is_zero()) {
+        tokio::spawn(async move {
+            let mut seen = tls.modified();
+            let mut tick = tokio::time::interval(poll);
+            loop {
+                tick.tick().await;
+                let now = tls.modified();
+                if now != seen {
+                    seen = now;
+                    reload_tls(&tls, "files changed");
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload by restarting");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading policy, certificates and audit log");
+            match gate.policy.reload() {
+                Ok(rules) => tracing::info!(rules, "policy reloaded"),
+                Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the previous policy"),
+            }
+            if let Some(tls) = &tls {
+                reload_tls(tls, "SIGHUP");
+            }
+            if let Some(audit) = &gate.audit
+                && let Err(e) = audit.reopen().await
+            {
+                tracing::error!(error = %e, "audit log reopen failed");
+            }
+        }
+    });
+}
+
+/// Serves `services` on `listener` until `shutdown`, then drains.
+///
+/// # Errors
+/// [`ServerError`] when the TLS material is unusable or the transport dies.
+pub async fn serve(
+    listener: TcpListener,
+    config: &Config,
+    services: Services,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let Services { broker, transcoder, objects, gate } = services;
+    let tls = tls_files(config).map(ReloadableTls::load).transpose()?;
+    spawn_reloaders(gate.clone(), tls.clone(), Duration::from_secs(config.tls.reload_poll_secs));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<KeyBrokerServer<Api>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let local_addr = listener.local_addr().ok();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate.clone()).with_objects(objects))
+        .max_decoding_message_size(config.limits.max_message_bytes);
+    let router = Server::builder()
+        // Deadlines are the gate's (api::call::deadline_of): it answers
+        // DEADLINE_EXCEEDED and audits the call, where tonic's own timeout
+        // would drop the call unrecorded with CANCELLED.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Object chunks are up to 1 MiB: accept them in frames that size.
+        .max_frame_size(1 << 20)
+        .layer(ShedLayer::new(config.limits.max_concurrent_requests, gate.clone()))
+        .add_service(health_service.clone())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(key_broker);
+    let mut server = match tls {
+        Some(tls) => {
+            let incoming = crate::edge::tls::accept_tls(listener, tls, Duration::from_secs(10)).map_ok(Coalescing);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
+        }
+        None => {
+            // Accepted connections get TCP_NODELAY: gRPC answers are small
+            // writes, and Nagle plus delayed ACKs would add ~40 ms to every call.
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)))
+                .map_ok(Coalescing);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
+        }
+    };
+    if let Some(addr) = config.health_listen {
+        let health_listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
+        tracing::info!(%addr, "health-only listener (plaintext grpc.health.v1)");
+        let incoming = TcpIncoming::from(health_listener).with_nodelay(Some(true)).map_ok(Coalescing);
+        let health_only = Server::builder().add_service(health_service);
+        tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())));
+    }
+    tracing::info!(
+        listen = ?local_addr,
+        dev = config.dev,
+        tls = ?config.tls.mode,
+        kms = ?config.kms.backend,
+        "keybroker serving"
+    );
+
+    tokio::select! {
+        result = &mut server => return Ok(result??),
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: health NOT_SERVING, no new calls, draining in-flight calls");
+    health_reporter.set_not_serving::<KeyBrokerServer<Api>>().await;
+    health_reporter.set_service_status("", ServingStatus::NotServing).await;
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result??,
+        Err(_) => {
+            tracing::warn!(?grace, "in-flight calls did not finish within the grace period; closing them");
+            server.abort();
+        }
+    }
+    tracing::info!("keybroker stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

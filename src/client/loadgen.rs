@@ -1,0 +1,228 @@
+//! A closed-loop gRPC load generator, like redis-benchmark: N concurrent
+//! callers over M connections, each sending its next call as soon as the
+//! last one answers, for a fixed time. Reports requests per second, latency
+//! percentiles and errors; `keybroker bench` runs the chosen RPC and, in the
+//! same run, the bare health Check as a baseline.
+//!
+//! Sends only to the address it is given; bounded in time and count.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use crate::edge::pb;
+
+/// The call to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadRpc {
+    /// `IssueDataKey` (256-bit, aes-cbc-pkcs7, the server's default key).
+    IssueDataKey,
+    /// `grpc.health.v1.Health/Check`: a call that does no work, the baseline.
+    HealthCheck,
+}
+
+/// How hard and how long.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The call.
+    pub rpc: LoadRpc,
+    /// Callers in flight.
+    pub concurrency: usize,
+    /// How long to measure.
+    pub duration: Duration,
+    /// How long to run before measuring.
+    pub warmup: Duration,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// The call.
+    pub rpc: LoadRpc,
+    /// Calls answered OK.
+    pub ok: u64,
+    /// Calls that failed, by gRPC code.
+    pub errors: BTreeMap<String, u64>,
+    /// The measured time.
+    pub elapsed: Duration,
+    /// Latency percentiles of OK calls: p50, p90, p99, max.
+    pub p50: Duration,
+    /// p90.
+    pub p90: Duration,
+    /// p99.
+    pub p99: Duration,
+    /// The slowest.
+    pub max: Duration,
+}
+
+impl LoadReport {
+    /// OK calls per second.
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// All failed calls.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// A redis-benchmark-like summary.
+    pub fn summary(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        format!(
+            "{:?}: {:.0} requests/s, {} ok, {} errors {:?}, latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+            self.rpc,
+            self.rps(),
+            self.ok,
+            self.error_count(),
+            self.errors,
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+async fn one_call(rpc: LoadRpc, channel: Channel) -> Result<(), tonic::Status> {
+    match rpc {
+        LoadRpc::IssueDataKey => {
+            let mut client = pb::key_broker_client::KeyBrokerClient::new(channel);
+            client.issue_data_key(pb::IssueDataKeyRequest::default()).await.map(|_| ())
+        }
+        LoadRpc::HealthCheck => {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+            client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.map(|_| ())
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs the load over `channels` (callers are spread across them).
+pub async fn run(channels: &[Channel], options: &LoadOptions) -> LoadReport {
+    let start = Instant::now();
+    let measure_from = start + options.warmup;
+    let stop_at = measure_from + options.duration;
+    let mut callers = Vec::with_capacity(options.concurrency);
+    for i in 0..options.concurrency.max(1) {
+        let channel = channels[i % channels.len().max(1)].clone();
+        let rpc = options.rpc;
+        callers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 14);
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            loop {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                let result = one_call(rpc, channel.clone()).await;
+                if sent < measure_from {
+                    continue;
+                }
+                match result {
+                    Ok(()) => latencies.push(sent.elapsed()),
+                    Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for caller in callers {
+        if let Ok((l, e)) = caller.await {
+            latencies.extend(l);
+            for (code, n) in e {
+                *errors.entry(code).or_default() += n;
+            }
+        }
+    }
+    let elapsed = Instant::now().saturating_duration_since(measure_from).min(options.duration + Duration::from_secs(1));
+    latencies.sort_unstable();
+    LoadReport {
+        rpc: options.rpc,
+        ok: latencies.len() as u64,
+        errors,
+        elapsed,
+        p50: percentile(&latencies, 0.50),
+        p90: percentile(&latencies, 0.90),
+        p99: percentile(&latencies, 0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+    }
+}
+
+/// `keybroker bench`: load a running broker.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
+    /// The call to load.
+    #[arg(long, value_enum, default_value = "issue-data-key")]
+    pub rpc: LoadRpc,
+    /// Callers in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// How long to measure, e.g. `30s`, `10m`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Skip the health-check baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+}
+
+/// Runs `keybroker bench`: the baseline (health Check) and then the chosen
+/// RPC, each for `duration`, and prints both and their ratio.
+///
+/// # Errors
+/// When the broker cannot be reached or every call failed.
+pub async fn bench_command(args: BenchArgs) -> Result<(), crate::client::CliError> {
+    let mut channels = Vec::with_capacity(args.connections.max(1));
+    for _ in 0..args.connections.max(1) {
+        channels.push(crate::client::channel(&args.client).await?);
+    }
+    let options =
+        |rpc| LoadOptions { rpc, concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
+    println!(
+        "{} callers over {} connections to {}, {:?} after {:?} warm-up",
+        args.concurrency,
+        channels.len(),
+        args.client.addr,
+        args.duration,
+        args.warmup
+    );
+    let baseline = if args.no_baseline || args.rpc == LoadRpc::HealthCheck {
+        None
+    } else {
+        let report = run(&channels, &options(LoadRpc::HealthCheck)).await;
+        println!("baseline  {}", report.summary());
+        Some(report)
+    };
+    let report = run(&channels, &options(args.rpc)).await;
+    println!("measured  {}", report.summary());
+    if let Some(baseline) = baseline {
+        println!(
+            "{:?} throughput = {:.2} of the bare gRPC baseline ({:.0} / {:.0} requests/s)",
+            args.rpc,
+            report.rps() / baseline.rps().max(f64::EPSILON),
+            report.rps(),
+            baseline.rps()
+        );
+    }
+    if report.ok == 0 {
+        return Err(crate::client::CliError::Input(format!("no call succeeded: {:?}", report.errors)));
+    }
+    Ok(())
+}

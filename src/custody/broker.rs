@@ -1,0 +1,304 @@
+//! The key-custody domain: issuing, wrapping and unwrapping data keys.
+//!
+//! Takes parsed domain types (never protobuf) and answers domain results
+//! or [`BrokerError`]. Enforces the server-wide plaintext-export switch before
+//! any KMS call, so a refused call has no side effect. Never logs key bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::custody::fingerprint::Fingerprinter;
+use crate::custody::keys::{
+    DataKey, EncryptionBlock, EncryptionMode, Iv16, KeyBits, KeyError, KeyMd5Source, ServiceContext, WrappedKey, md5_of,
+};
+use crate::custody::kms::{Kms, KmsError, KmsKeyId};
+use crate::custody::policy::{Denial, Grant};
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A request field broke a rule.
+    #[error(transparent)]
+    Invalid(#[from] KeyError),
+    /// A malformed key id.
+    #[error(transparent)]
+    KeyId(#[from] crate::custody::kms::KmsKeyIdError),
+    /// The request named no KMS key and the server has no default.
+    #[error("kms_key_id: required, because the server has no default KMS key (kms.default_key_id)")]
+    NoDefaultKey,
+    /// The caller's grant does not cover this (RPC, key, length, export,
+    /// rate).
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// KMS refused or failed.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// KMS did not answer within the broker's deadline.
+    #[error("KMS {operation} did not answer within {after:?}")]
+    KmsDeadline {
+        /// The operation.
+        operation: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The unwrapped key does not match the block's `KeyMd5`.
+    #[error("{field}: does not match the MD5 of the key KMS unwrapped")]
+    KeyMd5Mismatch {
+        /// The field, e.g. `encryption.key_md5`.
+        field: String,
+    },
+}
+
+/// What the server allows and how it wraps.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// The key used when a request names none.
+    pub default_key: Option<KmsKeyId>,
+    /// What `KeyMd5` digests.
+    pub key_md5: KeyMd5Source,
+    /// The deadline of one KMS call, however the backend behaves.
+    pub kms_deadline: Duration,
+}
+
+/// A request for a fresh data key.
+#[derive(Debug)]
+pub struct IssueRequest {
+    /// The KMS key; `None` means the server's default.
+    pub key_id: Option<KmsKeyId>,
+    /// The key length.
+    pub bits: KeyBits,
+    /// The AES mode the file will be encrypted in.
+    pub mode: EncryptionMode,
+    /// Whether to hand back the plaintext too.
+    pub return_plaintext: bool,
+    /// The context to wrap under.
+    pub context: ServiceContext,
+}
+
+/// A request to wrap the caller's key material.
+#[derive(Debug)]
+pub struct WrapRequest {
+    /// The KMS key; `None` means the server's default.
+    pub key_id: Option<KmsKeyId>,
+    /// The caller's key.
+    pub key: DataKey,
+    /// The AES mode.
+    pub mode: EncryptionMode,
+    /// The caller's IV, or `None` for a fresh one.
+    pub iv: Option<Iv16>,
+    /// The context to wrap under.
+    pub context: ServiceContext,
+}
+
+/// A request to unwrap an `Encryption` block.
+#[derive(Debug)]
+pub struct UnwrapRequest {
+    /// When set, the key that must have wrapped it.
+    pub key_id: Option<KmsKeyId>,
+    /// The wrapped key.
+    pub wrapped: WrappedKey,
+    /// The block's `KeyMd5`, checked when present.
+    pub key_md5: Option<[u8; 16]>,
+    /// The context it was wrapped under.
+    pub context: ServiceContext,
+}
+
+/// A key the broker wrapped.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// The ET `Encryption` block.
+    pub block: EncryptionBlock,
+    /// The ARN of the wrapping key.
+    pub key_arn: String,
+    /// The plaintext, only when asked and allowed.
+    pub plaintext: Option<DataKey>,
+    /// The keyed hash of the wrapped key.
+    pub fingerprint: String,
+}
+
+/// A key KMS wrapped, with its digest and fingerprint.
+#[derive(Debug)]
+pub struct SealedKey {
+    /// The wrapped key.
+    pub wrapped: WrappedKey,
+    /// The ARN of the wrapping key.
+    pub key_arn: String,
+    /// The `KeyMd5` digest, per the server's reading.
+    pub key_md5: [u8; 16],
+    /// The keyed hash of the wrapped key.
+    pub fingerprint: String,
+}
+
+/// A key the broker unwrapped.
+#[derive(Debug)]
+pub struct UnwrappedKey {
+    /// The plaintext.
+    pub key: DataKey,
+    /// The ARN of the key that wrapped it.
+    pub key_arn: String,
+    /// The keyed hash of the wrapped key.
+    pub fingerprint: String,
+}
+
+/// The custody domain over one KMS backend.
+pub struct Broker {
+    kms: Arc<dyn Kms>,
+    settings: BrokerSettings,
+    fingerprints: Fingerprinter,
+}
+
+impl Broker {
+    /// A broker over `kms`.
+    pub fn new(kms: Arc<dyn Kms>, settings: BrokerSettings, fingerprints: Fingerprinter) -> Self {
+        Broker { kms, settings, fingerprints }
+    }
+
+    /// The server's settings.
+    pub fn settings(&self) -> &BrokerSettings {
+        &self.settings
+    }
+
+    /// The keyed fingerprint of a wrapped key, as the audit log records it.
+    pub fn fingerprint(&self, wrapped: &WrappedKey) -> String {
+        self.fingerprints.of(wrapped)
+    }
+
+    /// The key a request names, or the server's default, if the caller's
+    /// grant covers it.
+    fn granted_key(&self, key_id: Option<KmsKeyId>, grant: &Grant) -> Result<KmsKeyId, BrokerError> {
+        let key = key_id.or_else(|| self.settings.default_key.clone()).ok_or(BrokerError::NoDefaultKey)?;
+        grant.check_kms_key(key.as_str())?;
+        Ok(key)
+    }
+
+    /// Draws a fresh key and IV and has KMS wrap the key.
+    ///
+    /// # Errors
+    /// [`BrokerError`]: plaintext export refused, no key, KMS failure.
+    pub async fn issue_data_key(&self, request: IssueRequest, grant: &Grant) -> Result<IssuedKey, BrokerError> {
+        if request.return_plaintext {
+            grant.check_plaintext_export("return_plaintext")?;
+        }
+        grant.check_key_bits(request.bits)?;
+        let key_id = self.granted_key(request.key_id, grant)?;
+        let key = DataKey::generate(request.bits)?;
+        let iv = Iv16::generate()?;
+        let mut issued = self.seal(&key_id, &key, request.mode, iv, request.context).await?;
+        if request.return_plaintext {
+            issued.plaintext = Some(key);
+        }
+        Ok(issued)
+    }
+
+    /// Wraps the caller's key material.
+    ///
+    /// # Errors
+    /// [`BrokerError`]: no key, KMS failure.
+    pub async fn wrap_key(&self, request: WrapRequest, grant: &Grant) -> Result<IssuedKey, BrokerError> {
+        grant.check_key_bits(request.key.bits())?;
+        let key_id = self.granted_key(request.key_id, grant)?;
+        let iv = match request.iv {
+            Some(iv) => iv,
+            None => Iv16::generate()?,
+        };
+        self.seal(&key_id, &request.key, request.mode, iv, request.context).await
+    }
+
+    /// Has KMS wrap `key` and assembles its `Encryption` block. The one path
+    /// by which every key the broker hands out is wrapped.
+    ///
+    /// # Errors
+    /// [`BrokerError::Kms`] or [`BrokerError::KmsDeadline`].
+    pub async fn seal(
+        &self,
+        key_id: &KmsKeyId,
+        key: &DataKey,
+        mode: EncryptionMode,
+        iv: Iv16,
+        context: ServiceContext,
+    ) -> Result<IssuedKey, BrokerError> {
+        let sealed = self.wrap_raw(key_id, key, context).await?;
+        Ok(IssuedKey {
+            block: EncryptionBlock { mode, wrapped: sealed.wrapped, key_md5: sealed.key_md5, iv },
+            key_arn: sealed.key_arn,
+            plaintext: None,
+            fingerprint: sealed.fingerprint,
+        })
+    }
+
+    /// Has KMS wrap `key` and computes its `KeyMd5` and fingerprint, for
+    /// blocks that are not ET `Encryption` elements (PlayReady).
+    ///
+    /// # Errors
+    /// [`BrokerError::Kms`] or [`BrokerError::KmsDeadline`].
+    pub async fn wrap_raw(
+        &self,
+        key_id: &KmsKeyId,
+        key: &DataKey,
+        context: ServiceContext,
+    ) -> Result<SealedKey, BrokerError> {
+        let wrapped = self.with_deadline("Encrypt", self.kms.wrap(key_id, key, context)).await?;
+        Ok(SealedKey {
+            key_md5: self.settings.key_md5.digest(key, &wrapped.key),
+            fingerprint: self.fingerprints.of(&wrapped.key),
+            wrapped: wrapped.key,
+            key_arn: wrapped.key_arn,
+        })
+    }
+
+    /// Has KMS unwrap a key without the plaintext-export check: for uses
+    /// that keep the key inside the broker (verifying a caller's block,
+    /// decrypting for an allowed caller).
+    ///
+    /// # Errors
+    /// [`BrokerError`]: KMS failure, KeyMd5 mismatch.
+    pub async fn open(&self, request: UnwrapRequest, md5_field: &str) -> Result<UnwrappedKey, BrokerError> {
+        let unwrapped = self
+            .with_deadline("Decrypt", self.kms.unwrap(request.key_id.as_ref(), &request.wrapped, request.context))
+            .await?;
+        if let Some(expected) = request.key_md5 {
+            let actual = match self.settings.key_md5 {
+                KeyMd5Source::Plaintext => unwrapped.key.md5(),
+                KeyMd5Source::Ciphertext => md5_of(request.wrapped.as_bytes()),
+            };
+            if actual != expected {
+                return Err(BrokerError::KeyMd5Mismatch { field: md5_field.to_owned() });
+            }
+        }
+        Ok(UnwrappedKey {
+            fingerprint: self.fingerprints.of(&request.wrapped),
+            key: unwrapped.key,
+            key_arn: unwrapped.key_arn,
+        })
+    }
+
+    /// Unwraps a key for export to the caller.
+    ///
+    /// # Errors
+    /// [`BrokerError`]: plaintext export refused, KMS failure, KeyMd5 mismatch.
+    pub async fn unwrap_key(&self, request: UnwrapRequest, grant: &Grant) -> Result<UnwrappedKey, BrokerError> {
+        grant.check_plaintext_export("UnwrapKey")?;
+        if let Some(key_id) = &request.key_id {
+            grant.check_kms_key(key_id.as_str())?;
+        }
+        let unwrapped = self.open(request, "encryption.key_md5").await?;
+        // The key that wrapped it must be one the caller may use.
+        grant.check_kms_key(&unwrapped.key_arn)?;
+        Ok(unwrapped)
+    }
+
+    async fn with_deadline<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, KmsError>>,
+    ) -> Result<T, BrokerError> {
+        let after = self.settings.kms_deadline;
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(after, call).await {
+            Ok(result) => result.map_err(BrokerError::from),
+            Err(_) => Err(BrokerError::KmsDeadline { operation, after }),
+        };
+        crate::app::metrics::record_kms(operation, result.is_ok(), started.elapsed());
+        result
+    }
+}

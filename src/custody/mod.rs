@@ -1,0 +1,9 @@
+//! The custody domain: data keys and their digests, the broker that issues,
+//! wraps and unwraps them through a KMS, key fingerprints, and the policy
+//! that decides who may do what.
+
+pub mod broker;
+pub mod fingerprint;
+pub mod keys;
+pub mod kms;
+pub mod policy;

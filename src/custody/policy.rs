@@ -1,0 +1,503 @@
+//! Who may do what: a TOML policy of rules mapping caller identities (exact
+//! or glob) to RPCs, pipelines, KMS keys, a maximum key length, plaintext
+//! export and a rate limit. Default deny; the first rule whose identity
+//! matches governs the call.
+//!
+//! Owns parsing (errors name the line), matching and per-identity rate
+//! limiting. Knows nothing of protobuf or keys.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use globset::{Glob, GlobMatcher};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::custody::keys::KeyBits;
+
+/// The RPC names a rule may grant.
+pub const RPCS: &[&str] =
+    &["IssueDataKey", "WrapKey", "UnwrapKey", "SubmitEncryptedJob", "EncryptObject", "DecryptObject"];
+
+/// The identity of a caller without a client certificate.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("policy {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid policy; the message names the line.
+    #[error("policy {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    rule: Vec<RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    identity: Spanned<String>,
+    #[serde(default = "none")]
+    rpcs: Spanned<Vec<String>>,
+    #[serde(default = "star")]
+    pipelines: Spanned<Vec<String>>,
+    #[serde(default = "star")]
+    kms_keys: Spanned<Vec<String>>,
+    #[serde(default = "max_bits")]
+    max_key_bits: Spanned<u32>,
+    #[serde(default)]
+    plaintext_export: bool,
+    #[serde(default)]
+    rate_per_second: Option<Spanned<u32>>,
+    #[serde(default)]
+    burst: Option<Spanned<u32>>,
+}
+
+fn none() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+fn star() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, vec!["*".to_owned()])
+}
+
+fn max_bits() -> Spanned<u32> {
+    Spanned::new(0..0, 256)
+}
+
+/// A set of glob patterns (shared, so grants clone cheaply).
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    texts: Arc<Vec<String>>,
+    matchers: Arc<Vec<GlobMatcher>>,
+    /// `*` alone: everything matches, no glob is run.
+    any: bool,
+}
+
+impl Patterns {
+    fn parse(texts: &[String]) -> Result<Self, String> {
+        let matchers = texts
+            .iter()
+            .map(|t| Glob::new(t).map(|g| g.compile_matcher()).map_err(|e| format!("bad pattern {t:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let any = texts.iter().any(|t| t == "*");
+        Ok(Patterns { texts: Arc::new(texts.to_vec()), matchers: Arc::new(matchers), any })
+    }
+
+    /// Whether `value` matches any pattern.
+    pub fn matches(&self, value: &str) -> bool {
+        self.any || self.matchers.iter().any(|m| m.is_match(value))
+    }
+
+    /// Everything matches.
+    pub fn any() -> Self {
+        Patterns { texts: Arc::new(vec!["*".to_owned()]), matchers: Arc::new(Vec::new()), any: true }
+    }
+}
+
+/// One rule of the policy.
+#[derive(Debug)]
+pub struct Rule {
+    /// 1-based position in the file.
+    pub number: usize,
+    /// The identity pattern.
+    pub identity: String,
+    identity_matcher: GlobMatcher,
+    rpcs: Vec<String>,
+    pipelines: Patterns,
+    kms_keys: Patterns,
+    max_key_bits: u32,
+    plaintext_export: bool,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    rate_per_second: u32,
+}
+
+/// What a caller was granted for one call: checks the details the RPC
+/// learns as it goes (pipelines, keys, key lengths, export).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The caller.
+    pub identity: String,
+    /// The rule that granted it (`None`: no policy is configured).
+    pub rule: Option<usize>,
+    pipelines: Patterns,
+    kms_keys: Patterns,
+    max_key_bits: u32,
+    /// Whether plaintext may leave the broker for this caller.
+    pub plaintext_export: bool,
+}
+
+/// A refusal, naming the missing permission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// The policy has no rule for this caller, or the rule lacks the RPC,
+    /// pipeline, key, length or export.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller's rate limit is spent.
+    #[error("{identity} is over its rate limit of {rate} calls per second (policy rule {rule}); retry later")]
+    RateLimited {
+        /// The caller.
+        identity: String,
+        /// Calls per second.
+        rate: u32,
+        /// The rule.
+        rule: usize,
+    },
+}
+
+impl Grant {
+    /// A grant of everything, for servers without a policy file; plaintext
+    /// export follows the server-wide switch.
+    pub fn unrestricted(identity: &str, plaintext_export: bool) -> Self {
+        Grant {
+            identity: identity.to_owned(),
+            rule: None,
+            pipelines: Patterns::any(),
+            kms_keys: Patterns::any(),
+            max_key_bits: 256,
+            plaintext_export,
+        }
+    }
+
+    fn rule_text(&self) -> String {
+        self.rule.map(|n| format!(" (policy rule {n})")).unwrap_or_default()
+    }
+
+    /// # Errors
+    /// [`Denial::Forbidden`] unless the pipeline is granted.
+    pub fn check_pipeline(&self, pipeline: &str) -> Result<(), Denial> {
+        if self.pipelines.matches(pipeline) {
+            return Ok(());
+        }
+        Err(Denial::Forbidden(format!(
+            "{} may not use pipeline {pipeline}{}: its pipelines are {:?}",
+            self.identity,
+            self.rule_text(),
+            self.pipelines.texts
+        )))
+    }
+
+    /// # Errors
+    /// [`Denial::Forbidden`] unless the KMS key (id, ARN or alias as named)
+    /// is granted.
+    pub fn check_kms_key(&self, key: &str) -> Result<(), Denial> {
+        if self.kms_keys.matches(key) {
+            return Ok(());
+        }
+        Err(Denial::Forbidden(format!(
+            "{} may not use KMS key {key}{}: its kms_keys are {:?}",
+            self.identity,
+            self.rule_text(),
+            self.kms_keys.texts
+        )))
+    }
+
+    /// # Errors
+    /// [`Denial::Forbidden`] when `bits` exceeds the rule's maximum.
+    pub fn check_key_bits(&self, bits: KeyBits) -> Result<(), Denial> {
+        if bits.bits() <= self.max_key_bits {
+            return Ok(());
+        }
+        Err(Denial::Forbidden(format!(
+            "{} may not use {}-bit keys{}: its max_key_bits is {}",
+            self.identity,
+            bits.bits(),
+            self.rule_text(),
+            self.max_key_bits
+        )))
+    }
+
+    /// # Errors
+    /// [`Denial::Forbidden`] unless plaintext export is granted.
+    pub fn check_plaintext_export(&self, what: &str) -> Result<(), Denial> {
+        if self.plaintext_export {
+            return Ok(());
+        }
+        let how = if self.rule.is_some() {
+            "plaintext_export is false".to_owned()
+        } else {
+            "the server's allow_plaintext_export is off".to_owned()
+        };
+        Err(Denial::Forbidden(format!(
+            "{} may not export plaintext keys ({what}){}: {how}",
+            self.identity,
+            self.rule_text()
+        )))
+    }
+}
+
+/// A parsed policy.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+impl Policy {
+    /// Parses a policy; errors name the line.
+    ///
+    /// # Errors
+    /// A message with the line number.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            format!("line {line}: {}", e.message())
+        })?;
+        let mut rules = Vec::with_capacity(file.rule.len());
+        for (index, rule) in file.rule.into_iter().enumerate() {
+            let at = |span: std::ops::Range<usize>| {
+                if span.is_empty() {
+                    format!("rule {}", index + 1)
+                } else {
+                    format!("line {}", line_of(text, span.start))
+                }
+            };
+            let identity_matcher = Glob::new(rule.identity.get_ref())
+                .map(|g| g.compile_matcher())
+                .map_err(|e| format!("{}: identity: {e}", at(rule.identity.span())))?;
+            if rule.rpcs.get_ref().is_empty() {
+                return Err(format!("{}: rpcs: must name at least one RPC (or \"*\")", at(rule.rpcs.span())));
+            }
+            for rpc in rule.rpcs.get_ref() {
+                if rpc != "*" && !RPCS.contains(&rpc.as_str()) {
+                    return Err(format!(
+                        "{}: rpcs: unknown RPC {rpc:?}; known: {}",
+                        at(rule.rpcs.span()),
+                        RPCS.join(", ")
+                    ));
+                }
+            }
+            let pipelines = Patterns::parse(rule.pipelines.get_ref())
+                .map_err(|e| format!("{}: pipelines: {e}", at(rule.pipelines.span())))?;
+            let kms_keys = Patterns::parse(rule.kms_keys.get_ref())
+                .map_err(|e| format!("{}: kms_keys: {e}", at(rule.kms_keys.span())))?;
+            let max_key_bits = *rule.max_key_bits.get_ref();
+            if !matches!(max_key_bits, 128 | 192 | 256) {
+                return Err(format!("{}: max_key_bits: must be 128, 192 or 256", at(rule.max_key_bits.span())));
+            }
+            let limiter = match (&rule.rate_per_second, &rule.burst) {
+                (None, None) => None,
+                (Some(rate), burst) => {
+                    let per_second = NonZeroU32::new(*rate.get_ref())
+                        .ok_or_else(|| format!("{}: rate_per_second: must be at least 1", at(rate.span())))?;
+                    let burst = match burst {
+                        Some(b) => NonZeroU32::new(*b.get_ref())
+                            .ok_or_else(|| format!("{}: burst: must be at least 1", at(b.span())))?,
+                        None => per_second,
+                    };
+                    Some(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)))
+                }
+                (None, Some(burst)) => {
+                    return Err(format!("{}: burst: needs rate_per_second", at(burst.span())));
+                }
+            };
+            rules.push(Rule {
+                number: index + 1,
+                identity: rule.identity.into_inner(),
+                identity_matcher,
+                rpcs: rule.rpcs.into_inner(),
+                pipelines,
+                kms_keys,
+                max_key_bits,
+                plaintext_export: rule.plaintext_export,
+                rate_per_second: rule.rate_per_second.as_ref().map_or(0, |r| *r.get_ref()),
+                limiter,
+            });
+        }
+        Ok(Policy { rules })
+    }
+
+    /// Loads a policy file.
+    ///
+    /// # Errors
+    /// [`PolicyError`] naming the file and line.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io { path: path.to_owned(), source })?;
+        Policy::parse(&text).map_err(|message| PolicyError::Invalid { path: path.to_owned(), message })
+    }
+
+    /// The number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether the policy has no rules (and so denies everything).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Decides whether `identity` may call `rpc`, and spends one token of its
+    /// rate limit.
+    ///
+    /// # Errors
+    /// [`Denial`] naming the missing permission.
+    pub fn authorize(&self, identity: &str, rpc: &str) -> Result<Grant, Denial> {
+        let Some(rule) = self.rules.iter().find(|r| r.identity_matcher.is_match(identity)) else {
+            return Err(Denial::Forbidden(format!("no policy rule matches identity {identity}")));
+        };
+        if !rule.rpcs.iter().any(|r| r == "*" || r == rpc) {
+            return Err(Denial::Forbidden(format!(
+                "{identity} may not call {rpc} (policy rule {}): its rpcs are {:?}",
+                rule.number, rule.rpcs
+            )));
+        }
+        if let Some(limiter) = &rule.limiter
+            && limiter.check_key(&identity.to_owned()).is_err()
+        {
+            return Err(Denial::RateLimited {
+                identity: identity.to_owned(),
+                rate: rule.rate_per_second,
+                rule: rule.number,
+            });
+        }
+        Ok(Grant {
+            identity: identity.to_owned(),
+            rule: Some(rule.number),
+            pipelines: rule.pipelines.clone(),
+            kms_keys: rule.kms_keys.clone(),
+            max_key_bits: rule.max_key_bits,
+            plaintext_export: rule.plaintext_export,
+        })
+    }
+}
+
+/// The server's policy, if any, swappable on SIGHUP.
+#[derive(Clone, Default)]
+pub struct PolicyStore {
+    file: Option<PathBuf>,
+    current: Arc<RwLock<Option<Arc<Policy>>>>,
+}
+
+impl PolicyStore {
+    /// No policy: every caller gets [`Grant::unrestricted`].
+    pub fn none() -> Self {
+        PolicyStore::default()
+    }
+
+    /// Loads `path`.
+    ///
+    /// # Errors
+    /// [`PolicyError`] naming the line: an invalid file refuses the start.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let policy = Policy::load(path)?;
+        Ok(PolicyStore { file: Some(path.to_owned()), current: Arc::new(RwLock::new(Some(Arc::new(policy)))) })
+    }
+
+    /// Reloads the file; an invalid file keeps the old policy.
+    ///
+    /// # Errors
+    /// [`PolicyError`] when the new file is invalid (the old policy stays).
+    pub fn reload(&self) -> Result<usize, PolicyError> {
+        let Some(path) = &self.file else {
+            return Ok(0);
+        };
+        let policy = Policy::load(path)?;
+        let rules = policy.len();
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(Arc::new(policy));
+        }
+        Ok(rules)
+    }
+
+    /// The policy in force, if any.
+    pub fn current(&self) -> Option<Arc<Policy>> {
+        self.current.read().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Decides a call: with no policy, everything is granted (plaintext
+    /// export per `server_export`).
+    ///
+    /// # Errors
+    /// [`Denial`].
+    pub fn authorize(&self, identity: &str, rpc: &str, server_export: bool) -> Result<Grant, Denial> {
+        match self.current() {
+            Some(policy) => policy.authorize(identity, rpc),
+            None => Ok(Grant::unrestricted(identity, server_export)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[[rule]]
+identity = "spiffe://example.org/ns/media/sa/encoder"
+rpcs = ["IssueDataKey", "SubmitEncryptedJob"]
+pipelines = ["1111111111111-*"]
+kms_keys = ["arn:aws:kms:us-east-1:111122223333:key/*", "alias/media"]
+max_key_bits = 128
+
+[[rule]]
+identity = "spiffe://example.org/ns/ops/*"
+rpcs = ["*"]
+plaintext_export = true
+rate_per_second = 1
+burst = 2
+"#;
+
+    #[test]
+    fn first_matching_rule_governs_and_denials_name_the_permission() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let encoder = "spiffe://example.org/ns/media/sa/encoder";
+        let grant = policy.authorize(encoder, "IssueDataKey").unwrap();
+        assert_eq!(grant.rule, Some(1));
+        assert!(grant.check_kms_key("alias/media").is_ok());
+        let err = grant.check_kms_key("alias/other").unwrap_err().to_string();
+        assert!(err.contains("may not use KMS key alias/other"), "{err}");
+        assert!(grant.check_key_bits(KeyBits::Aes256).unwrap_err().to_string().contains("max_key_bits is 128"));
+        assert!(grant.check_pipeline("2222222222222-abcdef").is_err());
+        assert!(grant.check_plaintext_export("UnwrapKey").unwrap_err().to_string().contains("plaintext_export"));
+        let err = policy.authorize(encoder, "UnwrapKey").unwrap_err().to_string();
+        assert!(err.contains("may not call UnwrapKey (policy rule 1)"), "{err}");
+        let err = policy.authorize("spiffe://evil.org/x", "IssueDataKey").unwrap_err().to_string();
+        assert_eq!(err, "no policy rule matches identity spiffe://evil.org/x");
+    }
+
+    #[test]
+    fn rate_limits_are_per_identity() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let a = "spiffe://example.org/ns/ops/sa/a";
+        let b = "spiffe://example.org/ns/ops/sa/b";
+        assert!(policy.authorize(a, "UnwrapKey").is_ok());
+        assert!(policy.authorize(a, "UnwrapKey").is_ok());
+        assert!(matches!(policy.authorize(a, "UnwrapKey"), Err(Denial::RateLimited { .. })));
+        assert!(policy.authorize(b, "UnwrapKey").is_ok(), "another identity has its own bucket");
+    }
+
+    #[test]
+    fn invalid_files_name_the_line() {
+        let err = Policy::parse("[[rule]]\nidentity = \"x\"\nrpcs = [\"IssueKey\"]\n").unwrap_err();
+        assert!(err.starts_with("line 3: rpcs: unknown RPC \"IssueKey\""), "{err}");
+        let err = Policy::parse("[[rule]]\nidentity = \"x\"\nrpcs = [\"*\"]\nmax_key_bits = 512\n").unwrap_err();
+        assert!(err.starts_with("line 4: max_key_bits"), "{err}");
+        let err = Policy::parse("[[rule]]\nidentity = \"x\"\nrpcz = [\"*\"]\n").unwrap_err();
+        assert!(err.starts_with("line 3:") && err.contains("rpcz"), "{err}");
+        let err = Policy::parse("[[rule]]\nidentity = \"[\"\nrpcs = [\"*\"]\n").unwrap_err();
+        assert!(err.starts_with("line 2: identity"), "{err}");
+    }
+}

@@ -1,0 +1,472 @@
+//! Elastic Transcoder `CreateJob` assembly, validation and submission.
+//!
+//! Owns the job flow: check the whole request against the ET model (no KMS
+//! call before it passes), resolve the pipeline and its KMS key, make a
+//! fresh key and IV for every file ET writes and verify every key the caller
+//! brought (KMS calls concurrent, bounded, under one deadline), fill the
+//! blocks in, and submit through aws-sdk-elastictranscoder. A job whose keys
+//! could not all be made is never submitted; plaintext keys are dropped
+//! (zeroized) as soon as they are wrapped. Never logs key material.
+
+pub mod error;
+pub mod model;
+pub mod pipeline;
+pub mod plan;
+pub mod sdk;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+
+use self::error::{EtError, EtErrorKind, map_et_error};
+use self::pipeline::Pipelines;
+use self::plan::Block;
+use self::validate::{BlockKind, Place, Violation};
+use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
+use crate::custody::keys::{
+    DataKey, EncryptionMode, EncryptionText, Iv16, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
+};
+use crate::custody::kms::{KmsErrorKind, KmsKeyId};
+use crate::custody::policy::{Denial, Grant};
+
+/// A `SubmitEncryptedJob` request in domain terms.
+#[derive(Debug, Default)]
+pub struct JobRequest {
+    /// The CreateJob body as the caller wrote it: AES protections without a
+    /// `Key` are for the broker to fill.
+    pub job: model::CreateJob,
+    /// PlayReady content keys the caller passed in plaintext, by playlist
+    /// index (`Playlists[i]`), for the broker to wrap.
+    pub playready_content_keys: BTreeMap<usize, DataKey>,
+    /// The KMS key the caller expects, which must be the pipeline's.
+    pub kms_key_id: Option<KmsKeyId>,
+    /// Assemble and validate only; submit nothing.
+    pub validate_only: bool,
+}
+
+/// A file whose key the broker made or checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedFile {
+    /// JSON path in the CreateJob body, e.g. `Outputs[3].ThumbnailEncryption`.
+    pub path: String,
+    /// The object key, pattern or playlist name the block protects.
+    pub object_key: String,
+    /// The block as it stands in the body (`Mode` is `aes-128` for HLS, the
+    /// DRM format for PlayReady).
+    pub encryption: EncryptionText,
+    /// Whether the broker made the key (or wrapped a PlayReady content key).
+    pub issued_by_broker: bool,
+    /// The keyed hash of the wrapped key.
+    pub fingerprint: String,
+}
+
+/// The outcome of a job.
+#[derive(Debug)]
+pub struct AssembledJob {
+    /// ET's job id; `None` with `validate_only`.
+    pub job_id: Option<String>,
+    /// The rest-json body POSTed (or that would be) to `/2012-09-25/jobs`.
+    pub request_json: String,
+    /// The job as ET answered it; `None` with `validate_only`.
+    pub job_json: Option<String>,
+    /// Every protected file.
+    pub protected_files: Vec<ProtectedFile>,
+    /// The pipeline's KMS key, when the job has AES blocks.
+    pub kms_key_arn: String,
+}
+
+/// Why a job was not assembled or submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The request breaks an ET model rule.
+    #[error(transparent)]
+    Invalid(#[from] Violation),
+    /// The caller's grant does not cover this job.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// The pipeline cannot take this job; the message says how to fix it.
+    #[error("{0}")]
+    Precondition(String),
+    /// A key could not be made, wrapped or verified.
+    #[error("{path}: {source}")]
+    Key {
+        /// The block's v1 API path.
+        path: String,
+        /// The cause.
+        source: BrokerError,
+    },
+    /// The job's KMS calls did not finish within the job deadline.
+    #[error("the job's KMS calls did not finish within {0:?}")]
+    Deadline(Duration),
+    /// Elastic Transcoder failed or refused.
+    #[error(transparent)]
+    Et(#[from] EtError),
+    /// Serialising the body failed.
+    #[error("cannot serialise the CreateJob body: {0}")]
+    Serialise(#[from] serde_json::Error),
+}
+
+/// How jobs are assembled.
+#[derive(Debug, Clone)]
+pub struct TranscoderSettings {
+    /// KMS calls in flight for one job.
+    pub max_concurrent_kms_calls: usize,
+    /// The deadline of all of one job's KMS calls.
+    pub job_deadline: Duration,
+}
+
+/// What one block needs from KMS.
+enum Task {
+    /// A fresh key and IV.
+    Generate { mode: EncryptionMode, bits: KeyBits },
+    /// Wrap the caller's PlayReady content key.
+    WrapContentKey(DataKey),
+    /// Check the caller's wrapped key decrypts with the pipeline's key and
+    /// matches its KeyMd5 (and, for HLS, is 128 bits).
+    Verify { wrapped: WrappedKey, key_md5: [u8; 16], need: Option<KeyBits> },
+}
+
+/// What KMS answered for one block.
+enum Outcome {
+    Made { key: String, key_md5: String, iv: Option<String>, fingerprint: String },
+    Verified { fingerprint: String },
+}
+
+struct Planned {
+    place: Place,
+    task: Option<Task>,
+}
+
+/// Assembles and submits Elastic Transcoder jobs.
+pub struct Transcoder {
+    broker: Arc<Broker>,
+    pipelines: Pipelines,
+    et: Option<aws_sdk_elastictranscoder::Client>,
+    settings: TranscoderSettings,
+}
+
+impl Transcoder {
+    /// A transcoder over `broker`; `et` is `None` where no ET endpoint is
+    /// configured (`--dev`, offline), so only `validate_only` jobs work.
+    pub fn new(
+        broker: Arc<Broker>,
+        pipelines: Pipelines,
+        et: Option<aws_sdk_elastictranscoder::Client>,
+        settings: TranscoderSettings,
+    ) -> Self {
+        Transcoder { broker, pipelines, et, settings }
+    }
+
+    /// Validates, keys and (unless `validate_only`) submits a job.
+    ///
+    /// # Errors
+    /// [`JobError`]; on any error nothing was submitted.
+    pub async fn submit(&self, request: JobRequest, grant: &Grant) -> Result<AssembledJob, JobError> {
+        let JobRequest { mut job, mut playready_content_keys, kms_key_id, validate_only } = request;
+        validate::check_structure(&job)?;
+        let planned = plan_tasks(&mut job, &mut playready_content_keys)?;
+        grant.check_pipeline(&job.pipeline_id)?;
+        for task in planned.iter().filter_map(|p| p.task.as_ref()) {
+            match task {
+                Task::Generate { bits, .. } => grant.check_key_bits(*bits)?,
+                Task::WrapContentKey(key) => grant.check_key_bits(key.bits())?,
+                Task::Verify { .. } => {}
+            }
+        }
+
+        let pipeline = self.pipelines.resolve(&job.pipeline_id).await?;
+        let needs_kms = planned.iter().any(|p| p.task.is_some());
+        let key_arn = if needs_kms || kms_key_id.is_some() {
+            let arn = pipeline.key_arn().map_err(JobError::Precondition)?.to_owned();
+            if let Some(named) = &kms_key_id {
+                check_named_key(named, &arn)?;
+            }
+            grant.check_kms_key(&arn)?;
+            arn
+        } else {
+            String::new()
+        };
+
+        let outcomes = if needs_kms {
+            let key_id = KmsKeyId::parse(&key_arn, "kms_key_arn").map_err(|e| JobError::Precondition(e.to_string()))?;
+            self.run_tasks(&key_id, &planned).await?
+        } else {
+            Vec::new()
+        };
+        let protected_files = fill_in(&mut job, outcomes)?;
+        let request_json = serde_json::to_string(&job)?;
+        tracing::info!(
+            pipeline_id = %job.pipeline_id,
+            kms_key_arn = %key_arn,
+            protected_files = protected_files.len(),
+            fingerprints = ?protected_files.iter().map(|f| f.fingerprint.as_str()).collect::<Vec<_>>(),
+            validate_only,
+            "assembled an Elastic Transcoder job"
+        );
+        if validate_only {
+            return Ok(AssembledJob {
+                job_id: None,
+                request_json,
+                job_json: None,
+                protected_files,
+                kms_key_arn: key_arn,
+            });
+        }
+
+        let Some(client) = &self.et else {
+            return Err(EtError::new(
+                "CreateJob",
+                EtErrorKind::Unavailable,
+                "no Elastic Transcoder endpoint is configured (--dev and offline configurations validate only)",
+            )
+            .into());
+        };
+        let answer = sdk::create_job_request(client, &job).send().await.map_err(|e| map_et_error("CreateJob", &e))?;
+        let submitted =
+            answer.job().ok_or_else(|| EtError::new("CreateJob", EtErrorKind::Internal, "no Job in the answer"))?;
+        let job_id = submitted.id().unwrap_or_default().to_owned();
+        tracing::info!(job_id = %job_id, pipeline_id = %job.pipeline_id, "submitted an Elastic Transcoder job");
+        Ok(AssembledJob {
+            job_id: Some(job_id),
+            request_json,
+            job_json: Some(sdk::job_to_json(submitted).to_string()),
+            protected_files,
+            kms_key_arn: key_arn,
+        })
+    }
+
+    /// Runs every task, at most `max_concurrent_kms_calls` at a time, under
+    /// the job deadline; the first failure cancels the rest (their keys are
+    /// dropped and zeroized).
+    async fn run_tasks(&self, key_id: &KmsKeyId, planned: &[Planned]) -> Result<Vec<Option<Outcome>>, JobError> {
+        let limit = self.settings.max_concurrent_kms_calls.max(1);
+        let runs = futures::stream::iter(0..planned.len())
+            .map(|index| async move {
+                let item = &planned[index];
+                match &item.task {
+                    None => Ok((index, None)),
+                    Some(task) => self
+                        .run_task(key_id, task)
+                        .await
+                        .map(|outcome| (index, Some(outcome)))
+                        .map_err(|source| key_error(&item.place, source)),
+                }
+            })
+            .buffer_unordered(limit)
+            .try_collect::<Vec<_>>();
+        let mut done = tokio::time::timeout(self.settings.job_deadline, runs)
+            .await
+            .map_err(|_| JobError::Deadline(self.settings.job_deadline))??;
+        done.sort_by_key(|(index, _)| *index);
+        Ok(done.into_iter().map(|(_, outcome)| outcome).collect())
+    }
+
+    async fn run_task(&self, key_id: &KmsKeyId, task: &Task) -> Result<Outcome, BrokerError> {
+        let context = ServiceContext::ElasticTranscoder;
+        match task {
+            Task::Generate { mode, bits } => {
+                let key = DataKey::generate(*bits)?;
+                let iv = Iv16::generate()?;
+                let issued = self.broker.seal(key_id, &key, *mode, iv, context).await?;
+                let text = issued.block.to_text();
+                Ok(Outcome::Made {
+                    key: text.key,
+                    key_md5: text.key_md5,
+                    iv: Some(text.initialization_vector),
+                    fingerprint: issued.fingerprint,
+                })
+            }
+            Task::WrapContentKey(content_key) => {
+                let sealed = self.broker.wrap_raw(key_id, content_key, context).await?;
+                Ok(Outcome::Made {
+                    key: sealed.wrapped.to_base64(),
+                    key_md5: encode_base64(&sealed.key_md5),
+                    iv: None,
+                    fingerprint: sealed.fingerprint,
+                })
+            }
+            Task::Verify { wrapped, key_md5, need } => {
+                let request = UnwrapRequest {
+                    key_id: Some(key_id.clone()),
+                    wrapped: wrapped.clone(),
+                    key_md5: Some(*key_md5),
+                    context,
+                };
+                let opened = self.broker.open(request, "key_md5").await?;
+                if let Some(bits) = need
+                    && opened.key.bits() != *bits
+                {
+                    return Err(crate::custody::keys::KeyError::invalid(
+                        "key",
+                        format!("must be a {}-bit key, got {} bits", bits.bits(), opened.key.bits().bits()),
+                    )
+                    .into());
+                }
+                Ok(Outcome::Verified { fingerprint: opened.fingerprint })
+            }
+        }
+    }
+}
+
+/// The error for a block's failed KMS task: a ciphertext KMS cannot open
+/// with the pipeline's key is the caller's mistake (`INVALID_ARGUMENT`).
+fn key_error(place: &Place, source: BrokerError) -> JobError {
+    if let BrokerError::Kms(kms) = &source
+        && matches!(kms.kind, KmsErrorKind::InvalidCiphertext)
+    {
+        return JobError::Invalid(Violation {
+            path: format!("{}.key", place.api),
+            rule: format!("KMS cannot decrypt it with the pipeline's key under the Elastic Transcoder context ({kms})"),
+        });
+    }
+    if let BrokerError::KeyMd5Mismatch { .. } = &source {
+        return JobError::Invalid(Violation {
+            path: format!("{}.key_md5", place.api),
+            rule: "does not match the MD5 of the key KMS unwrapped".to_owned(),
+        });
+    }
+    JobError::Key { path: place.api.clone(), source }
+}
+
+/// A caller-named key must be the pipeline's: its ARN or its key id.
+fn check_named_key(named: &KmsKeyId, pipeline_arn: &str) -> Result<(), JobError> {
+    let named = named.as_str();
+    let key_id = pipeline_arn.rsplit_once("key/").map(|(_, id)| id);
+    if named == pipeline_arn || Some(named) == key_id {
+        return Ok(());
+    }
+    Err(JobError::Precondition(format!(
+        "kms_key_id {named} is not the pipeline's KMS key {pipeline_arn}: Elastic Transcoder decrypts keys only with \
+         the pipeline's key; leave kms_key_id empty or name that key"
+    )))
+}
+
+fn decode_md5(text: &str) -> [u8; 16] {
+    decode_base64(text, "key_md5").ok().and_then(|d| <[u8; 16]>::try_from(d.as_slice()).ok()).unwrap_or_default()
+}
+
+fn decode_wrapped(text: &str) -> WrappedKey {
+    WrappedKey::new(decode_base64(text, "key").unwrap_or_default())
+}
+
+/// Checks every block and decides its task, before any KMS call.
+fn plan_tasks(
+    job: &mut model::CreateJob,
+    content_keys: &mut BTreeMap<usize, DataKey>,
+) -> Result<Vec<Planned>, JobError> {
+    let mut planned = Vec::new();
+    plan::visit_blocks(job, &mut |place, _object, block| {
+        let task = match block {
+            Block::Supplied(enc) => encryption_task(&place, enc, false)?,
+            Block::Written(enc) => encryption_task(&place, enc, true)?,
+            Block::Hls(hls) => {
+                if validate::check_hls(&place, hls)? {
+                    Some(Task::Generate { mode: EncryptionMode::AesCbcPkcs7, bits: KeyBits::Aes128 })
+                } else {
+                    Some(Task::Verify {
+                        wrapped: decode_wrapped(&hls.key),
+                        key_md5: decode_md5(&hls.key_md5),
+                        need: Some(KeyBits::Aes128),
+                    })
+                }
+            }
+            Block::PlayReady { index, drm } => {
+                let content_key = content_keys.remove(&index);
+                validate::check_play_ready(&place, drm, content_key.is_some())?;
+                Some(match content_key {
+                    Some(key) => Task::WrapContentKey(key),
+                    None => Task::Verify {
+                        wrapped: decode_wrapped(&drm.key),
+                        key_md5: decode_md5(&drm.key_md5),
+                        need: None,
+                    },
+                })
+            }
+        };
+        planned.push(Planned { place, task });
+        Ok::<(), Violation>(())
+    })?;
+    Ok(planned)
+}
+
+/// The task of an `Encryption` element; `written` is true for files ET
+/// writes, whose keys the broker may make.
+fn encryption_task(place: &Place, enc: &model::Encryption, written: bool) -> Result<Option<Task>, Violation> {
+    let (mode, kind) = validate::check_encryption(place, enc, written)?;
+    Ok(match kind {
+        BlockKind::ServerSide => None,
+        BlockKind::Generate(bits) => Some(Task::Generate { mode, bits }),
+        BlockKind::Caller => {
+            Some(Task::Verify { wrapped: decode_wrapped(&enc.key), key_md5: decode_md5(&enc.key_md5), need: None })
+        }
+    })
+}
+
+/// Writes the outcomes into the job, in the order they were planned, and
+/// lists the protected files.
+fn fill_in(job: &mut model::CreateJob, outcomes: Vec<Option<Outcome>>) -> Result<Vec<ProtectedFile>, JobError> {
+    let mut outcomes = outcomes.into_iter();
+    let mut files = Vec::new();
+    plan::visit_blocks(job, &mut |place, object, block| {
+        let Some(outcome) = outcomes.next().flatten() else {
+            return Ok::<(), JobError>(());
+        };
+        let (issued_by_broker, fingerprint) = match &outcome {
+            Outcome::Made { fingerprint, .. } => (true, fingerprint.clone()),
+            Outcome::Verified { fingerprint } => (false, fingerprint.clone()),
+        };
+        let encryption = match block {
+            Block::Supplied(enc) | Block::Written(enc) => {
+                if let Outcome::Made { key, key_md5, iv, .. } = outcome {
+                    enc.key = key;
+                    enc.key_md5 = key_md5;
+                    enc.initialization_vector = iv.unwrap_or_default();
+                }
+                EncryptionText {
+                    mode: enc.mode.clone(),
+                    key: enc.key.clone(),
+                    key_md5: enc.key_md5.clone(),
+                    initialization_vector: enc.initialization_vector.clone(),
+                }
+            }
+            Block::Hls(hls) => {
+                if let Outcome::Made { key, key_md5, iv, .. } = outcome {
+                    hls.method = "aes-128".to_owned();
+                    hls.key = key;
+                    hls.key_md5 = key_md5;
+                    hls.initialization_vector = iv.unwrap_or_default();
+                }
+                EncryptionText {
+                    mode: "aes-128".to_owned(),
+                    key: hls.key.clone(),
+                    key_md5: hls.key_md5.clone(),
+                    initialization_vector: hls.initialization_vector.clone(),
+                }
+            }
+            Block::PlayReady { drm, .. } => {
+                if let Outcome::Made { key, key_md5, .. } = outcome {
+                    drm.key = key;
+                    drm.key_md5 = key_md5;
+                }
+                EncryptionText {
+                    mode: drm.format.clone(),
+                    key: drm.key.clone(),
+                    key_md5: drm.key_md5.clone(),
+                    initialization_vector: drm.initialization_vector.clone(),
+                }
+            }
+        };
+        files.push(ProtectedFile {
+            path: place.json,
+            object_key: object.to_owned(),
+            encryption,
+            issued_by_broker,
+            fingerprint,
+        });
+        Ok(())
+    })?;
+    Ok(files)
+}

@@ -1,0 +1,3 @@
+//! Transcoding jobs: one folder per transcoder.
+
+pub mod et;
