@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keybroker::app::config::{Config, KmsBackend};
+use keybroker::app::server::{Application, Peers};
 use keybroker::custody::kms::{Kms, LocalKeyring};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
@@ -172,12 +173,12 @@ async fn throughput(pool: &Arc<Vec<Vec<u8>>>, dir: &Path) {
     config.kms.local.master_key_file = dir.join("master.key");
     config.apply_dev();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
-    let services = keybroker::app::server::Services::new(&config, ring, None, None).unwrap();
+    let peers = Peers { kms: Some(ring), ..Peers::default() };
+    let app = Application::build(config.clone(), peers).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let served = config.clone();
     tokio::spawn(async move {
-        keybroker::app::server::serve(listener, &served, services, std::future::pending()).await.unwrap();
+        app.run(listener, std::future::pending()).await.unwrap();
     });
     let mut clients = [client(&addr.to_string(), false).await, client(&addr.to_string(), true).await];
 

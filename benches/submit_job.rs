@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keybroker::app::config::{Config, KmsBackend};
+use keybroker::app::server::{Application, Peers};
 use keybroker::custody::kms::{Delayed, Kms, LocalKeyring};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
@@ -73,12 +74,12 @@ async fn main() {
     config.apply_dev();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
     let kms: Arc<dyn Kms> = Arc::new(Delayed::new(ring, round_trip()));
-    let services = keybroker::app::server::Services::new(&config, kms, None, None).unwrap();
+    let peers = Peers { kms: Some(kms), ..Peers::default() };
+    let app = Application::build(config.clone(), peers).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let served = config.clone();
     tokio::spawn(async move {
-        keybroker::app::server::serve(listener, &served, services, std::future::pending()).await.unwrap();
+        app.run(listener, std::future::pending()).await.unwrap();
     });
     let mut client = KeyBrokerClient::connect(format!("http://{addr}")).await.unwrap();
 

@@ -1,26 +1,48 @@
 //! keybroker: the key-custody boundary for encrypted media transcoding.
 //!
 //! # Layout
-//! - [`config`]: the TOML file, `KEYBROKER_*` variables and flags.
-//! - [`telemetry`]: structured logs.
-//! - [`server`]: startup, health, reflection, shutdown.
-//! - [`api`]: the tonic service; protobuf in, domain out.
-//! - [`broker`]: issuing, wrapping and unwrapping keys (the custody domain).
-//! - [`keys`]: data keys, IVs and digests; the only place plaintext lives.
-//! - [`kms`]: KMS backends (`aws`, `local`) behind one trait.
-//! - [`cipher`]: file encryption in ET's formats (CBC, CTR, GCM), streaming.
-//! - [`objects`]: whole objects encrypted and decrypted as streams, and S3 mode.
-//! - [`fingerprint`]: keyed hashes that name wrapped keys in logs.
-//! - [`tls`]: mutual TLS, reloadable certificates, caller identity.
-//! - [`conn`]: accepted connections, written so small answers coalesce.
-//! - [`policy`]: who may do what; per-identity rate limits.
-//! - [`audit`]: the hash-chained, group-committed audit log.
-//! - [`layers`]: load shedding; [`metrics`]: Prometheus exposition.
-//! - [`hygiene`]: no core dumps, locked pages.
-//! - [`loadgen`]: the `keybroker bench` load generator.
-//! - [`cloud`]: the shared AWS SDK configuration.
-//! - [`transcoder`]: Elastic Transcoder CreateJob assembly, validation, submission.
-//! - [`cli`]: the `keybroker` command line, server and client subcommands.
+//!
+//! The code is in wings; the tour follows a request through them.
+//!
+//! **Start-up.** `main.rs` parses the command line ([`client`], which also
+//! holds the client subcommands and the `bench` load generator) and hands
+//! `serve` to [`app`]: [`app::config`] lays defaults, the TOML file,
+//! `KEYBROKER_*` variables and flags over each other;
+//! [`app::server::Application`] builds everything the configuration
+//! describes (the KMS backend, the AWS clients of [`app::aws`], the policy,
+//! the audit log) and serves it until SIGTERM, then drains. The tests start
+//! the same `Application`.
+//!
+//! **An `IssueDataKey` call.** A connection is accepted ([`edge::conn`]);
+//! with mutual TLS, [`edge::tls`] names the caller from its certificate.
+//! Load shedding ([`edge::shed`]) refuses calls beyond the limit. The call
+//! gate ([`edge::gate`]) is the one scope every RPC passes, unary or
+//! streaming: identity, the policy's grant ([`custody::policy`], by
+//! [`custody::rpc::Rpc`]), the deadline, metrics ([`app::metrics`]), the
+//! request id, and one audit record per call ([`audit`]), durable before the
+//! answer leaves. The RPC's own file, [`edge::rpc::issue_data_key`], parses
+//! the protobuf ([`edge::pb`]) into domain types and calls the custody
+//! domain: [`custody::broker`] draws a [`custody::keys::DataKey`] (the only
+//! type holding plaintext, zeroized on drop), has a [`custody::kms`] backend
+//! (AWS KMS or the local keyring) wrap it under the transcoder's encryption
+//! context, and names it by [`custody::fingerprint`]. Errors become gRPC
+//! statuses in one place, [`edge::status`].
+//!
+//! **A `SubmitEncryptedJob` call.** The same gate; then
+//! [`edge::rpc::submit_encrypted_job`] maps the protobuf job to the Elastic
+//! Transcoder model ([`jobs::et::model`]), and [`jobs::et`] resolves the
+//! pipeline ([`jobs::et::pipeline`]), validates the job against ET's rules
+//! ([`jobs::et::validate`]), finds every key block ([`jobs::et::plan`], at
+//! places named by [`jobs::place`]), keys them concurrently through the
+//! broker, and submits `CreateJob` through the AWS SDK.
+//!
+//! **Files.** `EncryptObject` and `DecryptObject` stream through
+//! [`objects`]: sessions over [`objects::cipher`] (ET's CBC, CTR and GCM
+//! formats), or the S3 mode in which the broker reads and writes the
+//! objects itself.
+//!
+//! **Afterwards.** `keybroker audit verify` checks the audit log's chain
+//! ([`audit`]); [`app::hygiene`] keeps keys out of core dumps and swap.
 
 #![deny(unsafe_code)]
 

@@ -222,12 +222,23 @@ fn shipped_config_and_policy_load_through_the_real_loaders() {
     }
     for file in ["deploy/kubernetes/config/policy.toml", "deploy/policy.example.toml"] {
         let policy = keybroker::custody::policy::Policy::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
-        let encoder = policy.authorize("spiffe://example.org/ns/media/sa/encoder", "SubmitEncryptedJob").unwrap();
+        let encoder = policy
+            .authorize("spiffe://example.org/ns/media/sa/encoder", keybroker::custody::rpc::Rpc::SubmitEncryptedJob)
+            .unwrap();
         assert!(encoder.check_kms_key("arn:aws:kms:us-east-1:111122223333:key/1234abcd").is_ok());
         assert!(encoder.check_plaintext_export("UnwrapKey").is_err());
-        assert!(policy.authorize("spiffe://example.org/ns/media/sa/encoder", "UnwrapKey").is_err());
-        let ops = policy.authorize("spiffe://example.org/ns/ops/sa/key-recovery", "UnwrapKey").unwrap();
+        assert!(
+            policy
+                .authorize("spiffe://example.org/ns/media/sa/encoder", keybroker::custody::rpc::Rpc::UnwrapKey)
+                .is_err()
+        );
+        let ops = policy
+            .authorize("spiffe://example.org/ns/ops/sa/key-recovery", keybroker::custody::rpc::Rpc::UnwrapKey)
+            .unwrap();
         assert!(ops.check_plaintext_export("UnwrapKey").is_ok());
-        assert!(policy.authorize("spiffe://example.org/ns/other/sa/x", "IssueDataKey").is_err(), "default deny");
+        assert!(
+            policy.authorize("spiffe://example.org/ns/other/sa/x", keybroker::custody::rpc::Rpc::IssueDataKey).is_err(),
+            "default deny"
+        );
     }
 }

@@ -415,7 +415,7 @@ async fn kms_outage_is_unavailable_within_the_deadline() {
     let mut moto = Moto::private();
     let key_arn = moto.create_key().await;
     let broker = TestBroker::aws(&moto, &key_arn).await;
-    let deadline = broker.config.kms.call_timeout();
+    let deadline = broker.config.aws.call_timeout();
     let mut client = broker.client().await;
     client.issue_data_key(issue(256, "aes-ctr")).await.unwrap();
 
@@ -440,8 +440,8 @@ async fn a_kms_that_hangs_is_cut_off_at_the_deadline() {
         drop(conns);
     });
     let mut config = support::broker::aws_config("alias/none");
-    config.kms.call_timeout_ms = 1_500;
-    config.kms.attempt_timeout_ms = 500;
+    config.aws.call_timeout_ms = 1_500;
+    config.aws.attempt_timeout_ms = 500;
     let fake = Moto::at(&url);
     let kms = support::broker::aws_kms(&fake, &config).await;
     let broker = TestBroker::start_with(config, Some(kms)).await;

@@ -706,10 +706,11 @@ impl S3Broker {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let services = keybroker::app::server::Services::new(&config, kms, None, Some(s3.clone())).unwrap();
+        let peers = keybroker::app::server::Peers { kms: Some(kms), et: None, s3: Some(s3.clone()) };
+        let app = keybroker::app::server::Application::build(config, peers).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            keybroker::app::server::serve(listener, &config, services, async {
+            app.run(listener, async {
                 let _ = stopped.await;
             })
             .await

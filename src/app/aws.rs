@@ -7,32 +7,32 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
-use crate::app::config::KmsConfig;
+use crate::app::config::AwsConfig;
 
 /// Loads the SDK configuration the way the AWS CLI does (environment,
 /// profile, IMDS; `AWS_ENDPOINT_URL*` honoured), with the broker's deadlines.
-pub async fn load_sdk_config(kms: &KmsConfig) -> aws_config::SdkConfig {
-    sdk_config_loader(kms).load().await
+pub async fn load_sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
+    sdk_config_loader(aws).load().await
 }
 
 /// The loader behind [`load_sdk_config`], for callers (tests, tools) that
 /// add an endpoint or credentials of their own before loading.
-pub fn sdk_config_loader(kms: &KmsConfig) -> aws_config::ConfigLoader {
+pub fn sdk_config_loader(aws: &AwsConfig) -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_millis(kms.connect_timeout_ms))
-                .operation_attempt_timeout(Duration::from_millis(kms.attempt_timeout_ms))
-                .operation_timeout(kms.call_timeout())
+                .connect_timeout(Duration::from_millis(aws.connect_timeout_ms))
+                .operation_attempt_timeout(Duration::from_millis(aws.attempt_timeout_ms))
+                .operation_timeout(aws.call_timeout())
                 .build(),
         )
         .retry_config(
             RetryConfig::standard()
-                .with_max_attempts(kms.max_attempts)
+                .with_max_attempts(aws.max_attempts)
                 .with_initial_backoff(Duration::from_millis(50))
                 .with_max_backoff(Duration::from_secs(1)),
         );
-    if let Some(region) = &kms.region {
+    if let Some(region) = &aws.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
     loader

@@ -46,6 +46,8 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Logging.
     pub log: LogConfig,
+    /// The AWS SDK settings every AWS client shares.
+    pub aws: AwsConfig,
     /// Key wrapping.
     pub kms: KmsConfig,
     /// Elastic Transcoder job assembly and submission.
@@ -67,6 +69,10 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// S3 mode of EncryptObject/DecryptObject.
     pub s3: S3Config,
+    /// What loading noticed that the operator should hear about (renamed
+    /// keys), logged once telemetry is up. Not configuration.
+    #[serde(skip)]
+    pub notices: Vec<String>,
 }
 
 /// S3 settings for EncryptObject/DecryptObject in S3 mode.
@@ -219,6 +225,7 @@ impl Default for Config {
             allow_plaintext_export: false,
             shutdown_grace_secs: 10,
             log: LogConfig::default(),
+            aws: AwsConfig::default(),
             kms: KmsConfig::default(),
             transcoder: TranscoderConfig::default(),
             health_listen: None,
@@ -229,6 +236,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             memory: MemoryConfig::default(),
             s3: S3Config::default(),
+            notices: Vec::new(),
         }
     }
 }
@@ -279,18 +287,20 @@ pub struct KmsConfig {
     pub default_key_id: Option<String>,
     /// What `KeyMd5` digests: `plaintext` (default) or `ciphertext`.
     pub key_md5: KeyMd5Source,
-    /// The AWS region; unset: the SDK's region chain.
-    pub region: Option<String>,
-    /// The deadline of one KMS operation, retries included, in milliseconds.
-    pub call_timeout_ms: u64,
-    /// The deadline of one attempt, in milliseconds.
-    pub attempt_timeout_ms: u64,
-    /// The TCP connect timeout, in milliseconds.
-    pub connect_timeout_ms: u64,
-    /// Attempts per operation (1 = no retry); retries back off exponentially.
-    pub max_attempts: u32,
     /// The local keyring.
     pub local: LocalKmsConfig,
+    /// The SDK settings' old home, before `[aws]`: accepted, moved to
+    /// `[aws]` with a notice.
+    #[serde(skip_serializing)]
+    region: Option<String>,
+    #[serde(skip_serializing)]
+    call_timeout_ms: Option<u64>,
+    #[serde(skip_serializing)]
+    attempt_timeout_ms: Option<u64>,
+    #[serde(skip_serializing)]
+    connect_timeout_ms: Option<u64>,
+    #[serde(skip_serializing)]
+    max_attempts: Option<u32>,
 }
 
 impl Default for KmsConfig {
@@ -299,20 +309,101 @@ impl Default for KmsConfig {
             backend: KmsBackend::Aws,
             default_key_id: None,
             key_md5: KeyMd5Source::Plaintext,
+            local: LocalKmsConfig::default(),
+            region: None,
+            call_timeout_ms: None,
+            attempt_timeout_ms: None,
+            connect_timeout_ms: None,
+            max_attempts: None,
+        }
+    }
+}
+
+/// The AWS SDK settings every AWS client (KMS, S3, Elastic Transcoder)
+/// shares: region, deadlines and retries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    /// The AWS region; unset: the SDK's region chain.
+    pub region: Option<String>,
+    /// The deadline of one operation, retries included, in milliseconds
+    /// (also the deadline of one KMS call).
+    pub call_timeout_ms: u64,
+    /// The deadline of one attempt, in milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// The TCP connect timeout, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Attempts per operation (1 = no retry); retries back off exponentially.
+    pub max_attempts: u32,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
             region: None,
             call_timeout_ms: 5_000,
             attempt_timeout_ms: 2_000,
             connect_timeout_ms: 1_000,
             max_attempts: 3,
-            local: LocalKmsConfig::default(),
         }
     }
 }
 
-impl KmsConfig {
-    /// The deadline of one KMS operation.
+impl AwsConfig {
+    /// The deadline of one operation (one KMS call, retries included).
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+impl KmsConfig {
+    /// Moves SDK settings written under `[kms]` (their home before `[aws]`)
+    /// to `aws`, noting each; a key set in both places is refused.
+    fn move_sdk_settings(&mut self, aws: &mut AwsConfig, notices: &mut Vec<String>) -> Result<(), ConfigError> {
+        fn take<T: PartialEq>(
+            old: &mut Option<T>,
+            new: &mut T,
+            default: T,
+            key: &'static str,
+            notices: &mut Vec<String>,
+        ) -> Result<(), ConfigError> {
+            let Some(value) = old.take() else {
+                return Ok(());
+            };
+            if *new != default {
+                return Err(ConfigError::Invalid {
+                    key,
+                    rule: format!("set in both [kms] and [aws]; keep only aws.{}", &key["kms.".len()..]),
+                });
+            }
+            *new = value;
+            notices.push(format!("{key} is now aws.{}; the old name still works", &key["kms.".len()..]));
+            Ok(())
+        }
+        let defaults = AwsConfig::default();
+        take(&mut self.region.take().map(Some), &mut aws.region, defaults.region, "kms.region", notices)?;
+        take(
+            &mut self.call_timeout_ms,
+            &mut aws.call_timeout_ms,
+            defaults.call_timeout_ms,
+            "kms.call_timeout_ms",
+            notices,
+        )?;
+        take(
+            &mut self.attempt_timeout_ms,
+            &mut aws.attempt_timeout_ms,
+            defaults.attempt_timeout_ms,
+            "kms.attempt_timeout_ms",
+            notices,
+        )?;
+        take(
+            &mut self.connect_timeout_ms,
+            &mut aws.connect_timeout_ms,
+            defaults.connect_timeout_ms,
+            "kms.connect_timeout_ms",
+            notices,
+        )?;
+        take(&mut self.max_attempts, &mut aws.max_attempts, defaults.max_attempts, "kms.max_attempts", notices)
     }
 }
 
@@ -375,35 +466,25 @@ pub fn dev_pipeline() -> crate::jobs::et::pipeline::Pipeline {
 /// The id of [`dev_pipeline`].
 pub const DEV_PIPELINE_ID: &str = "0000000000000-keydev";
 
-/// The configuration's top-level keys: other `KEYBROKER_*` variables (such
-/// as the clients' `KEYBROKER_ADDR`) are not configuration.
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen",
-    "dev",
-    "allow_plaintext_export",
-    "shutdown_grace_secs",
-    "log",
-    "kms",
-    "transcoder",
-    "health_listen",
-    "metrics_listen",
-    "tls",
-    "policy",
-    "audit",
-    "limits",
-    "memory",
-    "s3",
-];
-
 /// Whether a `KEYBROKER_*` variable (prefix stripped, any case, nesting
-/// written `__` or already split to `.`) names a configuration key.
-fn is_configuration_key(key: &str) -> bool {
-    TOP_LEVEL_KEYS.iter().any(|top| {
+/// written `__` or already split to `.`) names a key of the configuration
+/// (one of `top_level`); other variables, such as the clients'
+/// `KEYBROKER_ADDR`, are not configuration.
+fn is_configuration_key(top_level: &[String], key: &str) -> bool {
+    top_level.iter().any(|top| {
         key.eq_ignore_ascii_case(top)
             || (key.len() > top.len() + 2
                 && key[..top.len()].eq_ignore_ascii_case(top)
                 && (key[top.len()..].starts_with("__") || key[top.len()..].starts_with('.')))
     })
+}
+
+/// The configuration's top-level keys, read off the struct itself.
+fn top_level_keys() -> Vec<String> {
+    match figment::value::Value::serialize(Config::default()) {
+        Ok(figment::value::Value::Dict(_, dict)) => dict.into_keys().collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The longest group-commit delay the configuration accepts: 100 ms.
@@ -419,6 +500,20 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] naming the bad key or file.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, Serialized::defaults(figment::value::Dict::new()))
+    }
+
+    /// Loads defaults, then `file` (if any), then `KEYBROKER_*` variables,
+    /// then `flags` (the command line's values, by configuration key), in
+    /// one figment chain. When any of them sets `dev`, the development
+    /// profile ([`Config::apply_dev`]) lies between the environment and
+    /// the flags, so a flag still wins over it.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] naming the bad key or file; [`ConfigError::Invalid`]
+    /// for a missing file or an SDK setting given under both its old and
+    /// its new name.
+    pub fn load_with(file: Option<&Path>, flags: impl figment::Provider) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -429,9 +524,21 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment =
-            figment.merge(Env::prefixed("KEYBROKER_").split("__").filter(|key| is_configuration_key(key.as_str())));
-        figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
+        let top_level = top_level_keys();
+        figment = figment.merge(
+            Env::prefixed("KEYBROKER_").split("__").filter(move |key| is_configuration_key(&top_level, key.as_str())),
+        );
+        let flags = Figment::from(flags);
+        let parse = |e| ConfigError::Parse(Box::new(e));
+        if figment.clone().merge(flags.clone()).extract_inner::<bool>("dev").unwrap_or(false) {
+            let mut dev: Config = figment.extract().map_err(parse)?;
+            dev.apply_dev();
+            figment = figment.merge(Serialized::defaults(dev));
+        }
+        let mut config: Config = figment.merge(flags).extract().map_err(parse)?;
+        let Config { kms, aws, notices, .. } = &mut config;
+        kms.move_sdk_settings(aws, notices)?;
+        Ok(config)
     }
 
     /// Applies `--dev`: the local keyring, a default key, loopback only.
@@ -532,12 +639,12 @@ impl Config {
                 rule: format!("must be at most {MAX_GROUP_COMMIT_DELAY_US} (every audited call may wait this long)"),
             });
         }
-        if self.kms.max_attempts == 0 {
-            return Err(ConfigError::Invalid { key: "kms.max_attempts", rule: "must be at least 1".to_owned() });
+        if self.aws.max_attempts == 0 {
+            return Err(ConfigError::Invalid { key: "aws.max_attempts", rule: "must be at least 1".to_owned() });
         }
-        if self.kms.call_timeout_ms == 0 || self.kms.attempt_timeout_ms == 0 {
+        if self.aws.call_timeout_ms == 0 || self.aws.attempt_timeout_ms == 0 {
             return Err(ConfigError::Invalid {
-                key: "kms.call_timeout_ms",
+                key: "aws.call_timeout_ms",
                 rule: "timeouts must be greater than 0".to_owned(),
             });
         }
@@ -605,7 +712,7 @@ mod tests {
     fn top_level_keys_match_the_struct() {
         let value = serde_json::to_value(Config::default()).unwrap();
         let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
-        let mut known: Vec<_> = TOP_LEVEL_KEYS.iter().map(|k| k.to_string()).collect();
+        let mut known = top_level_keys();
         keys.sort();
         known.sort();
         assert_eq!(keys, known);
@@ -613,12 +720,49 @@ mod tests {
 
     #[test]
     fn only_configuration_variables_are_read() {
-        assert!(is_configuration_key("kms__default_key_id"));
-        assert!(is_configuration_key("LISTEN"));
-        assert!(is_configuration_key("KMS.DEFAULT_KEY_ID"));
-        assert!(!is_configuration_key("addr"));
-        assert!(!is_configuration_key("test_moto_url"));
-        assert!(!is_configuration_key("kmsx__a"));
+        let top = top_level_keys();
+        assert!(is_configuration_key(&top, "kms__default_key_id"));
+        assert!(is_configuration_key(&top, "LISTEN"));
+        assert!(is_configuration_key(&top, "KMS.DEFAULT_KEY_ID"));
+        assert!(is_configuration_key(&top, "aws__region"));
+        assert!(!is_configuration_key(&top, "addr"));
+        assert!(!is_configuration_key(&top, "test_moto_url"));
+        assert!(!is_configuration_key(&top, "kmsx__a"));
+    }
+
+    #[test]
+    fn sdk_settings_under_their_old_kms_names_move_to_aws_with_a_notice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kms]\nregion = \"eu-west-1\"\nmax_attempts = 5\n[aws]\ncall_timeout_ms = 900\n")
+            .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.aws.max_attempts, 5);
+        assert_eq!(config.aws.call_timeout_ms, 900);
+        assert_eq!(config.notices.len(), 2, "{:?}", config.notices);
+        assert!(config.notices[0].contains("kms.region is now aws.region"), "{:?}", config.notices);
+
+        std::fs::write(&path, "[kms]\nregion = \"eu-west-1\"\n[aws]\nregion = \"us-east-1\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("kms.region: set in both [kms] and [aws]"), "{err}");
+    }
+
+    #[test]
+    fn flags_lie_over_the_file_and_over_the_dev_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\ndev = true\n[kms]\nbackend = \"aws\"\n").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.kms.backend, KmsBackend::Local, "dev in the file chooses the local keyring");
+        assert_eq!(config.tls.mode, TlsMode::Plaintext);
+        assert_eq!(config.kms.default_key_id.as_deref(), Some(DEV_DEFAULT_KEY_ID));
+
+        let flags = Serialized::defaults(serde_json::json!({"listen": "127.0.0.1:7001", "kms": {"backend": "aws"}}));
+        let config = Config::load_with(Some(&path), flags).unwrap();
+        assert_eq!(config.kms.backend, KmsBackend::Aws, "--kms wins over --dev");
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 7001)));
+        assert!(config.dev);
     }
 
     #[test]

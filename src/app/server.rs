@@ -1,6 +1,7 @@
 //! Startup, layers and shutdown of the gRPC server.
 //!
-//! [`run`] takes a bound listener, so tests bind `127.0.0.1:0`. It serves the
+//! [`Application::build`] makes everything the configuration describes;
+//! [`Application::run`] takes a bound listener, so tests bind `127.0.0.1:0`. It serves the
 //! broker, the standard `grpc.health.v1` service and server reflection (v1
 //! and v1alpha, the health service's descriptors included). When `shutdown`
 //! resolves, health goes NOT_SERVING, the listener closes, and in-flight
@@ -30,6 +31,7 @@ use crate::edge::shed::ShedLayer;
 use crate::edge::tls::{ReloadableTls, TlsFiles};
 use crate::jobs::et::pipeline::Pipelines;
 use crate::jobs::et::{Transcoder, TranscoderSettings};
+use crate::objects::{Objects, ObjectsSettings};
 use futures::TryStreamExt as _;
 
 /// Why the server could not start or stopped with an error.
@@ -49,7 +51,15 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     /// The OS random generator failed.
     #[error("random number generator: {0}")]
-    Random(String),
+    Random(getrandom::Error),
+    /// The audit fingerprint key file is unreadable or too short.
+    #[error("audit.fingerprint_key_file {}: {source}", path.display())]
+    FingerprintKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The server task died.
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -67,20 +77,116 @@ pub enum ServerError {
     Bind(std::io::Error),
 }
 
-/// The KMS backend the configuration names.
-///
-/// # Errors
-/// [`ServerError::Keyring`] when the local master key is unusable.
-pub async fn build_kms(config: &Config) -> Result<Arc<dyn Kms>, ServerError> {
-    Ok(match config.kms.backend {
-        KmsBackend::Local => Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file)?),
-        KmsBackend::Aws => Arc::new(AwsKms::new(&crate::app::aws::load_sdk_config(&config.kms).await)),
-    })
+/// The peers the broker talks to. Each left `None` is made from the
+/// configuration, as `keybroker serve` makes it; tests hand in their own
+/// (a KMS pointed at the local AWS server, the ET endpoint of the suite).
+#[derive(Default)]
+pub struct Peers {
+    /// The KMS that wraps keys.
+    pub kms: Option<Arc<dyn Kms>>,
+    /// Elastic Transcoder, for `ReadPipeline` and `CreateJob`.
+    pub et: Option<aws_sdk_elastictranscoder::Client>,
+    /// S3, for the S3 mode of the object RPCs.
+    pub s3: Option<aws_sdk_s3::Client>,
+}
+
+impl Peers {
+    /// Builds the services over these peers, filling in every peer the
+    /// configuration needs and the caller did not give: the local keyring or AWS KMS, Elastic Transcoder when the
+    /// broker submits, and S3 wherever an AWS configuration is loaded (it
+    /// is loaded once, and only when an AWS peer is missing).
+    async fn complete(self, config: &Config) -> Result<Services, ServerError> {
+        let aws_kms_missing = self.kms.is_none() && config.kms.backend == KmsBackend::Aws;
+        let et_missing = self.et.is_none() && config.transcoder.submit;
+        let sdk = if aws_kms_missing || et_missing {
+            Some(crate::app::aws::load_sdk_config(&config.aws).await)
+        } else {
+            None
+        };
+        let kms: Arc<dyn Kms> = match (self.kms, &sdk) {
+            (Some(kms), _) => kms,
+            (None, Some(sdk)) if config.kms.backend == KmsBackend::Aws => Arc::new(AwsKms::new(sdk)),
+            (None, _) => Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file)?),
+        };
+        let s3 = self.s3.or_else(|| {
+            sdk.as_ref().map(|sdk| crate::objects::s3_client(sdk, &ObjectsSettings::from_config(&config.s3)))
+        });
+        let et = self
+            .et
+            .or_else(|| sdk.as_ref().filter(|_| config.transcoder.submit).map(aws_sdk_elastictranscoder::Client::new));
+        Services::new(config, kms, et, s3)
+    }
+}
+
+/// The whole server, built from a configuration: what `keybroker serve`
+/// runs and what the tests start.
+pub struct Application {
+    config: Config,
+    services: Services,
+}
+
+impl Application {
+    /// Builds everything `config` describes over `peers` (the missing ones
+    /// made from the configuration).
+    ///
+    /// # Errors
+    /// [`ServerError`] when the configuration, policy, audit log or a key
+    /// file is unusable.
+    pub async fn build(config: Config, peers: Peers) -> Result<Self, ServerError> {
+        config.validate()?;
+        for notice in &config.notices {
+            tracing::warn!(%notice, "configuration");
+        }
+        let services = peers.complete(&config).await?;
+        Ok(Application { config, services })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves on `listener` until `shutdown`, then drains.
+    ///
+    /// # Errors
+    /// [`ServerError`] when the TLS material is unusable or the transport dies.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        serve(listener, &self.config, self.services, shutdown).await
+    }
+}
+
+/// Everything one server serves: the custody domain, Elastic Transcoder
+/// jobs, object encryption, and the gate (policy and audit) in front.
+#[derive(Clone)]
+struct Services {
+    broker: Arc<Broker>,
+    transcoder: Arc<Transcoder>,
+    objects: Arc<Objects>,
+    gate: Arc<Gate>,
+}
+
+impl Services {
+    fn new(
+        config: &Config,
+        kms: Arc<dyn Kms>,
+        et: Option<aws_sdk_elastictranscoder::Client>,
+        s3: Option<aws_sdk_s3::Client>,
+    ) -> Result<Self, ServerError> {
+        let broker = build_broker(config, kms)?;
+        let transcoder = build_transcoder(config, broker.clone(), et);
+        let objects = Arc::new(Objects::new(broker.clone(), s3, ObjectsSettings::from_config(&config.s3)));
+        let gate = build_gate(config)?;
+        Ok(Services { broker, transcoder, objects, gate })
+    }
 }
 
 /// The Elastic Transcoder side: static pipelines, and an ET client where
 /// the configuration lets the broker submit.
-pub fn build_transcoder(
+fn build_transcoder(
     config: &Config,
     broker: Arc<Broker>,
     et: Option<aws_sdk_elastictranscoder::Client>,
@@ -98,11 +204,7 @@ pub fn build_transcoder(
 }
 
 /// The custody domain over `kms`, with the configuration's settings.
-///
-/// # Errors
-/// [`ServerError`] when the configuration is invalid.
-pub fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, ServerError> {
-    config.validate()?;
+fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, ServerError> {
     let default_key = config
         .kms
         .default_key_id
@@ -110,86 +212,20 @@ pub fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, S
         .map(|id| KmsKeyId::parse(id, "kms.default_key_id"))
         .transpose()
         .map_err(|e| ConfigError::Invalid { key: "kms.default_key_id", rule: e.rule })?;
-    let settings = BrokerSettings { default_key, key_md5: config.kms.key_md5, kms_deadline: config.kms.call_timeout() };
+    let settings = BrokerSettings { default_key, key_md5: config.kms.key_md5, kms_deadline: config.aws.call_timeout() };
     let fingerprints = match &config.audit.fingerprint_key_file {
         Some(path) => Fingerprinter::from_file(path)
-            .map_err(|e| ServerError::Random(format!("audit.fingerprint_key_file {}: {e}", path.display())))?,
-        None => Fingerprinter::ephemeral().map_err(|e| ServerError::Random(e.to_string()))?,
+            .map_err(|source| ServerError::FingerprintKey { path: path.clone(), source })?,
+        None => Fingerprinter::ephemeral().map_err(ServerError::Random)?,
     };
     Ok(Arc::new(Broker::new(kms, settings, fingerprints)))
 }
 
-/// Builds everything from `config` and serves on `listener` until `shutdown`.
-///
-/// # Errors
-/// [`ServerError`] when startup fails or the transport dies.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    config.validate()?;
-    let sdk = if config.kms.backend == KmsBackend::Aws || config.transcoder.submit {
-        Some(crate::app::aws::load_sdk_config(&config.kms).await)
-    } else {
-        None
-    };
-    let kms: Arc<dyn Kms> = match (&config.kms.backend, &sdk) {
-        (KmsBackend::Aws, Some(sdk)) => Arc::new(AwsKms::new(sdk)),
-        _ => build_kms(&config).await?,
-    };
-    let s3 = sdk
-        .as_ref()
-        .map(|sdk| crate::objects::s3_client(sdk, &crate::objects::ObjectsSettings::from_config(&config.s3)));
-    let et = sdk.filter(|_| config.transcoder.submit).map(|sdk| aws_sdk_elastictranscoder::Client::new(&sdk));
-    let services = Services::new(&config, kms, et, s3)?;
-    serve(listener, &config, services, shutdown).await
-}
-
-/// Everything one server serves: the custody domain, Elastic Transcoder
-/// jobs, object encryption, and the gate (policy and audit) in front.
-#[derive(Clone)]
-pub struct Services {
-    /// Keys.
-    pub broker: Arc<Broker>,
-    /// Jobs.
-    pub transcoder: Arc<Transcoder>,
-    /// Object encryption.
-    pub objects: Arc<crate::objects::Objects>,
-    /// Policy and audit.
-    pub gate: Arc<Gate>,
-}
-
-impl Services {
-    /// Builds the services over `kms`, with an ET client (job submission and
-    /// `ReadPipeline`) and an S3 client (S3 mode) where given.
-    ///
-    /// # Errors
-    /// [`ServerError`] when the configuration, policy or audit log is unusable.
-    pub fn new(
-        config: &Config,
-        kms: Arc<dyn Kms>,
-        et: Option<aws_sdk_elastictranscoder::Client>,
-        s3: Option<aws_sdk_s3::Client>,
-    ) -> Result<Self, ServerError> {
-        let broker = build_broker(config, kms)?;
-        let transcoder = build_transcoder(config, broker.clone(), et);
-        let objects = Arc::new(crate::objects::Objects::new(
-            broker.clone(),
-            s3,
-            crate::objects::ObjectsSettings::from_config(&config.s3),
-        ));
-        let gate = build_gate(config)?;
-        Ok(Services { broker, transcoder, objects, gate })
-    }
-}
-
 /// The custody boundary the configuration describes: policy and audit log.
 ///
-/// # Errors
-/// [`ServerError`] when the policy is invalid (naming the line) or the audit
-/// log cannot be opened: the server refuses to start without them.
-pub fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
+/// The server refuses to start when the policy is invalid (naming the
+/// line) or the audit log cannot be opened.
+fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
     let policy = match &config.policy.file {
         Some(path) => {
             let store = PolicyStore::load(path)?;
@@ -280,10 +316,7 @@ fn spawn_reloaders(gate: Arc<Gate>, tls: Option<ReloadableTls>, poll: Duration) 
 }
 
 /// Serves `services` on `listener` until `shutdown`, then drains.
-///
-/// # Errors
-/// [`ServerError`] when the TLS material is unusable or the transport dies.
-pub async fn serve(
+async fn serve(
     listener: TcpListener,
     config: &Config,
     services: Services,

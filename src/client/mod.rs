@@ -405,7 +405,8 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| CliError::Input(format!("cannot listen on {}: {e}", config.listen)))?;
-    crate::app::server::run(listener, config, crate::app::server::shutdown_signal()).await?;
+    let app = crate::app::server::Application::build(config, Default::default()).await?;
+    app.run(listener, crate::app::server::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use md5::{Digest as _, Md5};
+use secrecy::{ExposeSecret as _, ExposeSecretMut as _, SecretSlice};
 use zeroize::Zeroizing;
 
 /// Errors of key material and its text forms; every message names the field.
@@ -185,11 +186,13 @@ impl ServiceContext {
     }
 }
 
-/// A plaintext AES data key in memory that is zeroized on drop.
+/// A plaintext AES data key in memory that is zeroized on drop
+/// (`secrecy`'s boxed secret: one heap buffer, never reallocated, wiped
+/// when dropped).
 ///
 /// No `Clone`, no `Display`, no `Serialize`; `Debug` prints the length only.
 pub struct DataKey {
-    bytes: Zeroizing<Vec<u8>>,
+    bytes: SecretSlice<u8>,
 }
 
 impl DataKey {
@@ -198,8 +201,8 @@ impl DataKey {
     /// # Errors
     /// [`KeyError::Random`] when the OS generator fails.
     pub fn generate(bits: KeyBits) -> Result<Self, KeyError> {
-        let mut bytes = Zeroizing::new(vec![0u8; bits.bytes()]);
-        getrandom::fill(&mut bytes).map_err(|_| KeyError::Random)?;
+        let mut bytes = SecretSlice::from(vec![0u8; bits.bytes()]);
+        getrandom::fill(bytes.expose_secret_mut()).map_err(|_| KeyError::Random)?;
         Ok(DataKey { bytes })
     }
 
@@ -210,14 +213,14 @@ impl DataKey {
     /// [`KeyError::Invalid`] naming `field` unless it is 16, 24 or 32 bytes;
     /// the rejected bytes are zeroized too.
     pub fn from_vec(bytes: Vec<u8>, field: &str) -> Result<Self, KeyError> {
-        let bytes = Zeroizing::new(bytes);
-        KeyBits::from_len(bytes.len(), field)?;
+        let bytes = secret_from_vec(bytes);
+        KeyBits::from_len(bytes.expose_secret().len(), field)?;
         Ok(DataKey { bytes })
     }
 
     /// The key's length.
     pub fn bits(&self) -> KeyBits {
-        match self.bytes.len() {
+        match self.bytes.expose_secret().len() {
             16 => KeyBits::Aes128,
             24 => KeyBits::Aes192,
             _ => KeyBits::Aes256,
@@ -227,18 +230,30 @@ impl DataKey {
     /// The plaintext bytes, for the few places that must have them (KMS
     /// wrapping, ciphers, permitted export).
     pub fn expose_secret(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.expose_secret()
     }
 
     /// The MD5 digest of the plaintext key (ET's `KeyMd5`, first reading).
     pub fn md5(&self) -> [u8; 16] {
-        md5_of(&self.bytes)
+        md5_of(self.expose_secret())
     }
+}
+
+/// Moves key bytes into a secret without leaving a copy behind: a buffer
+/// with spare capacity would be reallocated by `into_boxed_slice`, the old
+/// one freed unwiped, so such bytes are copied into an exact-size buffer
+/// and the original is wiped.
+fn secret_from_vec(bytes: Vec<u8>) -> SecretSlice<u8> {
+    if bytes.capacity() == bytes.len() {
+        return SecretSlice::from(bytes);
+    }
+    let original = Zeroizing::new(bytes);
+    SecretSlice::from(original.to_vec())
 }
 
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DataKey({} bits, redacted)", self.bytes.len() * 8)
+        write!(f, "DataKey({} bits, redacted)", self.expose_secret().len() * 8)
     }
 }
 

@@ -7,3 +7,4 @@ pub mod fingerprint;
 pub mod keys;
 pub mod kms;
 pub mod policy;
+pub mod rpc;

@@ -16,10 +16,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::custody::keys::KeyBits;
-
-/// The RPC names a rule may grant.
-pub const RPCS: &[&str] =
-    &["IssueDataKey", "WrapKey", "UnwrapKey", "SubmitEncryptedJob", "EncryptObject", "DecryptObject"];
+use crate::custody::rpc::Rpc;
 
 /// The identity of a caller without a client certificate.
 pub const ANONYMOUS: &str = "anonymous";
@@ -122,7 +119,8 @@ pub struct Rule {
     /// The identity pattern.
     pub identity: String,
     identity_matcher: GlobMatcher,
-    rpcs: Vec<String>,
+    /// `None`: every RPC (`"*"`).
+    rpcs: Option<Vec<Rpc>>,
     pipelines: Patterns,
     kms_keys: Patterns,
     max_key_bits: u32,
@@ -281,13 +279,19 @@ impl Policy {
             if rule.rpcs.get_ref().is_empty() {
                 return Err(format!("{}: rpcs: must name at least one RPC (or \"*\")", at(rule.rpcs.span())));
             }
-            for rpc in rule.rpcs.get_ref() {
-                if rpc != "*" && !RPCS.contains(&rpc.as_str()) {
-                    return Err(format!(
-                        "{}: rpcs: unknown RPC {rpc:?}; known: {}",
-                        at(rule.rpcs.span()),
-                        RPCS.join(", ")
-                    ));
+            let mut rpcs = Some(Vec::new());
+            for name in rule.rpcs.get_ref() {
+                match (name.as_str(), Rpc::from_name(name)) {
+                    ("*", _) => rpcs = None,
+                    (_, Some(rpc)) => rpcs.iter_mut().for_each(|granted| granted.push(rpc)),
+                    (_, None) => {
+                        let known: Vec<&str> = Rpc::ALL.iter().map(|rpc| rpc.name()).collect();
+                        return Err(format!(
+                            "{}: rpcs: unknown RPC {name:?}; known: {}",
+                            at(rule.rpcs.span()),
+                            known.join(", ")
+                        ));
+                    }
                 }
             }
             let pipelines = Patterns::parse(rule.pipelines.get_ref())
@@ -318,7 +322,7 @@ impl Policy {
                 number: index + 1,
                 identity: rule.identity.into_inner(),
                 identity_matcher,
-                rpcs: rule.rpcs.into_inner(),
+                rpcs,
                 pipelines,
                 kms_keys,
                 max_key_bits,
@@ -354,14 +358,17 @@ impl Policy {
     ///
     /// # Errors
     /// [`Denial`] naming the missing permission.
-    pub fn authorize(&self, identity: &str, rpc: &str) -> Result<Grant, Denial> {
+    pub fn authorize(&self, identity: &str, rpc: Rpc) -> Result<Grant, Denial> {
         let Some(rule) = self.rules.iter().find(|r| r.identity_matcher.is_match(identity)) else {
             return Err(Denial::Forbidden(format!("no policy rule matches identity {identity}")));
         };
-        if !rule.rpcs.iter().any(|r| r == "*" || r == rpc) {
+        if let Some(granted) = &rule.rpcs
+            && !granted.contains(&rpc)
+        {
+            let names: Vec<&str> = granted.iter().map(|rpc| rpc.name()).collect();
             return Err(Denial::Forbidden(format!(
-                "{identity} may not call {rpc} (policy rule {}): its rpcs are {:?}",
-                rule.number, rule.rpcs
+                "{identity} may not call {rpc} (policy rule {}): its rpcs are {names:?}",
+                rule.number
             )));
         }
         if let Some(limiter) = &rule.limiter
@@ -432,7 +439,7 @@ impl PolicyStore {
     ///
     /// # Errors
     /// [`Denial`].
-    pub fn authorize(&self, identity: &str, rpc: &str, server_export: bool) -> Result<Grant, Denial> {
+    pub fn authorize(&self, identity: &str, rpc: Rpc, server_export: bool) -> Result<Grant, Denial> {
         match self.current() {
             Some(policy) => policy.authorize(identity, rpc),
             None => Ok(Grant::unrestricted(identity, server_export)),
@@ -464,7 +471,7 @@ burst = 2
     fn first_matching_rule_governs_and_denials_name_the_permission() {
         let policy = Policy::parse(POLICY).unwrap();
         let encoder = "spiffe://example.org/ns/media/sa/encoder";
-        let grant = policy.authorize(encoder, "IssueDataKey").unwrap();
+        let grant = policy.authorize(encoder, Rpc::IssueDataKey).unwrap();
         assert_eq!(grant.rule, Some(1));
         assert!(grant.check_kms_key("alias/media").is_ok());
         let err = grant.check_kms_key("alias/other").unwrap_err().to_string();
@@ -472,9 +479,9 @@ burst = 2
         assert!(grant.check_key_bits(KeyBits::Aes256).unwrap_err().to_string().contains("max_key_bits is 128"));
         assert!(grant.check_pipeline("2222222222222-abcdef").is_err());
         assert!(grant.check_plaintext_export("UnwrapKey").unwrap_err().to_string().contains("plaintext_export"));
-        let err = policy.authorize(encoder, "UnwrapKey").unwrap_err().to_string();
+        let err = policy.authorize(encoder, Rpc::UnwrapKey).unwrap_err().to_string();
         assert!(err.contains("may not call UnwrapKey (policy rule 1)"), "{err}");
-        let err = policy.authorize("spiffe://evil.org/x", "IssueDataKey").unwrap_err().to_string();
+        let err = policy.authorize("spiffe://evil.org/x", Rpc::IssueDataKey).unwrap_err().to_string();
         assert_eq!(err, "no policy rule matches identity spiffe://evil.org/x");
     }
 
@@ -483,10 +490,10 @@ burst = 2
         let policy = Policy::parse(POLICY).unwrap();
         let a = "spiffe://example.org/ns/ops/sa/a";
         let b = "spiffe://example.org/ns/ops/sa/b";
-        assert!(policy.authorize(a, "UnwrapKey").is_ok());
-        assert!(policy.authorize(a, "UnwrapKey").is_ok());
-        assert!(matches!(policy.authorize(a, "UnwrapKey"), Err(Denial::RateLimited { .. })));
-        assert!(policy.authorize(b, "UnwrapKey").is_ok(), "another identity has its own bucket");
+        assert!(policy.authorize(a, Rpc::UnwrapKey).is_ok());
+        assert!(policy.authorize(a, Rpc::UnwrapKey).is_ok());
+        assert!(matches!(policy.authorize(a, Rpc::UnwrapKey), Err(Denial::RateLimited { .. })));
+        assert!(policy.authorize(b, Rpc::UnwrapKey).is_ok(), "another identity has its own bucket");
     }
 
     #[test]

@@ -1,18 +1,27 @@
-//! The custody boundary every unary RPC passes: who is calling (from the
-//! client certificate), whether the policy lets them (and their rate limit),
-//! and one audit record per call, durable before the answer leaves. A call
-//! whose record cannot be written fails with `UNAVAILABLE` and returns no
-//! key.
+//! The custody boundary every RPC passes, unary or streaming: who is
+//! calling (from the client certificate), whether the policy lets them
+//! (their rate limit, and plaintext export for the RPCs that always hand it
+//! out), the call's deadline, its metrics and request id, and one audit
+//! record per call, durable before the answer leaves.
+//!
+//! Owns the call's life from headers to record. Must never let a key out
+//! without its record: a call whose record cannot be written fails with
+//! `UNAVAILABLE` and returns no key. Handlers only note facts ([`Notes`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditLog, AuditRecord, Expected, Timestamp};
 use crate::custody::policy::{ANONYMOUS, Denial, Grant, PolicyStore};
+use crate::custody::rpc::Rpc;
+use crate::edge::ResponseStream;
+use crate::edge::status::denial_status;
 
 /// What an RPC learned that belongs in its audit record.
 #[derive(Debug, Default, Clone)]
@@ -138,33 +147,6 @@ impl Drop for InFlight {
     }
 }
 
-/// A unary call not yet audited. hyper drops a call's future when its
-/// caller cancels or goes away; then this writes the call's record
-/// (`CANCELLED`) from a task of its own, so that every call that got past
-/// the gate is in the audit log however it ended.
-struct Unrecorded<'a> {
-    gate: &'a Arc<Gate>,
-    rpc: &'static str,
-    /// Taken once the call is recorded.
-    caller: Option<Caller>,
-}
-
-impl Drop for Unrecorded<'_> {
-    fn drop(&mut self) {
-        let Some(caller) = self.caller.take() else {
-            return;
-        };
-        let (gate, rpc) = (self.gate.clone(), self.rpc);
-        tracing::warn!(rpc, identity = ?caller.identity, request_id = %caller.request_id, "call cancelled by its caller");
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let status = Status::cancelled("the caller cancelled the call or went away before it was answered");
-                let _ = gate.record(rpc, &caller, &Facts::default(), &status, None).await;
-            });
-        }
-    }
-}
-
 /// The status of a call that ran past its deadline.
 pub fn deadline_exceeded(limit: Duration) -> Status {
     Status::deadline_exceeded(format!(
@@ -173,43 +155,191 @@ pub fn deadline_exceeded(limit: Duration) -> Status {
     ))
 }
 
-/// The status of a denial.
-pub fn denial_status(denial: &Denial) -> Status {
-    match denial {
-        Denial::Forbidden(_) => Status::permission_denied(denial.to_string()),
-        Denial::RateLimited { .. } => Status::resource_exhausted(denial.to_string()),
+/// What a call learned that belongs in its audit record, noted by the
+/// handler as it goes (so a failure still records what was known).
+#[derive(Clone, Default)]
+pub struct Notes(Arc<Mutex<Facts>>);
+
+impl Notes {
+    fn with(&self, note: impl FnOnce(&mut Facts)) {
+        note(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// The pipeline a job runs in.
+    pub fn pipeline(&self, pipeline: &str) {
+        self.with(|facts| pipeline.clone_into(&mut facts.pipeline));
+    }
+
+    /// The KMS key that wrapped the call's keys.
+    pub fn kms_key_arn(&self, arn: &str) {
+        self.with(|facts| arn.clone_into(&mut facts.kms_key_arn));
+    }
+
+    /// A key the call issued or used, by fingerprint.
+    pub fn key(&self, fingerprint: &str) {
+        self.with(|facts| facts.key_fingerprints.push(fingerprint.to_owned()));
+    }
+
+    /// The job Elastic Transcoder created.
+    pub fn job_id(&self, job_id: &str) {
+        self.with(|facts| job_id.clone_into(&mut facts.job_id));
+    }
+
+    fn take(&self) -> Facts {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// A response stream's sending half: chunks go out as they are ready; the
+/// gate sends the last message after the call's record is durable.
+pub type Outbound<T> = mpsc::Sender<Result<T, Status>>;
+
+/// Response messages queued before the broker waits for the client: with
+/// object chunks of at most 1 MiB, a few MiB per call at most.
+const RESPONSE_DEPTH: usize = 4;
+
+/// One call inside the boundary, from its headers to its audit record:
+/// counted in flight, timed, and audited exactly once. Dropped before
+/// [`Scope::finish`] (its caller cancelled or went away), it writes the
+/// call's record (`CANCELLED`) from a task of its own, so that every call
+/// that reached the gate is in the audit log however it ended.
+struct Scope {
+    gate: Arc<Gate>,
+    rpc: Rpc,
+    /// Taken once the call is recorded.
+    caller: Option<Caller>,
+    request_id: String,
+    started: Instant,
+    _in_flight: InFlight,
+}
+
+impl Scope {
+    fn open<T>(gate: &Arc<Gate>, rpc: Rpc, request: &Request<T>) -> Scope {
+        let caller = Caller::of(request);
+        Scope {
+            gate: gate.clone(),
+            rpc,
+            request_id: caller.request_id.clone(),
+            caller: Some(caller),
+            started: Instant::now(),
+            _in_flight: InFlight::begin(),
+        }
+    }
+
+    fn caller(&self) -> &Caller {
+        self.caller.as_ref().unwrap_or_else(|| unreachable!("taken only when recorded"))
+    }
+
+    /// Admits the caller; a refusal is audited (with `expected`) and ends
+    /// the call.
+    async fn admit(&mut self, expected: &mut Option<Expected<'_>>) -> Result<Grant, Status> {
+        let refused = match self.gate.admit(self.rpc, self.caller(), expected).await {
+            Ok(grant) => return Ok(grant),
+            Err(refused) => refused,
+        };
+        // Refusals are recorded by `Gate::admit`.
+        self.caller = None;
+        self.measure(refused.code());
+        Err(refused)
+    }
+
+    /// Audits the call's outcome and answers it: the result, the failure,
+    /// or `UNAVAILABLE` (and no result) when the record could not be
+    /// written.
+    async fn finish<T>(
+        mut self,
+        result: Result<T, Status>,
+        notes: &Notes,
+        expected: Option<Expected<'_>>,
+    ) -> Result<T, Status> {
+        let status = match &result {
+            Ok(_) => Status::ok(""),
+            Err(status) => {
+                tracing::warn!(
+                    rpc = %self.rpc,
+                    identity = %self.caller().identity,
+                    request_id = %self.request_id,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "call failed"
+                );
+                status.clone()
+            }
+        };
+        // Taken before the write: once the record is queued (at its first
+        // poll) it is written even if this call is dropped.
+        let caller = self.caller.take().unwrap_or_else(|| unreachable!("taken only when recorded"));
+        let answer = match self.gate.record(self.rpc.name(), &caller, &notes.take(), &status, expected).await {
+            Ok(()) => result,
+            Err(unavailable) => Err(unavailable),
+        };
+        self.measure(answer.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        answer
+    }
+
+    fn measure(&self, code: tonic::Code) {
+        let took = self.started.elapsed();
+        crate::app::metrics::record_request(self.rpc.name(), code, took);
+        tracing::debug!(rpc = %self.rpc, ?code, ?took, "call answered");
+    }
+}
+
+/// An answer's envelope: the request id goes back to the caller.
+fn respond<T>(request_id: &str, message: T) -> Response<T> {
+    let mut response = Response::new(message);
+    if let Ok(value) = MetadataValue::try_from(request_id) {
+        response.metadata_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let Some(caller) = self.caller.take() else {
+            return;
+        };
+        let (gate, rpc) = (self.gate.clone(), self.rpc);
+        tracing::warn!(%rpc, identity = ?caller.identity, request_id = %caller.request_id, "call cancelled by its caller");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let status = Status::cancelled("the caller cancelled the call or went away before it was answered");
+                let _ = gate.record(rpc.name(), &caller, &Facts::default(), &status, None).await;
+            });
+        }
     }
 }
 
 impl Gate {
-    /// Authorizes `rpc` for the caller, or answers the denial (audited,
+    /// Authorizes `rpc` for the caller (plaintext export too, for the RPCs
+    /// that always hand plaintext out), or answers the denial (audited,
     /// handing in `expected`, the call's announced record).
     ///
     /// # Errors
     /// The denial's status, or `UNAVAILABLE` when it could not be audited.
-    pub async fn admit(
-        &self,
-        rpc: &'static str,
-        caller: &Caller,
-        expected: &mut Option<Expected<'_>>,
-    ) -> Result<Grant, Status> {
+    pub async fn admit(&self, rpc: Rpc, caller: &Caller, expected: &mut Option<Expected<'_>>) -> Result<Grant, Status> {
         if !caller.identified {
             let status = Status::unauthenticated(
                 "the client certificate has neither a SPIFFE ID URI SAN (spiffe://...) nor a DNS SAN: no identity to authorize",
             );
-            tracing::warn!(rpc, peer = ?caller.peer, request_id = %caller.request_id, "call from a certificate without identity");
-            self.record(rpc, caller, &Facts::default(), &status, expected.take()).await?;
+            tracing::warn!(%rpc, peer = ?caller.peer, request_id = %caller.request_id, "call from a certificate without identity");
+            self.record(rpc.name(), caller, &Facts::default(), &status, expected.take()).await?;
             return Err(status);
         }
-        match self.policy.authorize(&caller.identity, rpc, self.server_export) {
+        let granted = self.policy.authorize(&caller.identity, rpc, self.server_export).and_then(|grant| {
+            if rpc.always_exports_plaintext() {
+                grant.check_plaintext_export(rpc.name())?;
+            }
+            Ok(grant)
+        });
+        match granted {
             Ok(grant) => Ok(grant),
             Err(denial) => {
                 if matches!(denial, Denial::RateLimited { .. }) {
                     crate::app::metrics::record_rate_limited();
                 }
                 let status = denial_status(&denial);
-                tracing::warn!(rpc, identity = %caller.identity, request_id = %caller.request_id, reason = %denial, "call denied");
-                self.record(rpc, caller, &Facts::default(), &status, expected.take()).await?;
+                tracing::warn!(%rpc, identity = %caller.identity, request_id = %caller.request_id, reason = %denial, "call denied");
+                self.record(rpc.name(), caller, &Facts::default(), &status, expected.take()).await?;
                 Err(status)
             }
         }
@@ -264,78 +394,65 @@ impl Gate {
         self.audit.as_ref().map(AuditLog::expect)
     }
 
-    /// Runs one unary call through the boundary: admit, run, audit, answer.
+    /// Runs one unary call through the boundary: admit, run within the
+    /// call's deadline, audit, answer. `run` gets the request, the grant and
+    /// the call's [`Notes`].
     ///
     /// # Errors
     /// The call's status; `UNAVAILABLE` when its record could not be written
     /// (and then its answer, keys included, is dropped).
     pub async fn call<Req, Resp, Fut>(
         self: &Arc<Self>,
-        rpc: &'static str,
+        rpc: Rpc,
         request: Request<Req>,
-        run: impl FnOnce(Req, Grant) -> Fut,
+        run: impl FnOnce(Req, Grant, Notes) -> Fut,
     ) -> Result<Response<Resp>, Status>
     where
-        Fut: Future<Output = (Result<Resp, Status>, Facts)>,
+        Fut: Future<Output = Result<Resp, Status>>,
     {
-        let started = std::time::Instant::now();
-        let in_flight = InFlight::begin();
-        let answer = self.call_inner(rpc, request, run).await;
-        drop(in_flight);
-        let code = answer.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        let took = started.elapsed();
-        crate::app::metrics::record_request(rpc, code, took);
-        tracing::debug!(rpc, ?code, ?took, "call answered");
-        answer
+        let mut scope = Scope::open(self, rpc, &request);
+        let limit = deadline_of(&request, self.request_timeout);
+        let mut expected = self.expect();
+        let grant = scope.admit(&mut expected).await?;
+        let notes = Notes::default();
+        let result = tokio::time::timeout(limit, run(request.into_inner(), grant, notes.clone()))
+            .await
+            .unwrap_or_else(|_| Err(deadline_exceeded(limit)));
+        let request_id = scope.request_id.clone();
+        Ok(respond(&request_id, scope.finish(result, &notes, expected).await?))
     }
 
-    async fn call_inner<Req, Resp, Fut>(
+    /// Runs one streaming call through the same boundary: admit (a refusal
+    /// is the call's status), then answer a stream fed by a task that runs
+    /// `run` within the call's deadline. `run` sends its chunks through the
+    /// [`Outbound`] it is given and returns the last message, which the
+    /// gate sends only after the call's record is durable.
+    ///
+    /// # Errors
+    /// The refusal's status when the caller is not admitted; every later
+    /// failure ends the response stream instead.
+    pub async fn stream<Req, Resp, Fut>(
         self: &Arc<Self>,
-        rpc: &'static str,
+        rpc: Rpc,
         request: Request<Req>,
-        run: impl FnOnce(Req, Grant) -> Fut,
-    ) -> Result<Response<Resp>, Status>
+        run: impl FnOnce(Req, Grant, Notes, Outbound<Resp>) -> Fut,
+    ) -> Result<Response<ResponseStream<Resp>>, Status>
     where
-        Fut: Future<Output = (Result<Resp, Status>, Facts)>,
+        Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+        Resp: Send + 'static,
     {
-        let mut guard = Unrecorded { gate: self, rpc, caller: Some(Caller::of(&request)) };
-        let caller = guard.caller.as_ref().unwrap_or_else(|| unreachable!("taken only on drop"));
-        let mut expected = self.expect();
-        let limit = deadline_of(&request, self.request_timeout);
-        let grant = match self.admit(rpc, caller, &mut expected).await {
-            Ok(grant) => grant,
-            Err(denied) => {
-                // Denials are recorded by `admit`.
-                guard.caller = None;
-                return Err(denied);
-            }
-        };
-        let (result, facts) = match tokio::time::timeout(limit, run(request.into_inner(), grant)).await {
-            Ok(outcome) => outcome,
-            Err(_) => (Err(deadline_exceeded(limit)), Facts::default()),
-        };
-        let status = match &result {
-            Ok(_) => Status::ok(""),
-            Err(status) => {
-                tracing::warn!(
-                    rpc,
-                    identity = %caller.identity,
-                    request_id = %caller.request_id,
-                    code = ?status.code(),
-                    message = status.message(),
-                    "call failed"
-                );
-                status.clone()
-            }
-        };
-        // Taken before the write: once the record is queued (at its first
-        // poll) it is written even if this call is dropped.
-        let caller = guard.caller.take().unwrap_or_else(|| unreachable!("taken only on drop"));
-        self.record(rpc, &caller, &facts, &status, expected).await?;
-        let mut response = Response::new(result?);
-        if let Ok(value) = MetadataValue::try_from(caller.request_id.as_str()) {
-            response.metadata_mut().insert("x-request-id", value);
-        }
+        let mut scope = Scope::open(self, rpc, &request);
+        let limit = deadline_of(&request, self.stream_timeout);
+        let grant = scope.admit(&mut None).await?;
+        let (tx, rx) = mpsc::channel(RESPONSE_DEPTH);
+        let notes = Notes::default();
+        let call = run(request.into_inner(), grant, notes.clone(), tx.clone());
+        let response = respond(&scope.request_id, Box::pin(ReceiverStream::new(rx)) as ResponseStream<Resp>);
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(limit, call).await.unwrap_or_else(|_| Err(deadline_exceeded(limit)));
+            let last = scope.finish(result, &notes, None).await;
+            let _ = tx.send(last).await;
+        });
         Ok(response)
     }
 }

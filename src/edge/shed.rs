@@ -13,7 +13,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
-use crate::custody::policy::RPCS;
+use crate::custody::rpc::Rpc;
 use crate::edge::gate::{Caller, Facts, Gate};
 
 /// Sheds calls beyond `max` in flight.
@@ -55,7 +55,7 @@ fn audit_shed<B>(gate: &Arc<Gate>, request: &http::Request<B>, status: &tonic::S
         return;
     }
     let method = request.uri().path().rsplit('/').next().unwrap_or("");
-    let rpc = RPCS.iter().copied().find(|rpc| *rpc == method).unwrap_or("(unknown)");
+    let rpc = Rpc::from_name(method).map_or("(unknown)", Rpc::name);
     let probe = tonic::Request::from_parts(
         tonic::metadata::MetadataMap::from_headers(request.headers().clone()),
         request.extensions().clone(),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use keybroker::app::config::{Config, KmsBackend};
-use keybroker::custody::kms::{AwsKms, Kms, LocalKeyring};
+use keybroker::custody::kms::{AwsKms, Kms};
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,9 +41,9 @@ pub fn aws_config(default_key: &str) -> Config {
     config.tls.mode = keybroker::app::config::TlsMode::Plaintext;
     config.kms.backend = KmsBackend::Aws;
     config.kms.default_key_id = Some(default_key.to_owned());
-    config.kms.call_timeout_ms = 3_000;
-    config.kms.attempt_timeout_ms = 1_000;
-    config.kms.max_attempts = 2;
+    config.aws.call_timeout_ms = 3_000;
+    config.aws.attempt_timeout_ms = 1_000;
+    config.aws.max_attempts = 2;
     config.allow_plaintext_export = true;
     config.policy.allow_all = true;
     config.shutdown_grace_secs = 5;
@@ -52,7 +52,7 @@ pub fn aws_config(default_key: &str) -> Config {
 
 /// The real AWS backend, with the broker's timeouts and retries, pointed at moto.
 pub async fn aws_kms(moto: &Moto, config: &Config) -> Arc<dyn Kms> {
-    let sdk = keybroker::app::aws::sdk_config_loader(&config.kms)
+    let sdk = keybroker::app::aws::sdk_config_loader(&config.aws)
         .endpoint_url(&moto.url)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_kms::config::Credentials::new(
@@ -82,20 +82,16 @@ impl TestBroker {
         super::logs::capture();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let kms = match kms {
-            Some(kms) => kms,
-            None => match config.kms.backend {
-                KmsBackend::Local => {
-                    Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap()) as Arc<dyn Kms>
-                }
-                KmsBackend::Aws => panic!("pass an AwsKms for the aws backend"),
-            },
-        };
-        let services = keybroker::app::server::Services::new(&config, kms, et, None).unwrap();
+        assert!(kms.is_some() || config.kms.backend == KmsBackend::Local, "pass an AwsKms for the aws backend");
+        let mut config = config;
+        // Without an ET endpoint of the suite, the broker talks to no
+        // Elastic Transcoder at all.
+        config.transcoder.submit &= et.is_some();
+        let peers = keybroker::app::server::Peers { kms, et, s3: None };
+        let app = keybroker::app::server::Application::build(config.clone(), peers).await.unwrap();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let served = config.clone();
         let task = tokio::spawn(async move {
-            keybroker::app::server::serve(listener, &served, services, async {
+            app.run(listener, async {
                 let _ = stop_rx.await;
             })
             .await

@@ -11,9 +11,9 @@
 
 use zeroize::Zeroizing;
 
+use super::parse_optional_key_id;
 use crate::custody::broker::BrokerError;
 use crate::custody::keys::{DataKey, KeyError};
-use crate::edge::parse_optional_key_id;
 use crate::edge::pb;
 use crate::jobs::et::JobRequest;
 use crate::jobs::et::model;

@@ -1,5 +1,83 @@
-//! One file per RPC family: each parses its protobuf request into domain
-//! types and maps the domain's answer back.
+//! One file per RPC: each parses its protobuf request into domain types
+//! (a bad field is `INVALID_ARGUMENT` naming it), calls the domain through
+//! the [`gate`](crate::edge::gate), and maps the answer back. This file
+//! holds the parsing the RPCs share.
 
+pub mod decrypt_object;
+pub mod encrypt_object;
+pub mod issue_data_key;
 pub mod job;
-pub mod objects;
+pub mod object_stream;
+pub mod submit_encrypted_job;
+pub mod unwrap_key;
+pub mod wrap_key;
+
+use crate::custody::broker::{BrokerError, UnwrapRequest};
+use crate::custody::keys::{EncryptionBlock, EncryptionMode, KeyError, ServiceContext, WrappedKey, decode_base64};
+use crate::custody::kms::KmsKeyId;
+use crate::edge::pb;
+
+/// Parses a `ServiceContext` enum value; unknown numbers are refused.
+///
+/// # Errors
+/// [`KeyError::Invalid`] naming `field`.
+pub fn parse_context(value: i32, field: &str) -> Result<ServiceContext, KeyError> {
+    match pb::ServiceContext::try_from(value) {
+        Ok(pb::ServiceContext::Unspecified | pb::ServiceContext::ElasticTranscoder) => {
+            Ok(ServiceContext::ElasticTranscoder)
+        }
+        Ok(pb::ServiceContext::Mediaconvert) => Ok(ServiceContext::MediaConvert),
+        Err(_) => Err(KeyError::invalid(
+            field,
+            format!(
+                "unknown service context {value}; use SERVICE_CONTEXT_ELASTIC_TRANSCODER (1) or SERVICE_CONTEXT_MEDIACONVERT (2)"
+            ),
+        )),
+    }
+}
+
+/// Parses an optional key id: empty means the server's default.
+///
+/// # Errors
+/// [`BrokerError::KeyId`] naming `field`.
+pub fn parse_optional_key_id(text: &str, field: &str) -> Result<Option<KmsKeyId>, BrokerError> {
+    if text.is_empty() { Ok(None) } else { Ok(Some(KmsKeyId::parse(text, field)?)) }
+}
+
+/// The proto form of a block.
+pub fn encryption_to_proto(block: &EncryptionBlock) -> pb::Encryption {
+    let text = block.to_text();
+    pb::Encryption {
+        mode: text.mode,
+        key: text.key,
+        key_md5: text.key_md5,
+        initialization_vector: text.initialization_vector,
+    }
+}
+
+/// Parses an `Encryption` block to unwrap.
+///
+/// # Errors
+/// [`BrokerError`] naming the bad field.
+pub fn parse_unwrap(block: &pb::Encryption, context: i32, kms_key_id: &str) -> Result<UnwrapRequest, BrokerError> {
+    EncryptionMode::parse_aes(&block.mode, "encryption.mode")?;
+    if block.key.is_empty() {
+        return Err(KeyError::invalid("encryption.key", "required").into());
+    }
+    let wrapped = WrappedKey::new(decode_base64(&block.key, "encryption.key")?);
+    let key_md5 = if block.key_md5.is_empty() {
+        None
+    } else {
+        let digest = decode_base64(&block.key_md5, "encryption.key_md5")?;
+        Some(
+            <[u8; 16]>::try_from(digest.as_slice())
+                .map_err(|_| KeyError::invalid("encryption.key_md5", "must be base64 of a 16-byte MD5 digest"))?,
+        )
+    };
+    Ok(UnwrapRequest {
+        key_id: parse_optional_key_id(kms_key_id, "kms_key_id")?,
+        wrapped,
+        key_md5,
+        context: parse_context(context, "context")?,
+    })
+}

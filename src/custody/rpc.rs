@@ -1,0 +1,81 @@
+//! The operations a caller may be granted, by name: the policy's `rpcs`,
+//! the audit log's `rpc`, the metrics' `rpc` label and the gRPC method all
+//! speak of the same six.
+//!
+//! Owns the names and which operations always hand plaintext out. Lives in
+//! custody because the policy grants them; knows nothing of gRPC paths.
+
+use std::fmt;
+
+/// One of the broker's RPCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rpc {
+    /// A fresh data key, wrapped (and in plaintext when asked and allowed).
+    IssueDataKey,
+    /// The caller's key material, wrapped.
+    WrapKey,
+    /// A wrapped key, unwrapped: always plaintext out.
+    UnwrapKey,
+    /// An Elastic Transcoder job keyed, validated and submitted.
+    SubmitEncryptedJob,
+    /// A file or S3 object encrypted under a fresh key.
+    EncryptObject,
+    /// A file or S3 object decrypted: always plaintext out.
+    DecryptObject,
+}
+
+impl Rpc {
+    /// Every RPC, in the order the API lists them.
+    pub const ALL: [Rpc; 6] = [
+        Rpc::IssueDataKey,
+        Rpc::WrapKey,
+        Rpc::UnwrapKey,
+        Rpc::SubmitEncryptedJob,
+        Rpc::EncryptObject,
+        Rpc::DecryptObject,
+    ];
+
+    /// The RPC's name, as the proto, the policy and the audit log write it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rpc::IssueDataKey => "IssueDataKey",
+            Rpc::WrapKey => "WrapKey",
+            Rpc::UnwrapKey => "UnwrapKey",
+            Rpc::SubmitEncryptedJob => "SubmitEncryptedJob",
+            Rpc::EncryptObject => "EncryptObject",
+            Rpc::DecryptObject => "DecryptObject",
+        }
+    }
+
+    /// The RPC of that name, if any.
+    pub fn from_name(name: &str) -> Option<Rpc> {
+        Rpc::ALL.into_iter().find(|rpc| rpc.name() == name)
+    }
+
+    /// Whether every successful call hands plaintext key material out, so
+    /// the caller needs plaintext export before anything else is read.
+    pub const fn always_exports_plaintext(self) -> bool {
+        matches!(self, Rpc::UnwrapKey | Rpc::DecryptObject)
+    }
+}
+
+impl fmt::Display for Rpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_none() {
+        for rpc in Rpc::ALL {
+            assert_eq!(Rpc::from_name(rpc.name()), Some(rpc));
+            assert_eq!(rpc.to_string(), rpc.name());
+        }
+        assert_eq!(Rpc::from_name("issuedatakey"), None);
+        assert_eq!(Rpc::from_name("*"), None);
+    }
+}

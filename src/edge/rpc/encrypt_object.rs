@@ -1,0 +1,93 @@
+//! `EncryptObject`: a file or S3 object encrypted in ET's formats under a
+//! fresh key that never leaves the broker; the last message carries the
+//! wrapped key, sent only once the call's record is durable.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use super::object_stream::{
+    Incoming, chunk_before_start, empty_message, next_incoming, no_start, parse_transfer, run_s3, stream_chunks,
+};
+use super::{encryption_to_proto, parse_context, parse_optional_key_id};
+use crate::custody::keys::{EncryptionMode, KeyBits};
+use crate::custody::policy::Grant;
+use crate::custody::rpc::Rpc;
+use crate::edge::gate::{Gate, Notes, Outbound};
+use crate::edge::status::{Direction, object_status, status_of};
+use crate::edge::{ResponseStream, pb};
+use crate::objects::{EncryptParams, Objects, S3Transfer};
+
+fn encrypt_incoming(message: pb::EncryptObjectRequest) -> Result<Incoming<pb::EncryptObjectStart>, Status> {
+    use pb::encrypt_object_request::Message;
+    match message.message {
+        Some(Message::Start(start)) => Ok(Incoming::Start(start)),
+        Some(Message::Chunk(chunk)) => Ok(Incoming::Chunk(chunk)),
+        None => Err(empty_message()),
+    }
+}
+
+fn encrypt_chunk(bytes: Vec<u8>) -> pb::EncryptObjectResponse {
+    pb::EncryptObjectResponse { message: Some(pb::encrypt_object_response::Message::Chunk(bytes)) }
+}
+
+fn parse_encrypt_start(start: &pb::EncryptObjectStart) -> Result<(EncryptParams, Option<S3Transfer>), Status> {
+    let params = EncryptParams {
+        mode: EncryptionMode::parse_aes(&start.mode, "start.mode").map_err(|e| status_of(&e.into()))?,
+        bits: KeyBits::parse(start.key_bits, "start.key_bits").map_err(|e| status_of(&e.into()))?,
+        key_id: parse_optional_key_id(&start.kms_key_id, "start.kms_key_id").map_err(|e| status_of(&e))?,
+        context: parse_context(start.context, "start.context").map_err(|e| status_of(&e.into()))?,
+    };
+    Ok((params, parse_transfer(start.source.as_ref(), start.destination.as_ref())?))
+}
+
+/// Answers one `EncryptObject` call.
+///
+/// # Errors
+/// The refusal's status when the caller is not admitted; every later
+/// failure ends the response stream instead.
+pub async fn handle(
+    gate: &Arc<Gate>,
+    objects: &Arc<Objects>,
+    request: Request<Streaming<pb::EncryptObjectRequest>>,
+) -> Result<Response<ResponseStream<pb::EncryptObjectResponse>>, Status> {
+    let objects = objects.clone();
+    gate.stream(Rpc::EncryptObject, request, |inbound, grant, notes, tx| async move {
+        let done = encrypt(&objects, &grant, inbound, &tx, &notes).await?;
+        Ok(pb::EncryptObjectResponse { message: Some(pb::encrypt_object_response::Message::Result(done)) })
+    })
+    .await
+}
+
+async fn encrypt(
+    objects: &Objects,
+    grant: &Grant,
+    mut inbound: Streaming<pb::EncryptObjectRequest>,
+    tx: &Outbound<pb::EncryptObjectResponse>,
+    notes: &Notes,
+) -> Result<pb::EncryptObjectResult, Status> {
+    let inbound = &mut inbound;
+    let start = match next_incoming(inbound, encrypt_incoming).await?.ok_or_else(no_start)? {
+        Incoming::Start(start) => start,
+        Incoming::Chunk(_) => return Err(chunk_before_start()),
+    };
+    let (params, transfer) = parse_encrypt_start(&start)?;
+    let direction = Direction::Encrypt;
+    let session = objects.begin_encryption(params, grant).await.map_err(|e| object_status(&e, direction))?;
+    notes.kms_key_arn(session.key_arn());
+    notes.key(session.fingerprint());
+    let done = match transfer {
+        Some(transfer) => {
+            run_s3(inbound, encrypt_incoming, |cancel| objects.transfer_s3(session, &transfer, cancel), direction)
+                .await?
+        }
+        None => stream_chunks(session, inbound, encrypt_incoming, tx, encrypt_chunk, direction).await?,
+    };
+    Ok(pb::EncryptObjectResult {
+        encryption: Some(encryption_to_proto(&done.block)),
+        kms_key_arn: done.key_arn,
+        plaintext_bytes: done.plaintext_bytes,
+        ciphertext_bytes: done.ciphertext_bytes,
+        key_fingerprint: done.fingerprint,
+    })
+}

@@ -1,0 +1,180 @@
+//! The object streams' protocol, shared by `EncryptObject` and
+//! `DecryptObject`: `start` first, then chunks (S3 mode carries no chunks);
+//! chunks pass through a [`Session`] as they arrive, and the bounded
+//! response channel gives backpressure (a client that stops reading stops
+//! the broker reading, so memory stays constant).
+//!
+//! Must never put key bytes in a message, a status or a log line: the key
+//! stays inside the session.
+
+use tonic::{Status, Streaming};
+
+use crate::custody::broker::BrokerError;
+use crate::custody::keys::KeyError;
+use crate::edge::gate::Outbound;
+use crate::edge::pb;
+use crate::edge::status::{Direction, object_status, status_of};
+use crate::objects::cipher::BLOCK_LEN;
+use crate::objects::{Cancel, ObjectError, PIECE_LEN, S3Location, S3Transfer, Session};
+
+/// A request message, whichever RPC it belongs to.
+pub(super) enum Incoming<S> {
+    /// The first message.
+    Start(S),
+    /// Bytes.
+    Chunk(Vec<u8>),
+}
+
+pub(super) fn empty_message() -> Status {
+    Status::invalid_argument("message: empty; each message must be a start or a chunk")
+}
+
+fn second_start() -> Status {
+    Status::invalid_argument("start: sent twice; only the first message may be a start")
+}
+
+pub(super) fn chunk_before_start() -> Status {
+    Status::invalid_argument("chunk: sent before start; the first message must be a start")
+}
+
+pub(super) fn no_start() -> Status {
+    Status::invalid_argument("start: required as the first message; the stream ended without one")
+}
+
+fn chunk_in_s3_mode() -> Status {
+    Status::invalid_argument(
+        "chunk: not allowed in S3 mode (start.source and start.destination set): the broker reads the source itself",
+    )
+}
+
+/// The next message, or `None` at the end of the client's stream.
+pub(super) async fn next_incoming<M, S>(
+    inbound: &mut Streaming<M>,
+    split: fn(M) -> Result<Incoming<S>, Status>,
+) -> Result<Option<Incoming<S>>, Status> {
+    match inbound.message().await? {
+        Some(message) => split(message).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Prefixes the field an error names with `start.`, so a message names the
+/// field as the caller wrote it.
+pub(super) fn in_start(err: BrokerError) -> Status {
+    let err = match err {
+        BrokerError::Invalid(KeyError::Invalid { field, rule }) => {
+            BrokerError::Invalid(KeyError::Invalid { field: format!("start.{field}"), rule })
+        }
+        other => other,
+    };
+    status_of(&err)
+}
+
+fn parse_location(location: Option<&pb::S3Location>, field: &str) -> Result<Option<S3Location>, Status> {
+    match location {
+        None => Ok(None),
+        Some(l) if l.bucket.is_empty() && l.key.is_empty() => Ok(None),
+        Some(l) => {
+            S3Location::parse(&l.bucket, &l.key, field).map(Some).map_err(|e| Status::invalid_argument(e.to_string()))
+        }
+    }
+}
+
+/// S3 mode when both locations are set; neither means streaming mode.
+pub(super) fn parse_transfer(
+    source: Option<&pb::S3Location>,
+    destination: Option<&pb::S3Location>,
+) -> Result<Option<S3Transfer>, Status> {
+    let source = parse_location(source, "start.source")?;
+    let destination = parse_location(destination, "start.destination")?;
+    match (source, destination) {
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            Err(Status::invalid_argument("start.destination: required with start.source (S3 mode takes both)"))
+        }
+        (None, Some(_)) => {
+            Err(Status::invalid_argument("start.source: required with start.destination (S3 mode takes both)"))
+        }
+        (Some(source), Some(destination)) if source == destination => {
+            Err(Status::invalid_argument("start.destination: must differ from start.source"))
+        }
+        (Some(source), Some(destination)) => Ok(Some(S3Transfer { source, destination })),
+    }
+}
+
+async fn send<T>(tx: &Outbound<T>, message: T) -> Result<(), Status> {
+    tx.send(Ok(message)).await.map_err(|_| Status::cancelled("the client went away"))
+}
+
+/// Streams chunks through `session` until the client half-closes, answering
+/// each piece as it is ready; then finishes the session.
+pub(super) async fn stream_chunks<S: Session, M, St, R>(
+    mut session: S,
+    inbound: &mut Streaming<M>,
+    split: fn(M) -> Result<Incoming<St>, Status>,
+    tx: &Outbound<R>,
+    wrap: fn(Vec<u8>) -> R,
+    direction: Direction,
+) -> Result<S::Done, Status> {
+    while let Some(incoming) = next_incoming(inbound, split).await? {
+        let chunk = match incoming {
+            Incoming::Start(_) => return Err(second_start()),
+            Incoming::Chunk(chunk) => chunk,
+        };
+        for piece in chunk.chunks(PIECE_LEN) {
+            let mut out = Vec::with_capacity(piece.len() + BLOCK_LEN);
+            session.update(piece, &mut out).map_err(|e| object_status(&e, direction))?;
+            if !out.is_empty() {
+                send(tx, wrap(out)).await?;
+            }
+        }
+    }
+    let mut tail = Vec::with_capacity(2 * BLOCK_LEN);
+    let done = session.finish(&mut tail).map_err(|e| object_status(&e, direction))?;
+    if !tail.is_empty() {
+        send(tx, wrap(tail)).await?;
+    }
+    Ok(done)
+}
+
+/// Runs an S3 transfer while watching the client's stream: a chunk, a
+/// second start or a broken stream cancels the transfer (which aborts its
+/// upload) and becomes the call's status. The transfer is never dropped
+/// half-way, so its clean-up always runs.
+pub(super) async fn run_s3<M, St, T, F>(
+    inbound: &mut Streaming<M>,
+    split: fn(M) -> Result<Incoming<St>, Status>,
+    work: impl FnOnce(Cancel) -> F,
+    direction: Direction,
+) -> Result<T, Status>
+where
+    F: Future<Output = Result<T, ObjectError>>,
+{
+    let (cancel_tx, cancel) = Cancel::new();
+    let work = work(cancel);
+    tokio::pin!(work);
+    let mut broken: Option<Status> = None;
+    let mut open = true;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            incoming = next_incoming(inbound, split), if open && broken.is_none() => {
+                let why = match incoming {
+                    Ok(None) => {
+                        open = false;
+                        continue;
+                    }
+                    Ok(Some(Incoming::Chunk(_))) => chunk_in_s3_mode(),
+                    Ok(Some(Incoming::Start(_))) => second_start(),
+                    Err(status) => status,
+                };
+                broken = Some(why);
+                let _ = cancel_tx.send(true);
+            }
+        }
+    };
+    match broken {
+        Some(status) => Err(status),
+        None => result.map_err(|e| object_status(&e, direction)),
+    }
+}

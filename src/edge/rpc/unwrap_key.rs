@@ -1,0 +1,45 @@
+//! `UnwrapKey`: a wrapped key's plaintext, for callers granted plaintext
+//! export (the gate checks it before the request is read).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::parse_unwrap;
+use crate::custody::broker::{Broker, BrokerError};
+use crate::custody::keys::{KeyError, decode_base64};
+use crate::custody::rpc::Rpc;
+use crate::edge::gate::Gate;
+use crate::edge::pb;
+
+/// Answers one `UnwrapKey` call.
+///
+/// # Errors
+/// The call's status.
+pub async fn handle(
+    gate: &Arc<Gate>,
+    broker: &Broker,
+    request: Request<pb::UnwrapKeyRequest>,
+) -> Result<Response<pb::UnwrapKeyResponse>, Status> {
+    gate.call(Rpc::UnwrapKey, request, |req, grant, notes| async move {
+        let block =
+            req.encryption.ok_or_else(|| KeyError::invalid("encryption", "required")).map_err(BrokerError::from)?;
+        let parsed = parse_unwrap(&block, req.context, &req.kms_key_id)?;
+        notes.key(&broker.fingerprint(&parsed.wrapped));
+        let iv = if block.initialization_vector.is_empty() {
+            Vec::new()
+        } else {
+            decode_base64(&block.initialization_vector, "encryption.initialization_vector")
+                .map_err(BrokerError::from)?
+        };
+        let unwrapped = broker.unwrap_key(parsed, &grant).await?;
+        notes.kms_key_arn(&unwrapped.key_arn);
+        Ok(pb::UnwrapKeyResponse {
+            plaintext_key: unwrapped.key.expose_secret().to_vec(),
+            kms_key_arn: unwrapped.key_arn,
+            initialization_vector: iv,
+            key_fingerprint: unwrapped.fingerprint,
+        })
+    })
+    .await
+}

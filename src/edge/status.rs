@@ -1,0 +1,121 @@
+//! Every domain error to its gRPC status: the one exhaustive mapping.
+//!
+//! Bad input is `INVALID_ARGUMENT` naming the field, a refusal
+//! `PERMISSION_DENIED` (or `RESOURCE_EXHAUSTED` for a spent rate limit), an
+//! outage of KMS, S3 or Elastic Transcoder `UNAVAILABLE`. Internal faults
+//! answer an opaque message with an incident id; the whole cause goes to
+//! the server log. Must never put key bytes in a message.
+
+use tonic::Status;
+
+use crate::custody::broker::BrokerError;
+use crate::custody::keys::KeyError;
+use crate::custody::kms::KmsErrorKind;
+use crate::custody::policy::Denial;
+use crate::jobs::et::JobError;
+use crate::jobs::et::error::EtErrorKind;
+use crate::objects::cipher::CipherError;
+use crate::objects::{ObjectError, S3ErrorKind};
+
+/// The status of a denial.
+pub fn denial_status(denial: &Denial) -> Status {
+    match denial {
+        Denial::Forbidden(_) => Status::permission_denied(denial.to_string()),
+        Denial::RateLimited { .. } => Status::resource_exhausted(denial.to_string()),
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(err: BrokerError) -> Self {
+        status_of(&err)
+    }
+}
+
+/// The status of a broker failure.
+pub fn status_of(err: &BrokerError) -> Status {
+    match err {
+        BrokerError::Invalid(KeyError::Invalid { .. }) | BrokerError::KeyId(_) | BrokerError::NoDefaultKey => {
+            Status::invalid_argument(err.to_string())
+        }
+        BrokerError::KeyMd5Mismatch { .. } => Status::invalid_argument(err.to_string()),
+        BrokerError::Denied(denial) => denial_status(denial),
+        BrokerError::KmsDeadline { .. } => Status::unavailable(err.to_string()),
+        BrokerError::Kms(kms) => match kms.kind {
+            KmsErrorKind::Unavailable => Status::unavailable(err.to_string()),
+            KmsErrorKind::KeyUnusable => Status::failed_precondition(err.to_string()),
+            KmsErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+            KmsErrorKind::InvalidCiphertext => {
+                Status::invalid_argument(format!("encryption.key: KMS could not decrypt it under this context ({err})"))
+            }
+            KmsErrorKind::Internal => internal(err),
+        },
+        BrokerError::Invalid(KeyError::Random) => internal(err),
+    }
+}
+
+impl From<JobError> for Status {
+    fn from(err: JobError) -> Self {
+        match &err {
+            JobError::Invalid(_) => Status::invalid_argument(err.to_string()),
+            JobError::Precondition(_) => Status::failed_precondition(err.to_string()),
+            JobError::Denied(denial) => denial_status(denial),
+            JobError::Key { path, source } => {
+                let status = status_of(source);
+                Status::new(status.code(), format!("{path}: {}", status.message()))
+            }
+            JobError::Deadline(_) => Status::deadline_exceeded(err.to_string()),
+            JobError::Et(et) => match et.kind {
+                EtErrorKind::Unavailable => Status::unavailable(err.to_string()),
+                EtErrorKind::NotFound => Status::failed_precondition(err.to_string()),
+                EtErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+                EtErrorKind::Rejected => Status::invalid_argument(err.to_string()),
+                EtErrorKind::Internal => internal(&err),
+            },
+            JobError::Serialise(_) => internal(&err),
+        }
+    }
+}
+
+/// Which object RPC an error belongs to: the same cipher refusal is a bad
+/// request when encrypting and lost data when decrypting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `EncryptObject`.
+    Encrypt,
+    /// `DecryptObject`.
+    Decrypt,
+}
+
+/// The status of an object failure.
+pub fn object_status(err: &ObjectError, direction: Direction) -> Status {
+    match err {
+        ObjectError::Broker(broker) => status_of(broker),
+        ObjectError::Cipher(cipher) => match cipher {
+            CipherError::Truncated { .. } | CipherError::Padding | CipherError::Authentication => {
+                Status::data_loss(err.to_string())
+            }
+            CipherError::TooLong => match direction {
+                Direction::Encrypt => Status::invalid_argument(format!("chunk: {err}")),
+                Direction::Decrypt => Status::data_loss(err.to_string()),
+            },
+            CipherError::UnsupportedMode { .. } => Status::invalid_argument(format!("start: {err}")),
+            CipherError::KeyLength { .. } | CipherError::Backend(_) => internal(err),
+        },
+        ObjectError::S3 { kind, .. } => match kind {
+            S3ErrorKind::NotFound | S3ErrorKind::Rejected => Status::failed_precondition(err.to_string()),
+            S3ErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+            S3ErrorKind::Unavailable => Status::unavailable(err.to_string()),
+            S3ErrorKind::Invalid => Status::invalid_argument(err.to_string()),
+        },
+        ObjectError::S3Unavailable(_) => Status::failed_precondition(err.to_string()),
+        ObjectError::Cancelled => Status::cancelled(err.to_string()),
+        ObjectError::Internal(_) => internal(err),
+    }
+}
+
+/// An opaque `INTERNAL` for the client, the whole cause in the server log.
+pub fn internal(err: &dyn std::error::Error) -> Status {
+    let incident = uuid::Uuid::new_v4();
+    tracing::error!(%incident, error = %crate::app::aws::error_chain(err), "internal error");
+    Status::internal(format!("internal error (incident {incident})"))
+}
