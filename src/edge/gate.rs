@@ -9,6 +9,7 @@
 //! `UNAVAILABLE` and returns no key. Handlers only note facts ([`Notes`]).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,6 @@ use tonic::{Request, Response, Status};
 use crate::audit::{AuditLog, AuditRecord, Expected, Timestamp};
 use crate::custody::policy::{ANONYMOUS, Denial, Grant, PolicyStore};
 use crate::custody::rpc::Rpc;
-use crate::edge::ResponseStream;
 use crate::edge::status::denial_status;
 
 /// What an RPC learned that belongs in its audit record.
@@ -189,6 +189,9 @@ impl Notes {
         std::mem::take(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
+
+/// A server-streaming response body.
+pub type ResponseStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// A response stream's sending half: chunks go out as they are ready; the
 /// gate sends the last message after the call's record is durable.

@@ -17,16 +17,14 @@ pub mod shed;
 pub mod status;
 pub mod tls;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::custody::broker::Broker;
 use crate::jobs::et::Transcoder;
 use crate::objects::Objects;
-use gate::Gate;
+use gate::{Gate, ResponseStream};
 use pb::key_broker_server::KeyBroker;
 
 /// The gRPC face of the broker.
@@ -54,9 +52,6 @@ impl Api {
         self
     }
 }
-
-/// A server-streaming response body.
-pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl KeyBroker for Api {

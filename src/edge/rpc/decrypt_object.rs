@@ -15,9 +15,9 @@ use crate::custody::broker::UnwrapRequest;
 use crate::custody::keys::{EncryptionMode, Iv16, decode_base64};
 use crate::custody::policy::Grant;
 use crate::custody::rpc::Rpc;
-use crate::edge::gate::{Gate, Notes, Outbound};
+use crate::edge::gate::{Gate, Notes, Outbound, ResponseStream};
+use crate::edge::pb;
 use crate::edge::status::{Direction, object_status};
-use crate::edge::{ResponseStream, pb};
 use crate::objects::{DecryptParams, Objects, S3Transfer};
 
 fn decrypt_incoming(message: pb::DecryptObjectRequest) -> Result<Incoming<pb::DecryptObjectStart>, Status> {

@@ -13,9 +13,9 @@ use super::{encryption_to_proto, parse_context, parse_optional_key_id};
 use crate::custody::keys::{EncryptionMode, KeyBits};
 use crate::custody::policy::Grant;
 use crate::custody::rpc::Rpc;
-use crate::edge::gate::{Gate, Notes, Outbound};
+use crate::edge::gate::{Gate, Notes, Outbound, ResponseStream};
+use crate::edge::pb;
 use crate::edge::status::{Direction, object_status, status_of};
-use crate::edge::{ResponseStream, pb};
 use crate::objects::{EncryptParams, Objects, S3Transfer};
 
 fn encrypt_incoming(message: pb::EncryptObjectRequest) -> Result<Incoming<pb::EncryptObjectStart>, Status> {
