@@ -22,7 +22,7 @@ pub enum BrokerError {
     Invalid(#[from] KeyError),
     /// A malformed key id.
     #[error(transparent)]
-    KeyId(#[from] crate::custody::kms::KmsKeyIdError),
+    KeyId(#[from] crate::custody::field::FieldError),
     /// The request named no KMS key and the server has no default.
     #[error("kms_key_id: required, because the server has no default KMS key (kms.default_key_id)")]
     NoDefaultKey,

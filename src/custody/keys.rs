@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::custody::field::FieldError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use md5::{Digest as _, Md5};
@@ -19,13 +20,8 @@ use zeroize::Zeroizing;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     /// A value broke a documented rule of a request field.
-    #[error("{field}: {rule}")]
-    Invalid {
-        /// The request field, e.g. `key_bits`.
-        field: String,
-        /// The rule it broke.
-        rule: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
     /// The operating system's CSPRNG failed; no key was made.
     #[error("the operating system's random number generator failed")]
     Random,
@@ -33,7 +29,7 @@ pub enum KeyError {
 
 impl KeyError {
     pub(crate) fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        KeyError::Invalid { field: field.into(), rule: rule.into() }
+        KeyError::Invalid(FieldError::new(field, rule))
     }
 }
 

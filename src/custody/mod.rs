@@ -3,6 +3,7 @@
 //! that decides who may do what.
 
 pub mod broker;
+pub mod field;
 pub mod fingerprint;
 pub mod keys;
 pub mod kms;

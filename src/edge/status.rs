@@ -34,7 +34,7 @@ impl From<BrokerError> for Status {
 /// The status of a broker failure.
 pub fn status_of(err: &BrokerError) -> Status {
     match err {
-        BrokerError::Invalid(KeyError::Invalid { .. }) | BrokerError::KeyId(_) | BrokerError::NoDefaultKey => {
+        BrokerError::Invalid(KeyError::Invalid(_)) | BrokerError::KeyId(_) | BrokerError::NoDefaultKey => {
             Status::invalid_argument(err.to_string())
         }
         BrokerError::KeyMd5Mismatch { .. } => Status::invalid_argument(err.to_string()),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::custody::field::FieldError;
 use crate::custody::keys::{DataKey, ServiceContext, WrappedKey};
 
 pub mod aws;
@@ -30,9 +31,9 @@ impl KmsKeyId {
     /// Parses a key id from a request field.
     ///
     /// # Errors
-    /// [`KmsKeyIdError`] naming `field` when empty, longer than 2,048
+    /// [`FieldError`] naming `field` when empty, longer than 2,048
     /// characters, or holding whitespace or control characters.
-    pub fn parse(text: &str, field: &str) -> Result<Self, KmsKeyIdError> {
+    pub fn parse(text: &str, field: &str) -> Result<Self, FieldError> {
         let rule = if text.is_empty() {
             Some("must not be empty".to_owned())
         } else if text.chars().count() > MAX_KEY_ID_LEN {
@@ -45,7 +46,7 @@ impl KmsKeyId {
             None
         };
         match rule {
-            Some(rule) => Err(KmsKeyIdError { field: field.to_owned(), rule }),
+            Some(rule) => Err(FieldError::new(field, rule)),
             None => Ok(KmsKeyId(text.to_owned())),
         }
     }
@@ -71,16 +72,6 @@ impl fmt::Display for KmsKeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// A malformed key id.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{field}: {rule}")]
-pub struct KmsKeyIdError {
-    /// The request field.
-    pub field: String,
-    /// The rule it broke.
-    pub rule: String,
 }
 
 /// The parts of a KMS key or alias ARN.

@@ -62,8 +62,8 @@ pub(super) async fn next_incoming<M, S>(
 /// field as the caller wrote it.
 pub(super) fn in_start(err: BrokerError) -> Status {
     let err = match err {
-        BrokerError::Invalid(KeyError::Invalid { field, rule }) => {
-            BrokerError::Invalid(KeyError::Invalid { field: format!("start.{field}"), rule })
+        BrokerError::Invalid(KeyError::Invalid(invalid)) => {
+            BrokerError::Invalid(KeyError::Invalid(invalid.within("start")))
         }
         other => other,
     };
