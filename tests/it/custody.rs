@@ -2,10 +2,6 @@
 //! the test (a CA plus CA:FALSE leaves), policy decisions, the audit log,
 //! rate and concurrency limits, certificate reload.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +10,12 @@ use keybroker::app::config::{Config, TlsMode};
 use keybroker::custody::kms::{Delayed, Kms, LocalKeyring};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
-use support::broker::{TestBroker, local_config};
-use support::pki::{Ca, Leaf};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::support;
+use crate::support::broker::{TestBroker, issue, local_config};
+use crate::support::pki::{Ca, Leaf};
 
 const ENCODER: &str = "spiffe://test.example/encoder";
 const OPS: &str = "spiffe://test.example/ops/alice";
@@ -74,7 +72,7 @@ async fn custody_with(tweak: impl FnOnce(&mut Config), kms: Option<Arc<dyn Kms>>
     tweak(&mut config);
     let ca_path = config.tls.client_ca_file.clone().unwrap();
     let audit = config.audit.file.clone().unwrap();
-    let broker = TestBroker::start_with(config, kms).await;
+    let broker = TestBroker::start(config, kms).await;
     Custody { dir, ca, ca_path, audit, broker }
 }
 
@@ -123,17 +121,13 @@ impl Custody {
     }
 }
 
-fn issue(bits: u32) -> pb::IssueDataKeyRequest {
-    pb::IssueDataKeyRequest { key_bits: bits, mode: "aes-gcm".into(), ..Default::default() }
-}
-
 /// A call over an endpoint whose handshake should fail: either connecting
 /// or the first call errors, and the broker answers nothing.
 async fn refused(endpoint: Endpoint) -> String {
     match endpoint.connect().await {
         Err(e) => format!("connect: {e:?}"),
         Ok(channel) => {
-            let err = KeyBrokerClient::new(channel).issue_data_key(issue(128)).await.unwrap_err();
+            let err = KeyBrokerClient::new(channel).issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
             assert_ne!(err.code(), Code::Ok);
             format!("call: {err:?}")
         }
@@ -145,7 +139,7 @@ async fn a_valid_client_certificate_is_served_and_its_identity_audited() {
     let c = custody().await;
     let mut client = c.client_as(ENCODER).await;
     let request = {
-        let mut r = tonic::Request::new(issue(128));
+        let mut r = tonic::Request::new(issue(128, "aes-gcm"));
         r.metadata_mut().insert("x-request-id", "req-123".parse().unwrap());
         r
     };
@@ -179,14 +173,14 @@ async fn no_certificate_another_ca_and_an_expired_one_are_refused_at_the_handsha
     let logs = support::logs::text();
     assert!(logs.contains("TLS handshake refused"), "refusals are logged");
     // And the valid certificate still works on the same server.
-    c.client_as(ENCODER).await.issue_data_key(issue(128)).await.unwrap();
+    c.client_as(ENCODER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_decides_and_names_what_is_missing() {
     let c = custody().await;
 
-    let err = c.client_as(STRANGER).await.issue_data_key(issue(128)).await.unwrap_err();
+    let err = c.client_as(STRANGER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(err.message(), format!("no policy rule matches identity {STRANGER}"));
 
@@ -198,23 +192,23 @@ async fn the_policy_decides_and_names_what_is_missing() {
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("may not call UnwrapKey (policy rule 1)"), "{}", err.message());
 
-    let err = encoder.issue_data_key(issue(256)).await.unwrap_err();
+    let err = encoder.issue_data_key(issue(256, "aes-gcm")).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("may not use 256-bit keys") && err.message().contains("max_key_bits is 192"));
 
-    let mut other_key = issue(128);
+    let mut other_key = issue(128, "aes-gcm");
     other_key.kms_key_id = "alias/finance".into();
     let err = encoder.issue_data_key(other_key).await.unwrap_err();
     assert!(err.message().contains("may not use KMS key alias/finance"), "{}", err.message());
 
-    let mut plaintext = issue(128);
+    let mut plaintext = issue(128, "aes-gcm");
     plaintext.return_plaintext = true;
     let err = encoder.issue_data_key(plaintext.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("may not export plaintext keys"), "{}", err.message());
 
     // The ops rule grants export; the key it unwraps is the encoder's.
-    let issued = encoder.issue_data_key(issue(192)).await.unwrap().into_inner();
+    let issued = encoder.issue_data_key(issue(192, "aes-gcm")).await.unwrap().into_inner();
     let mut ops = c.client_as(OPS).await;
     let unwrapped = ops
         .unwrap_key(pb::UnwrapKeyRequest { encryption: issued.encryption.clone(), ..Default::default() })
@@ -249,11 +243,11 @@ async fn a_certificate_that_names_no_identity_is_unauthenticated_not_anonymous()
     .await;
     let leaf = c.ca.client_without_san();
     let channel = c.endpoint(Some(&leaf), &c.ca.pem).connect().await.unwrap();
-    let err = KeyBrokerClient::new(channel).issue_data_key(issue(128)).await.unwrap_err();
+    let err = KeyBrokerClient::new(channel).issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("neither a SPIFFE ID URI SAN"), "{}", err.message());
     // The same rule serves a certificate that does name its caller.
-    c.client_as(ENCODER).await.issue_data_key(issue(128)).await.unwrap();
+    c.client_as(ENCODER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
     let records = c.audit_records();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["code"], "Unauthenticated");
@@ -268,15 +262,20 @@ async fn the_rate_limit_is_per_identity_and_answers_resource_exhausted() {
     let mut limited = c.client_as(LIMITED).await;
     let mut answers = Vec::new();
     for _ in 0..5 {
-        answers
-            .push(limited.issue_data_key(issue(128)).await.map(|_| ()).map_err(|e| (e.code(), e.message().to_owned())));
+        answers.push(
+            limited
+                .issue_data_key(issue(128, "aes-gcm"))
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.code(), e.message().to_owned())),
+        );
     }
     assert!(answers[..3].iter().all(Result::is_ok), "the burst of 3 is allowed: {answers:?}");
     let (code, message) = answers[3].clone().unwrap_err();
     assert_eq!(code, Code::ResourceExhausted);
     assert!(message.contains("over its rate limit of 1 calls per second (policy rule 3)"), "{message}");
     // Another identity is not limited by it.
-    c.client_as(ENCODER).await.issue_data_key(issue(128)).await.unwrap();
+    c.client_as(ENCODER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +288,7 @@ async fn the_concurrency_limit_sheds_load_and_health_still_answers() {
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let mut client = KeyBrokerClient::new(channel.clone());
-            tokio::spawn(async move { client.issue_data_key(issue(128)).await })
+            tokio::spawn(async move { client.issue_data_key(issue(128, "aes-gcm")).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -338,7 +337,7 @@ async fn an_object_stream_holds_its_place_until_it_ends_and_its_deadline_ends_it
         .unwrap();
     let mut stream = ops.encrypt_object(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     // The stream is answered (headers sent) and still open: it is in flight.
-    let err = c.client_as(OPS).await.issue_data_key(issue(128)).await.unwrap_err();
+    let err = c.client_as(OPS).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     drop(tx);
     let mut ciphertext = 0;
@@ -352,7 +351,7 @@ async fn an_object_stream_holds_its_place_until_it_ends_and_its_deadline_ends_it
     assert_eq!(ciphertext, 1000);
     assert_eq!(result.unwrap().plaintext_bytes, 1000);
     // Ended: its place is free again.
-    c.client_as(OPS).await.issue_data_key(issue(128)).await.unwrap();
+    c.client_as(OPS).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
 
     // A stream that outlives the caller's deadline ends with DEADLINE_EXCEEDED.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -387,7 +386,7 @@ async fn the_callers_deadline_is_capped_by_the_server() {
     let c = custody_with(|config| config.limits.request_timeout_ms = 300, Some(slow)).await;
     let mut client = c.client_as(ENCODER).await;
     let started = std::time::Instant::now();
-    let mut request = tonic::Request::new(issue(128));
+    let mut request = tonic::Request::new(issue(128, "aes-gcm"));
     request.set_timeout(Duration::from_secs(30));
     let err = client.issue_data_key(request).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
@@ -396,7 +395,7 @@ async fn the_callers_deadline_is_capped_by_the_server() {
     // A shorter deadline from the caller wins over the server's cap.
     // (tonic's client gives up at the same moment, so the server's side is
     // read from its audit record.)
-    let mut request = tonic::Request::new(issue(128));
+    let mut request = tonic::Request::new(issue(128, "aes-gcm"));
     request.set_timeout(Duration::from_millis(100));
     client.issue_data_key(request).await.unwrap_err();
     let records = c.audit_records_when(|r| r.len() == 2).await;
@@ -414,7 +413,7 @@ async fn the_callers_deadline_is_capped_by_the_server() {
     );
 
     // A call its caller abandons is recorded too, as cancelled.
-    let call = tokio::spawn(async move { client.issue_data_key(issue(128)).await });
+    let call = tokio::spawn(async move { client.issue_data_key(issue(128, "aes-gcm")).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     call.abort();
     let _ = call.await;
@@ -437,9 +436,9 @@ async fn oversized_messages_are_refused() {
 async fn a_log_that_cannot_be_written_fails_the_call_and_returns_no_key() {
     let c = custody().await;
     let mut client = c.client_as(ENCODER).await;
-    client.issue_data_key(issue(128)).await.unwrap();
+    client.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
     std::fs::remove_file(&c.audit).unwrap();
-    let err = client.issue_data_key(issue(128)).await.unwrap_err();
+    let err = client.issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("audit log"), "{}", err.message());
     assert!(!c.audit.exists(), "the broker did not recreate a removed log behind the operator's back");
@@ -450,9 +449,9 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     let c = custody().await;
     let mut client = c.client_as(ENCODER).await;
     for _ in 0..6 {
-        client.issue_data_key(issue(128)).await.unwrap();
+        client.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
     }
-    let _ = c.client_as(STRANGER).await.issue_data_key(issue(128)).await;
+    let _ = c.client_as(STRANGER).await.issue_data_key(issue(128, "aes-gcm")).await;
     let bin = env!("CARGO_BIN_EXE_keybroker");
     let verify_args = |args: &[&std::ffi::OsStr]| {
         std::process::Command::new(bin).args(["audit", "verify"]).args(args).output().unwrap()
@@ -513,7 +512,7 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
 async fn certificates_and_trust_bundle_reload_without_dropping_connections() {
     let c = custody().await;
     let mut established = c.client_as(ENCODER).await;
-    established.issue_data_key(issue(128)).await.unwrap();
+    established.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
 
     // Rotate to a new CA for both the server certificate and client trust.
     let new_ca = Ca::new("rotated CA");
@@ -526,14 +525,14 @@ async fn certificates_and_trust_bundle_reload_without_dropping_connections() {
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Ok(channel) = c.endpoint(Some(&new_client), &new_ca.pem).connect().await
-            && KeyBrokerClient::new(channel).issue_data_key(issue(128)).await.is_ok()
+            && KeyBrokerClient::new(channel).issue_data_key(issue(128, "aes-gcm")).await.is_ok()
         {
             reloaded = true;
             break;
         }
     }
     assert!(reloaded, "the rotated certificates were not picked up");
-    established.issue_data_key(issue(128)).await.expect("the established connection survived the reload");
+    established.issue_data_key(issue(128, "aes-gcm")).await.expect("the established connection survived the reload");
     let old = refused(c.endpoint(Some(&c.ca.client(ENCODER)), &c.ca.pem)).await;
     assert!(!old.is_empty(), "new connections with the old CA are refused");
 }
@@ -543,7 +542,7 @@ async fn a_python_grpcio_client_connects_with_its_own_certificate() {
     let c = custody().await;
     let leaf = c.ca.client("spiffe://test.example/ops/python");
     let (cert, key) = leaf.write(c.dir.path(), "python-client");
-    let out = tokio::process::Command::new(support::moto::python())
+    let out = tokio::process::Command::new(support::tools::python())
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpcio_client.py"))
         .args(["--addr", &format!("localhost:{}", c.broker.addr.port())])
         .args(["--proto-root", concat!(env!("CARGO_MANIFEST_DIR"), "/proto")])

@@ -5,59 +5,38 @@
 //! tag fails), a 100 MiB stream, the audit record, and the `encrypt` and
 //! `decrypt` CLI against a `serve --dev` child process.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keybroker::app::config::Config;
-use keybroker::custody::kms::{Kms, LocalKeyring};
+use keybroker::custody::keys::EncryptionMode;
+use keybroker::custody::kms::Kms;
 use keybroker::objects::{ObjectsSettings, PIECE_LEN};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use sha2::{Digest as _, Sha256};
-use support::broker::{CountingKms, TestBroker, aws_config, aws_kms, local_config};
-use support::moto::Moto;
-use support::process::{Served, serve};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::support;
+use crate::support::broker::{CountingKms, TestBroker, aws_config, aws_kms, local_config, local_keyring};
+use crate::support::moto::Moto;
+use crate::support::process::{Served, serve};
+use crate::support::rng::Rng;
+use crate::support::tools::{openssl_enc, python_with_cryptography};
+
 const MODES: [&str; 3] = ["aes-cbc-pkcs7", "aes-ctr", "aes-gcm"];
-const OPENSSL: &str = "/usr/bin/openssl";
 const MIB: usize = 1 << 20;
 const LOCAL_DEFAULT_ARN: &str = "arn:aws:kms:local:000000000000:alias/test-default";
 
 // ---------------------------------------------------------------------------
 // Helpers: data, streams, peers.
-
-/// xorshift64*: deterministic, incompressible test data.
-struct Rng(u64);
-
-impl Rng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let word = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = vec![0; len];
-        self.fill(&mut out);
-        out
-    }
-}
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
     Rng(seed | 1).bytes(len)
@@ -227,42 +206,12 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// The openssl binary, or a failure that says what to install.
-fn openssl() -> &'static str {
-    static CHECKED: OnceLock<()> = OnceLock::new();
-    CHECKED.get_or_init(|| {
-        let ok = Command::new(OPENSSL).arg("version").output().is_ok_and(|out| out.status.success());
-        assert!(ok, "{OPENSSL} is missing: these tests need the OpenSSL CLI (apt-get install openssl)");
-    });
-    OPENSSL
-}
-
-/// The Python with `cryptography`, or a failure that says how to get one.
-fn python() -> String {
-    let python = support::moto::python();
-    let probe = Command::new(&python).args(["-c", "import cryptography"]).output();
-    assert!(
-        probe.as_ref().is_ok_and(|out| out.status.success()),
-        "{python} has no usable `cryptography` package: run ./scripts/test once (it makes .venv), \
-         or set KEYBROKER_TEST_PYTHON: {probe:?}"
-    );
-    python
-}
-
 /// What `openssl enc` writes for `plaintext` under this key and IV.
 fn openssl_encrypt(dir: &Path, mode: &str, key: &[u8], iv: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let cipher = match mode {
-        "aes-cbc-pkcs7" => format!("-aes-{}-cbc", key.len() * 8),
-        "aes-ctr" => format!("-aes-{}-ctr", key.len() * 8),
-        other => panic!("openssl enc cannot do {other}"),
-    };
+    let mode = EncryptionMode::parse(mode, "mode").unwrap();
     let input = dir.join(format!("openssl-{}.in", uuid::Uuid::new_v4()));
     std::fs::write(&input, plaintext).unwrap();
-    let out = Command::new(openssl())
-        .args(["enc", &cipher, "-nosalt", "-K", &hex::encode(key), "-iv", &hex::encode(iv), "-in"])
-        .arg(&input)
-        .output()
-        .unwrap();
+    let out = openssl_enc(mode, key, iv, false, &input).output().unwrap();
     assert!(out.status.success(), "openssl enc: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
@@ -296,7 +245,7 @@ for line in open(sys.argv[1]):
     n += 1
 print(n)
 "#;
-    let out = Command::new(python()).args(["-c", script]).arg(&list).output().unwrap();
+    let out = Command::new(python_with_cryptography()).args(["-c", script]).arg(&list).output().unwrap();
     assert!(out.status.success(), "python cryptography: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), cases.len().to_string());
 }
@@ -494,9 +443,8 @@ async fn decryption_is_refused_before_any_kms_call_when_export_is_off_and_encryp
     let dir = tempfile::tempdir().unwrap();
     let mut config = local_config(dir.path());
     config.allow_plaintext_export = false;
-    let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
-    let counting = CountingKms::new(ring);
-    let broker = TestBroker::start_with(config, Some(counting.clone() as Arc<dyn Kms>)).await;
+    let counting = CountingKms::new(local_keyring(&config));
+    let broker = TestBroker::start(config, Some(counting.clone() as Arc<dyn Kms>)).await;
     let mut client = broker.client().await;
 
     // The key never leaves the broker, so encryption needs no export.
@@ -518,7 +466,7 @@ async fn every_call_is_audited_and_an_unwritable_audit_log_withholds_the_result(
     let mut config = local_config(dir.path());
     let audit = dir.path().join("audit.jsonl");
     config.audit.file = Some(audit.clone());
-    let broker = TestBroker::start_with(config, None).await;
+    let broker = TestBroker::start(config, None).await;
     let mut client = broker.client().await;
 
     let plaintext = data(70_000, 5);
@@ -672,26 +620,17 @@ fn fix_complete_multipart_root(answer: Vec<u8>) -> Vec<u8> {
     fixed
 }
 
+/// A broker over moto's KMS that reads and writes objects in moto's S3,
+/// with an S3 client of the test's own and a fresh bucket.
 struct S3Broker {
-    addr: std::net::SocketAddr,
+    broker: TestBroker,
     s3: aws_sdk_s3::Client,
     bucket: String,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for S3Broker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 impl S3Broker {
-    /// A broker over moto's KMS with an S3 client for moto (path style), and
-    /// a fresh bucket.
+    /// `part_size`: the multipart part size, in bytes.
     async fn start(part_size: usize) -> S3Broker {
-        support::logs::capture();
         let moto = Moto::shared();
         let key_arn = moto.create_key().await;
         let mut config: Config = aws_config(&key_arn);
@@ -703,23 +642,12 @@ impl S3Broker {
         let s3 = keybroker::objects::s3_client(&sdk, &settings);
         let bucket = format!("kb-objects-{}", uuid::Uuid::new_v4().simple());
         s3.create_bucket().bucket(&bucket).send().await.expect("moto CreateBucket");
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peers = keybroker::app::server::Peers { kms: Some(kms), et: None, s3: Some(s3.clone()) };
-        let app = keybroker::app::server::Application::build(config, peers).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            app.run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        S3Broker { addr, s3, bucket, stop: Some(stop) }
+        let broker = TestBroker::start_with_peers(config, kms, None, Some(s3.clone())).await;
+        S3Broker { broker, s3, bucket }
     }
 
     async fn client(&self) -> KeyBrokerClient<Channel> {
-        KeyBrokerClient::connect(format!("http://{}", self.addr)).await.unwrap()
+        self.broker.client().await
     }
 
     fn location(&self, key: &str) -> Option<pb::S3Location> {
@@ -955,7 +883,7 @@ async fn the_cli_encrypts_and_decrypts_files_and_a_forged_file_leaves_no_output(
     assert!(!files.join("x").exists());
     assert_eq!(leftovers(&files), Vec::<String>::new());
 
-    let log = std::fs::read_to_string(&server.log).unwrap();
+    let log = server.log_text();
     assert!(log.contains("EncryptObject") || log.contains("keybroker serving"), "{log}");
     support::logs::assert_no_key_in(&log, &keys, "the server's output");
 }

@@ -2,12 +2,6 @@
 //! ET accepted and reject, with a typed SDK error naming the JSON path, what
 //! ET rejected. Needs moto (started by the support module).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
-use support::{et::*, moto::Moto};
-
 use aws_sdk_elastictranscoder::Client;
 use aws_sdk_elastictranscoder::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elastictranscoder::operation::create_job::{CreateJobError, CreateJobOutput as CreateJobResponse};
@@ -17,6 +11,8 @@ use aws_sdk_elastictranscoder::types::{
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
+
+use crate::support::{et::*, moto::Moto};
 
 const PIPELINE_ID: &str = "1700000000000-abc123";
 const PRESET_ID: &str = "1351620000001-000010";
@@ -107,14 +103,6 @@ fn assert_rejected(s: &Setup, result: Result<CreateJobResponse, SdkError<CreateJ
     assert_eq!(s.et.rejections().last().map(String::as_str), Some(message));
     assert!(s.et.created_jobs().is_empty(), "a rejected job must not be recorded");
     assert!(s.et.verified_keys().is_empty());
-}
-
-fn is_et_id(id: &str) -> bool {
-    let (digits, word) = id.split_once('-').unwrap_or(("", ""));
-    digits.len() == 13
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && word.len() == 6
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[tokio::test]

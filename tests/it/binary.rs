@@ -2,10 +2,6 @@
 //! CLI client subcommands against it, SIGTERM, and a scan of everything the
 //! server printed for key material.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,9 +10,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keybroker::pb;
-use support::moto::Moto;
 
-use support::process::{BIN, Served, free_addr, serve};
+use crate::support;
+use crate::support::moto::Moto;
+use crate::support::process::{BIN, Served, free_addr, serve};
 
 fn et_json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "CLI failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -79,7 +76,7 @@ except Exception:
     pass
 print(arn.decode(), key.hex(), base64.b64encode(hashlib.md5(key).digest()).decode())
 "#;
-    let out = Command::new(support::moto::python())
+    let out = Command::new(support::tools::python())
         .args(["-c", script, master.to_str().unwrap(), wrapped["Key"].as_str().unwrap()])
         .output()
         .unwrap();
@@ -212,12 +209,11 @@ fn config_file_and_environment_configure_the_server() {
 /// the API through reflection alone and calls it.
 #[test]
 fn grpcurl_discovers_and_calls_the_api_through_reflection() {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/grpcurl");
-    let grpcurl = if Path::new(venv).exists() { venv } else { "grpcurl" };
+    let grpcurl = support::tools::venv_tool("grpcurl").unwrap_or_else(|| "grpcurl".to_owned());
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path(), &["--dev"], &[]);
     let run = |args: &[&str]| {
-        Command::new(grpcurl)
+        Command::new(&grpcurl)
             .arg("-plaintext")
             .args(args)
             .output()

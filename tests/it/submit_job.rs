@@ -3,10 +3,6 @@
 //! which decrypts every key with KMS under the ET context and checks lengths,
 //! KeyMd5 and IVs as ET would.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +12,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use keybroker::custody::keys::KeyMd5Source;
 use keybroker::custody::kms::Kms;
 use keybroker::pb;
-use support::broker::{CountingKms, TestBroker, aws_config, aws_kms};
-use support::et::{EtEndpoint, KeyMd5Reading, PipelineFixture};
-use support::moto::Moto;
 use tonic::Code;
+
+use crate::support;
+use crate::support::broker::{CountingKms, TestBroker, aws_config, aws_kms};
+use crate::support::et::{EtEndpoint, KeyMd5Reading, PipelineFixture};
+use crate::support::moto::Moto;
 
 const PIPELINE: &str = "1234567890123-abcdef";
 
@@ -47,9 +45,8 @@ async fn rig_with(fixture: impl FnOnce(&str) -> PipelineFixture, md5: KeyMd5Sour
         None => aws,
     };
     let kms = CountingKms::new(inner);
-    let broker =
-        TestBroker::start_full(config, Some(kms.clone() as Arc<dyn Kms>), Some(et.sdk_client(&moto.sdk_config())))
-            .await;
+    let et_client = et.sdk_client(&moto.sdk_config());
+    let broker = TestBroker::start_with_peers(config, kms.clone(), Some(et_client), None).await;
     Rig { et, kms, broker, key_arn }
 }
 

@@ -22,8 +22,14 @@ impl Drop for Served {
     }
 }
 
+/// A loopback port nothing listens on (until someone binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `127.0.0.1:PORT` for a [`free_port`].
 pub fn free_addr() -> String {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// Starts `keybroker serve --listen ADDR ARGS…` in `cwd` with `env`, and
@@ -59,11 +65,16 @@ impl Served {
         Command::new(BIN).args(args).args(["--addr", &self.addr]).output().unwrap()
     }
 
+    /// Everything the server has printed so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
     /// Sends SIGTERM and answers the exit status and everything logged.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let status = self.child.wait().unwrap();
-        (status, std::fs::read_to_string(&self.log).unwrap())
+        (status, self.log_text())
     }
 }

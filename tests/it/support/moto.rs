@@ -5,15 +5,14 @@
 //! project's `.venv`) and it lives as long as the test binary. A test that
 //! needs moto and finds none fails loudly.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+
+use super::process::free_port;
 
 /// A running moto server.
 pub struct Moto {
@@ -31,12 +30,7 @@ impl Drop for Moto {
 }
 
 fn moto_binary() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/moto_server");
-    if std::path::Path::new(venv).exists() { venv.to_owned() } else { "moto_server".to_owned() }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    super::tools::venv_tool("moto_server").unwrap_or_else(|| "moto_server".to_owned())
 }
 
 fn wait_until_up(url: &str) {
@@ -93,6 +87,12 @@ impl Moto {
         Moto { url, child: Some(child) }
     }
 
+    /// A handle on something at `url` that is not a moto this suite runs
+    /// (for pointing clients at a dead or silent peer).
+    pub fn at(url: &str) -> Moto {
+        Moto { url: url.to_owned(), child: None }
+    }
+
     /// Stops a private server now.
     pub fn kill(&mut self) {
         if let Some(child) = &mut self.child {
@@ -146,22 +146,5 @@ impl Moto {
             ("AWS_REGION", "us-east-1".to_owned()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
         ]
-    }
-}
-
-/// The Python interpreter with the suite's packages (grpcio, cryptography).
-pub fn python() -> String {
-    if let Ok(python) = std::env::var("KEYBROKER_TEST_PYTHON") {
-        return python;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    if std::path::Path::new(venv).exists() { venv.to_owned() } else { "python3".to_owned() }
-}
-
-impl Moto {
-    /// A handle on something at `url` that is not a moto this suite runs
-    /// (for pointing clients at a dead or silent peer).
-    pub fn at(url: &str) -> Moto {
-        Moto { url: url.to_owned(), child: None }
     }
 }

@@ -2,104 +2,25 @@
 //! `cryptography` package. These prove the files are byte-exact ET formats,
 //! in both directions, not just self-consistent.
 //!
-//! Needs `/usr/bin/openssl` and a Python 3 with `cryptography` (the one in
-//! `KEYBROKER_TEST_PYTHON`, else `python3`). A missing peer fails the test with
-//! what to install; nothing is skipped.
-#![allow(clippy::unwrap_used, clippy::panic)]
+//! Needs `/usr/bin/openssl` and a Python 3 with `cryptography`
+//! (`KEYBROKER_TEST_PYTHON`, else `.venv/bin/python`, else `python3`). A
+//! missing peer fails the test with what to install; nothing is skipped.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use keybroker::custody::keys::{DataKey, EncryptionMode, Iv16};
 use keybroker::objects::cipher::{Decryptor, Encryptor, ciphertext_len};
 use sha2::{Digest, Sha256};
 
-const OPENSSL: &str = "/usr/bin/openssl";
+use crate::support::rng::Rng;
+use crate::support::tools::{openssl_cipher, openssl_enc, python_with_cryptography};
+
 const SIZES: [usize; 8] = [0, 1, 15, 16, 17, 65_535, 65_536, 65_537];
 const KEY_LENS: [usize; 3] = [16, 24, 32];
 const MIB: usize = 1 << 20;
-
-/// The openssl binary, or a failure that says what to install.
-fn openssl() -> &'static str {
-    static CHECKED: OnceLock<()> = OnceLock::new();
-    CHECKED.get_or_init(|| {
-        let ok = Command::new(OPENSSL).arg("version").output().is_ok_and(|out| out.status.success());
-        assert!(
-            ok,
-            "{OPENSSL} is missing or broken: the cipher interop tests need the OpenSSL CLI \
-             (Debian/Ubuntu: apt-get install openssl)"
-        );
-    });
-    OPENSSL
-}
-
-/// The Python interpreter with `cryptography`, or a failure that says how to get one.
-fn python() -> &'static str {
-    static PYTHON: OnceLock<String> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let python = std::env::var("KEYBROKER_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let probe = Command::new(&python).args(["-c", "import cryptography; print(cryptography.__version__)"]).output();
-        match probe {
-            Ok(out) if out.status.success() && !out.stdout.trim_ascii().is_empty() => python,
-            Ok(out) => panic!(
-                "{python} has no usable `cryptography` package ({}): run `{python} -m pip install \
-                 cryptography`, or set KEYBROKER_TEST_PYTHON to an interpreter that has it",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(err) => panic!(
-                "cannot run {python} ({err}): install Python 3 with `pip install cryptography`, \
-                 or set KEYBROKER_TEST_PYTHON to such an interpreter"
-            ),
-        }
-    })
-}
-
-/// xorshift64*: fast, deterministic test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let word = self.next().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        self.fill(&mut buf);
-        buf
-    }
-}
-
-/// The OpenSSL cipher name for a mode and key length, e.g. `aes-192-ctr`.
-fn openssl_cipher(mode: EncryptionMode, key_len: usize) -> String {
-    let suffix = match mode {
-        EncryptionMode::AesCbcPkcs7 => "cbc",
-        EncryptionMode::AesCtr => "ctr",
-        other => panic!("openssl enc has no {} format", other.as_str()),
-    };
-    format!("aes-{}-{suffix}", key_len * 8)
-}
-
-fn openssl_enc(mode: EncryptionMode, key: &[u8], iv: &Iv16, decrypt: bool, input: &Path) -> Command {
-    let mut cmd = Command::new(openssl());
-    cmd.args(["enc", if decrypt { "-d" } else { "-e" }])
-        .arg(format!("-{}", openssl_cipher(mode, key.len())))
-        .args(["-nosalt", "-K", &hex::encode(key), "-iv", &hex::encode(iv.0), "-in"])
-        .arg(input);
-    cmd
-}
 
 /// Runs a command to completion and returns its stdout, failing with its stderr.
 fn stdout_of(cmd: &mut Command) -> Vec<u8> {
@@ -162,9 +83,9 @@ fn openssl_enc_and_keybroker_read_each_others_cbc_and_ctr_files() {
                     write_file(&pt_path, &pt);
                     write_file(&ct_path, &ours);
 
-                    let theirs = stdout_of(&mut openssl_enc(mode, &key_bytes, iv, false, &pt_path));
+                    let theirs = stdout_of(&mut openssl_enc(mode, &key_bytes, &iv.0, false, &pt_path));
                     assert!(theirs == ours, "{what}: openssl enc wrote different bytes");
-                    let opened = stdout_of(&mut openssl_enc(mode, &key_bytes, iv, true, &ct_path));
+                    let opened = stdout_of(&mut openssl_enc(mode, &key_bytes, &iv.0, true, &ct_path));
                     assert!(opened == pt, "{what}: openssl enc -d did not get the plaintext back");
                     assert!(decrypt(mode, &key, iv, &theirs) == pt, "{what}: we could not read openssl's file");
                     cases += 1;
@@ -257,7 +178,7 @@ fn python_cryptography_and_keybroker_read_each_others_files_in_every_mode() {
         }
     }
 
-    let mut child = Command::new(python())
+    let mut child = Command::new(python_with_cryptography())
         .args(["-c", PYTHON_CASES])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -393,11 +314,11 @@ fn a_100_mib_file_is_byte_identical_with_openssl_and_cryptography() {
         let (ours, len) = encrypt_file_digest(mode, &key, &iv, &path);
         assert_eq!(len, ciphertext_len(mode, LEN as u64), "{}", mode.as_str());
         let peer = if mode == EncryptionMode::AesGcm {
-            let mut cmd = Command::new(python());
+            let mut cmd = Command::new(python_with_cryptography());
             cmd.args(["-c", PYTHON_GCM_STREAM, &hex::encode(&key_bytes), &hex::encode(iv.0)]).arg(&path);
             cmd
         } else {
-            openssl_enc(mode, &key_bytes, &iv, false, &path)
+            openssl_enc(mode, &key_bytes, &iv.0, false, &path)
         };
         // Equal digests mean equal files, so decrypting the peer's copy too
         // only re-tests our own round trip; debug builds are slow, so do it

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use keybroker::app::config::{Config, KmsBackend};
-use keybroker::custody::kms::{AwsKms, Kms};
+use keybroker::app::server::{Application, Peers};
+use keybroker::custody::kms::{AwsKms, Kms, LocalKeyring};
+use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -50,6 +52,11 @@ pub fn aws_config(default_key: &str) -> Config {
     config
 }
 
+/// The local keyring at the master key file `config` names.
+pub fn local_keyring(config: &Config) -> Arc<dyn Kms> {
+    Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap())
+}
+
 /// The real AWS backend, with the broker's timeouts and retries, pointed at moto.
 pub async fn aws_kms(moto: &Moto, config: &Config) -> Arc<dyn Kms> {
     let sdk = keybroker::app::aws::sdk_config_loader(&config.aws)
@@ -68,27 +75,46 @@ pub async fn aws_kms(moto: &Moto, config: &Config) -> Arc<dyn Kms> {
 }
 
 impl TestBroker {
-    /// Starts the server over `kms` (or the backend `config` names when `None`).
-    pub async fn start_with(config: Config, kms: Option<Arc<dyn Kms>>) -> TestBroker {
-        Self::start_full(config, kms, None).await
+    /// A local-keyring broker in `dir` with [`local_config`].
+    pub async fn local(dir: &Path) -> TestBroker {
+        Self::start(local_config(dir), None).await
     }
 
-    /// Starts the server over `kms`, submitting jobs to `et`.
-    pub async fn start_full(
+    /// An AWS-KMS broker against moto with [`aws_config`].
+    pub async fn aws(moto: &Moto, default_key: &str) -> TestBroker {
+        let config = aws_config(default_key);
+        let kms = aws_kms(moto, &config).await;
+        Self::start(config, Some(kms)).await
+    }
+
+    /// Starts the server for `config` over `kms`, or over the local keyring
+    /// `config` names when `None`.
+    pub async fn start(config: Config, kms: Option<Arc<dyn Kms>>) -> TestBroker {
+        assert!(kms.is_some() || config.kms.backend == KmsBackend::Local, "pass an AwsKms for the aws backend");
+        Self::launch(config, Peers { kms, et: None, s3: None }).await
+    }
+
+    /// Starts the server over `kms`, submitting jobs to `et` and reading and
+    /// writing objects in `s3` where given.
+    pub async fn start_with_peers(
         config: Config,
-        kms: Option<Arc<dyn Kms>>,
+        kms: Arc<dyn Kms>,
         et: Option<aws_sdk_elastictranscoder::Client>,
+        s3: Option<aws_sdk_s3::Client>,
     ) -> TestBroker {
+        Self::launch(config, Peers { kms: Some(kms), et, s3 }).await
+    }
+
+    /// Builds the [`Application`] `keybroker serve` runs, over `peers`
+    /// (the missing ones made from `config`), and serves it on port 0.
+    async fn launch(mut config: Config, peers: Peers) -> TestBroker {
         super::logs::capture();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        assert!(kms.is_some() || config.kms.backend == KmsBackend::Local, "pass an AwsKms for the aws backend");
-        let mut config = config;
         // Without an ET endpoint of the suite, the broker talks to no
         // Elastic Transcoder at all.
-        config.transcoder.submit &= et.is_some();
-        let peers = keybroker::app::server::Peers { kms, et, s3: None };
-        let app = keybroker::app::server::Application::build(config.clone(), peers).await.unwrap();
+        config.transcoder.submit &= peers.et.is_some();
+        let app = Application::build(config.clone(), peers).await.unwrap();
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             app.run(listener, async {
@@ -97,18 +123,6 @@ impl TestBroker {
             .await
         });
         TestBroker { addr, config, stop: Some(stop_tx), task: Some(task) }
-    }
-
-    /// Starts a local-keyring broker.
-    pub async fn local(dir: &Path) -> TestBroker {
-        Self::start_with(local_config(dir), None).await
-    }
-
-    /// Starts an AWS-KMS broker against moto.
-    pub async fn aws(moto: &Moto, default_key: &str) -> TestBroker {
-        let config = aws_config(default_key);
-        let kms = aws_kms(moto, &config).await;
-        Self::start_with(config, Some(kms)).await
     }
 
     pub fn url(&self) -> String {
@@ -121,12 +135,6 @@ impl TestBroker {
 
     pub async fn client(&self) -> KeyBrokerClient<Channel> {
         KeyBrokerClient::new(self.channel().await)
-    }
-
-    /// Signals shutdown and waits for the server to finish draining.
-    pub async fn stop(mut self) -> Result<(), keybroker::app::server::ServerError> {
-        self.begin_stop();
-        self.task.take().unwrap().await.unwrap()
     }
 
     /// Signals shutdown without waiting.
@@ -146,6 +154,11 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         self.begin_stop();
     }
+}
+
+/// An IssueDataKey request for `bits` and `mode`, everything else default.
+pub fn issue(bits: u32, mode: &str) -> pb::IssueDataKeyRequest {
+    pb::IssueDataKeyRequest { key_bits: bits, mode: mode.to_owned(), ..Default::default() }
 }
 
 /// A KMS that counts the calls that reach the one it wraps.

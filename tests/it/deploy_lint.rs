@@ -4,8 +4,6 @@
 //! server reads, and the files agree with each other on paths, ports, user
 //! and shutdown timing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::Command;
 

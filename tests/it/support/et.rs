@@ -17,8 +17,6 @@
 //! The server runs on the tokio runtime of the test that spawned it and
 //! stops when its [`EtEndpoint`] is dropped.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -219,11 +217,6 @@ impl EtEndpoint {
     /// in document order (inputs, outputs, playlists).
     pub fn verified_keys(&self) -> Vec<VerifiedKey> {
         self.shared.record().verified_keys.clone()
-    }
-
-    /// The stored job, as ReadJob answers it (`{"Id": ..., ...}`).
-    pub fn job(&self, id: &str) -> Option<Value> {
-        self.shared.record().jobs.get(id).cloned()
     }
 
     /// Makes the next CreateJob answer `status` with `x-amzn-ErrorType:
@@ -1123,8 +1116,9 @@ fn check_enum_opt(obj: &Map<String, Value>, field: &str, path: &str, allowed: &[
     Ok(())
 }
 
+/// Whether `id` has the shape of ET's pipeline and job ids:
 /// `^\d{13}-\w{6}$` with Java's ASCII `\w`.
-fn is_et_id(id: &str) -> bool {
+pub fn is_et_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     bytes.len() == 20
         && bytes[..13].iter().all(u8::is_ascii_digit)

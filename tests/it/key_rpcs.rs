@@ -2,10 +2,6 @@
 //! backends: AWS KMS (the local moto server over HTTP) and the embedded
 //! keyring. Every property is proved by asking KMS itself, not the broker.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +11,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use keybroker::custody::keys::{ServiceContext, WrappedKey};
 use keybroker::custody::kms::{Kms, LocalKeyring};
 use keybroker::pb;
-use support::broker::TestBroker;
-use support::moto::Moto;
 use tonic::Code;
+
+use crate::support;
+use crate::support::broker::{TestBroker, issue};
+use crate::support::moto::Moto;
 
 /// Where the keys are wrapped, and a way to ask that KMS directly.
 enum Peer {
@@ -84,10 +82,6 @@ impl Harness {
 
 fn et_context() -> Option<HashMap<String, String>> {
     Some(HashMap::from([("service".to_owned(), "elastictranscoder.amazonaws.com".to_owned())]))
-}
-
-fn issue(bits: u32, mode: &str) -> pb::IssueDataKeyRequest {
-    pb::IssueDataKeyRequest { key_bits: bits, mode: mode.to_owned(), ..Default::default() }
 }
 
 macro_rules! on_both_backends {
@@ -249,7 +243,7 @@ async fn plaintext_export_is_refused_unless_enabled() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::broker::local_config(dir.path());
     config.allow_plaintext_export = false;
-    let broker = TestBroker::start_with(config, None).await;
+    let broker = TestBroker::start(config, None).await;
     let mut client = broker.client().await;
 
     let mut req = issue(256, "aes-gcm");
@@ -272,7 +266,7 @@ async fn every_invalid_field_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::broker::local_config(dir.path());
     config.kms.default_key_id = None;
-    let broker = TestBroker::start_with(config, None).await;
+    let broker = TestBroker::start(config, None).await;
     let mut client = broker.client().await;
     let ok_key = "alias/x".to_owned();
 
@@ -444,7 +438,7 @@ async fn a_kms_that_hangs_is_cut_off_at_the_deadline() {
     config.aws.attempt_timeout_ms = 500;
     let fake = Moto::at(&url);
     let kms = support::broker::aws_kms(&fake, &config).await;
-    let broker = TestBroker::start_with(config, Some(kms)).await;
+    let broker = TestBroker::start(config, Some(kms)).await;
     let mut client = broker.client().await;
     let started = Instant::now();
     let err = client.issue_data_key(issue(256, "aes-ctr")).await.unwrap_err();
@@ -506,9 +500,9 @@ async fn shutdown_drains_in_flight_calls_and_flips_health() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = support::broker::local_config(dir.path());
-    let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
+    let ring = support::broker::local_keyring(&config);
     let slow: Arc<dyn Kms> = Arc::new(keybroker::custody::kms::Delayed::new(ring, Duration::from_millis(800)));
-    let mut broker = TestBroker::start_with(config, Some(slow)).await;
+    let mut broker = TestBroker::start(config, Some(slow)).await;
     let channel = broker.channel().await;
 
     let mut watch = HealthClient::new(channel.clone())
@@ -539,7 +533,7 @@ async fn shutdown_drains_in_flight_calls_and_flips_health() {
 async fn a_python_grpcio_client_calls_the_broker() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::local(dir.path()).await;
-    let out = tokio::process::Command::new(support::moto::python())
+    let out = tokio::process::Command::new(support::tools::python())
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpcio_client.py"))
         .arg("--addr")
         .arg(broker.addr.to_string())

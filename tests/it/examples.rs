@@ -8,12 +8,6 @@
 //! with grpcio and grpcio-tools (tests/requirements.txt). Node: `node`, with
 //! the example's packages installed by `npm ci` if they are not yet.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
-use support::process::{Served, serve};
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -21,26 +15,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
+use crate::support::process::{Served, serve};
+use crate::support::tools::python;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DEV_KEY_ARN: &str = "arn:aws:kms:local:000000000000:alias/keybroker-dev";
-
-/// `keybroker serve --dev` in a temporary working directory (its keyring
-/// goes there), killed on drop.
-struct DevBroker {
-    served: Served,
-    _dir: tempfile::TempDir,
-}
-
-impl DevBroker {
-    fn start() -> DevBroker {
-        let dir = tempfile::tempdir().unwrap();
-        DevBroker { served: serve(dir.path(), &["--dev"], &[]), _dir: dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.served.log).unwrap_or_default()
-    }
-}
 
 /// Installs the Node example's locked packages unless they are there.
 fn ensure_node_modules() {
@@ -65,11 +44,11 @@ fn ensure_node_modules() {
     );
 }
 
-/// Runs an example and answers the JSON it printed.
-fn run_example(broker: &DevBroker, program: &str, script: &str) -> Value {
+/// Runs an example against `broker` and answers the JSON it printed.
+fn run_example(broker: &Served, program: &str, script: &str) -> Value {
     let out: Output = Command::new(program)
         .arg(Path::new(ROOT).join(script))
-        .args(["--addr", &broker.served.addr])
+        .args(["--addr", &broker.addr])
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} {script}: {e}"));
@@ -79,7 +58,7 @@ fn run_example(broker: &DevBroker, program: &str, script: &str) -> Value {
         out.status.success(),
         "{script} failed ({}):\n{stdout}\n{stderr}\nbroker log:\n{}",
         out.status,
-        broker.log()
+        broker.log_text()
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script} printed no JSON object ({e}):\n{stdout}"))
 }
@@ -137,15 +116,17 @@ fn assert_example_output(output: &Value, example: &str) {
 
 #[test]
 fn python_example_issues_a_key_and_validates_a_job() {
-    let broker = DevBroker::start();
-    let output = run_example(&broker, &support::moto::python(), "examples/python/client.py");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = serve(dir.path(), &["--dev"], &[]);
+    let output = run_example(&broker, &python(), "examples/python/client.py");
     assert_example_output(&output, "examples/python");
 }
 
 #[test]
 fn node_example_issues_a_key_and_validates_a_job() {
     ensure_node_modules();
-    let broker = DevBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = serve(dir.path(), &["--dev"], &[]);
     let output = run_example(&broker, "node", "examples/node/client.js");
     assert_example_output(&output, "examples/node");
 }

@@ -1,0 +1,22 @@
+//! The integration tests, one binary: the real server on port 0 (or the
+//! `keybroker` binary as a child process) against real peers, which
+//! [`support`] spawns once for the whole suite: moto's KMS and S3, the
+//! Elastic Transcoder endpoint of the test suite, a test PKI, OpenSSL and
+//! Python. One module per area; `tests/zeroize.rs` stays a binary of its own
+//! because it installs a global allocator.
+//!
+//! Tests unwrap and panic: a failure is the point.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod binary;
+mod cipher_interop;
+mod custody;
+mod deploy_lint;
+mod et_endpoint;
+mod examples;
+mod key_rpcs;
+mod object_rpcs;
+mod submit_job;
