@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
+use crate::client::args::ClientArgs;
+use crate::client::connect::channel;
+use crate::client::error::CliError;
 use crate::edge::pb;
 
 /// The call to load.
@@ -162,7 +165,7 @@ pub async fn run(channels: &[Channel], options: &LoadOptions) -> LoadReport {
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]
-    pub client: crate::client::ClientArgs,
+    pub client: ClientArgs,
     /// The call to load.
     #[arg(long, value_enum, default_value = "issue-data-key")]
     pub rpc: LoadRpc,
@@ -188,10 +191,10 @@ pub struct BenchArgs {
 ///
 /// # Errors
 /// When the broker cannot be reached or every call failed.
-pub async fn bench_command(args: BenchArgs) -> Result<(), crate::client::CliError> {
+pub async fn bench_command(args: BenchArgs) -> Result<(), CliError> {
     let mut channels = Vec::with_capacity(args.connections.max(1));
     for _ in 0..args.connections.max(1) {
-        channels.push(crate::client::channel(&args.client).await?);
+        channels.push(channel(&args.client).await?);
     }
     let options =
         |rpc| LoadOptions { rpc, concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
@@ -222,7 +225,7 @@ pub async fn bench_command(args: BenchArgs) -> Result<(), crate::client::CliErro
         );
     }
     if report.ok == 0 {
-        return Err(crate::client::CliError::Input(format!("no call succeeded: {:?}", report.errors)));
+        return Err(CliError::NoCallSucceeded(report.errors));
     }
     Ok(())
 }
