@@ -6,14 +6,18 @@
 //! be logged.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::custody::keys::KeyMd5Source;
+mod sections;
+
+pub use sections::{
+    AuditConfig, AwsConfig, KmsBackend, KmsConfig, LimitsConfig, LocalKmsConfig, LogConfig, LogFormat, MemoryConfig,
+    PolicyConfig, S3Config, TlsConfig, TlsMode, TranscoderConfig,
+};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -75,148 +79,6 @@ pub struct Config {
     pub notices: Vec<String>,
 }
 
-/// S3 settings for EncryptObject/DecryptObject in S3 mode.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Config {
-    /// Path-style addressing (`endpoint/bucket/key`), which S3-compatible
-    /// stores such as moto and MinIO need; AWS uses virtual-hosted style.
-    pub force_path_style: bool,
-    /// Multipart part size in MiB (5 to 5120).
-    pub part_size_mib: usize,
-    /// Deadline of one S3 request attempt (a part upload included), in ms.
-    pub call_timeout_ms: u64,
-    /// Longest wait for the next bytes of a source object, in ms.
-    pub read_timeout_ms: u64,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        S3Config { force_path_style: false, part_size_mib: 8, call_timeout_ms: 120_000, read_timeout_ms: 60_000 }
-    }
-}
-
-/// How the gRPC listener is secured.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// TLS with a required client certificate (the default).
-    Mutual,
-    /// TLS without client certificates: every caller is `anonymous`.
-    Server,
-    /// No TLS. For loopback and `--dev`; a non-loopback address is refused.
-    Plaintext,
-}
-
-/// Transport security settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// `mutual`, `server` or `plaintext`.
-    pub mode: TlsMode,
-    /// Server certificate chain (PEM).
-    pub cert_file: Option<PathBuf>,
-    /// Server private key (PEM).
-    pub key_file: Option<PathBuf>,
-    /// Trust bundle for client certificates (PEM CA certificates).
-    pub client_ca_file: Option<PathBuf>,
-    /// How often to check the files for changes, in seconds (0: SIGHUP only).
-    pub reload_poll_secs: u64,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig { mode: TlsMode::Mutual, cert_file: None, key_file: None, client_ca_file: None, reload_poll_secs: 10 }
-    }
-}
-
-/// Policy settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// The policy file. Required outside `--dev` unless `allow_all`.
-    pub file: Option<PathBuf>,
-    /// No policy file, on purpose: every caller may call every RPC, and
-    /// plaintext export follows `allow_plaintext_export`. For trials and
-    /// tests, never production; `--dev` implies it when no file is given.
-    pub allow_all: bool,
-}
-
-/// Audit settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditConfig {
-    /// The JSON-lines audit log; unset: no audit log.
-    pub file: Option<PathBuf>,
-    /// 32+ secret bytes keying key fingerprints, so they stay comparable
-    /// across restarts and replicas; unset: a fresh key per process.
-    pub fingerprint_key_file: Option<PathBuf>,
-    /// The most a group commit is held for records of calls still in the
-    /// server, counted from the start of the previous commit, in
-    /// microseconds (0: commit at once). See [`crate::audit::GroupCommit`].
-    pub group_commit_delay_us: u64,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        let group = crate::audit::GroupCommit::default();
-        AuditConfig {
-            file: None,
-            fingerprint_key_file: None,
-            group_commit_delay_us: u64::try_from(group.delay.as_micros()).unwrap_or(u64::MAX),
-        }
-    }
-}
-
-impl AuditConfig {
-    /// The group-commit settings these keys describe.
-    pub fn group_commit(&self) -> crate::audit::GroupCommit {
-        crate::audit::GroupCommit { delay: std::time::Duration::from_micros(self.group_commit_delay_us) }
-    }
-}
-
-/// Request limits.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Calls in flight at once; more are shed with `RESOURCE_EXHAUSTED`.
-    pub max_concurrent_requests: usize,
-    /// The most a call may run, in milliseconds; a shorter `grpc-timeout`
-    /// from the caller wins.
-    pub request_timeout_ms: u64,
-    /// The most an object stream (`EncryptObject`, `DecryptObject`) may
-    /// run, in milliseconds; a shorter `grpc-timeout` from the caller wins.
-    pub stream_timeout_ms: u64,
-    /// The largest request message, in bytes.
-    pub max_message_bytes: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_concurrent_requests: 256,
-            request_timeout_ms: 30_000,
-            stream_timeout_ms: 3_600_000,
-            max_message_bytes: 4 * 1024 * 1024,
-        }
-    }
-}
-
-/// Process memory hygiene.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct MemoryConfig {
-    /// Lock the process's pages in memory (mlockall) so keys never reach
-    /// swap, where the memory-lock limit allows it.
-    pub lock_keys: bool,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        MemoryConfig { lock_keys: true }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -237,217 +99,6 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             s3: S3Config::default(),
             notices: Vec::new(),
-        }
-    }
-}
-
-/// Log output.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `text` or `json`.
-    pub format: LogFormat,
-    /// A `tracing` filter, e.g. `info` or `keybroker=debug,info`.
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { format: LogFormat::Text, filter: "info".to_owned() }
-    }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Which KMS wraps keys.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum KmsBackend {
-    /// AWS KMS through aws-sdk-kms.
-    Aws,
-    /// The embedded keyring (Elastic Transcoder cannot decrypt its keys).
-    Local,
-}
-
-/// Key wrapping settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct KmsConfig {
-    /// `aws` or `local`.
-    pub backend: KmsBackend,
-    /// The key used when a request names none.
-    pub default_key_id: Option<String>,
-    /// What `KeyMd5` digests: `plaintext` (default) or `ciphertext`.
-    pub key_md5: KeyMd5Source,
-    /// The local keyring.
-    pub local: LocalKmsConfig,
-    /// The SDK settings' old home, before `[aws]`: accepted, moved to
-    /// `[aws]` with a notice.
-    #[serde(skip_serializing)]
-    region: Option<String>,
-    #[serde(skip_serializing)]
-    call_timeout_ms: Option<u64>,
-    #[serde(skip_serializing)]
-    attempt_timeout_ms: Option<u64>,
-    #[serde(skip_serializing)]
-    connect_timeout_ms: Option<u64>,
-    #[serde(skip_serializing)]
-    max_attempts: Option<u32>,
-}
-
-impl Default for KmsConfig {
-    fn default() -> Self {
-        KmsConfig {
-            backend: KmsBackend::Aws,
-            default_key_id: None,
-            key_md5: KeyMd5Source::Plaintext,
-            local: LocalKmsConfig::default(),
-            region: None,
-            call_timeout_ms: None,
-            attempt_timeout_ms: None,
-            connect_timeout_ms: None,
-            max_attempts: None,
-        }
-    }
-}
-
-/// The AWS SDK settings every AWS client (KMS, S3, Elastic Transcoder)
-/// shares: region, deadlines and retries.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AwsConfig {
-    /// The AWS region; unset: the SDK's region chain.
-    pub region: Option<String>,
-    /// The deadline of one operation, retries included, in milliseconds
-    /// (also the deadline of one KMS call).
-    pub call_timeout_ms: u64,
-    /// The deadline of one attempt, in milliseconds.
-    pub attempt_timeout_ms: u64,
-    /// The TCP connect timeout, in milliseconds.
-    pub connect_timeout_ms: u64,
-    /// Attempts per operation (1 = no retry); retries back off exponentially.
-    pub max_attempts: u32,
-}
-
-impl Default for AwsConfig {
-    fn default() -> Self {
-        AwsConfig {
-            region: None,
-            call_timeout_ms: 5_000,
-            attempt_timeout_ms: 2_000,
-            connect_timeout_ms: 1_000,
-            max_attempts: 3,
-        }
-    }
-}
-
-impl AwsConfig {
-    /// The deadline of one operation (one KMS call, retries included).
-    pub fn call_timeout(&self) -> Duration {
-        Duration::from_millis(self.call_timeout_ms)
-    }
-}
-
-impl KmsConfig {
-    /// Moves SDK settings written under `[kms]` (their home before `[aws]`)
-    /// to `aws`, noting each; a key set in both places is refused.
-    fn move_sdk_settings(&mut self, aws: &mut AwsConfig, notices: &mut Vec<String>) -> Result<(), ConfigError> {
-        fn take<T: PartialEq>(
-            old: &mut Option<T>,
-            new: &mut T,
-            default: T,
-            key: &'static str,
-            notices: &mut Vec<String>,
-        ) -> Result<(), ConfigError> {
-            let Some(value) = old.take() else {
-                return Ok(());
-            };
-            if *new != default {
-                return Err(ConfigError::Invalid {
-                    key,
-                    rule: format!("set in both [kms] and [aws]; keep only aws.{}", &key["kms.".len()..]),
-                });
-            }
-            *new = value;
-            notices.push(format!("{key} is now aws.{}; the old name still works", &key["kms.".len()..]));
-            Ok(())
-        }
-        let defaults = AwsConfig::default();
-        take(&mut self.region.take().map(Some), &mut aws.region, defaults.region, "kms.region", notices)?;
-        take(
-            &mut self.call_timeout_ms,
-            &mut aws.call_timeout_ms,
-            defaults.call_timeout_ms,
-            "kms.call_timeout_ms",
-            notices,
-        )?;
-        take(
-            &mut self.attempt_timeout_ms,
-            &mut aws.attempt_timeout_ms,
-            defaults.attempt_timeout_ms,
-            "kms.attempt_timeout_ms",
-            notices,
-        )?;
-        take(
-            &mut self.connect_timeout_ms,
-            &mut aws.connect_timeout_ms,
-            defaults.connect_timeout_ms,
-            "kms.connect_timeout_ms",
-            notices,
-        )?;
-        take(&mut self.max_attempts, &mut aws.max_attempts, defaults.max_attempts, "kms.max_attempts", notices)
-    }
-}
-
-/// The embedded keyring's settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LocalKmsConfig {
-    /// The 32-byte master key file, created with mode 0600 if missing.
-    pub master_key_file: PathBuf,
-}
-
-impl Default for LocalKmsConfig {
-    fn default() -> Self {
-        LocalKmsConfig { master_key_file: PathBuf::from(".keybroker/master.key") }
-    }
-}
-
-/// Elastic Transcoder settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TranscoderConfig {
-    /// Pipelines known without asking ET (`[[transcoder.pipelines]]`); used
-    /// instead of `ReadPipeline` where given.
-    pub pipelines: Vec<crate::jobs::et::pipeline::Pipeline>,
-    /// How long a pipeline read from ET is cached, in seconds.
-    pub pipeline_cache_ttl_secs: u64,
-    /// KMS calls in flight for one job.
-    pub max_concurrent_kms_calls: usize,
-    /// The deadline of all of one job's KMS calls, in milliseconds.
-    pub job_deadline_ms: u64,
-    /// Whether to talk to Elastic Transcoder at all (ReadPipeline, CreateJob).
-    /// Off: only `validate_only` jobs on static pipelines. Off by default in
-    /// `--dev`.
-    pub submit: bool,
-}
-
-impl Default for TranscoderConfig {
-    fn default() -> Self {
-        TranscoderConfig {
-            pipelines: Vec::new(),
-            pipeline_cache_ttl_secs: 300,
-            max_concurrent_kms_calls: 32,
-            job_deadline_ms: 15_000,
-            submit: true,
         }
     }
 }
@@ -537,7 +188,7 @@ impl Config {
         }
         let mut config: Config = figment.merge(flags).extract().map_err(parse)?;
         let Config { kms, aws, notices, .. } = &mut config;
-        kms.move_sdk_settings(aws, notices)?;
+        move_sdk_settings(kms, aws, notices)?;
         Ok(config)
     }
 
@@ -670,6 +321,49 @@ impl Config {
     }
 }
 
+/// Moves SDK settings written under `[kms]` (their home before `[aws]`)
+/// to `aws`, noting each; a key set in both places is refused.
+fn move_sdk_settings(kms: &mut KmsConfig, aws: &mut AwsConfig, notices: &mut Vec<String>) -> Result<(), ConfigError> {
+    fn take<T: PartialEq>(
+        old: &mut Option<T>,
+        new: &mut T,
+        default: T,
+        key: &'static str,
+        notices: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let Some(value) = old.take() else {
+            return Ok(());
+        };
+        if *new != default {
+            return Err(ConfigError::Invalid {
+                key,
+                rule: format!("set in both [kms] and [aws]; keep only aws.{}", &key["kms.".len()..]),
+            });
+        }
+        *new = value;
+        notices.push(format!("{key} is now aws.{}; the old name still works", &key["kms.".len()..]));
+        Ok(())
+    }
+    let defaults = AwsConfig::default();
+    take(&mut kms.region.take().map(Some), &mut aws.region, defaults.region, "kms.region", notices)?;
+    take(&mut kms.call_timeout_ms, &mut aws.call_timeout_ms, defaults.call_timeout_ms, "kms.call_timeout_ms", notices)?;
+    take(
+        &mut kms.attempt_timeout_ms,
+        &mut aws.attempt_timeout_ms,
+        defaults.attempt_timeout_ms,
+        "kms.attempt_timeout_ms",
+        notices,
+    )?;
+    take(
+        &mut kms.connect_timeout_ms,
+        &mut aws.connect_timeout_ms,
+        defaults.connect_timeout_ms,
+        "kms.connect_timeout_ms",
+        notices,
+    )?;
+    take(&mut kms.max_attempts, &mut aws.max_attempts, defaults.max_attempts, "kms.max_attempts", notices)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,7 +384,7 @@ mod tests {
         config.policy.allow_all = false;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("policy.file") && err.contains("--policy FILE"), "{err}");
-        config.policy.file = Some(PathBuf::from("policy.toml"));
+        config.policy.file = Some(std::path::PathBuf::from("policy.toml"));
         config.validate().unwrap();
         config.policy.allow_all = true;
         assert!(config.validate().unwrap_err().to_string().contains("policy.allow_all"));
