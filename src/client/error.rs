@@ -39,6 +39,9 @@ pub enum CliError {
     /// job spec, an audit log.
     #[error("{0}")]
     Input(String),
+    /// The audit log files given are not one intact chain.
+    #[error(transparent)]
+    AuditChain(#[from] crate::audit::ChainFault),
     /// The broker's answer broke the protocol; nothing was written.
     #[error("{0}")]
     Answer(String),

@@ -1,0 +1,417 @@
+//! Verification: reads a log back and finds the first edited, deleted,
+//! inserted or reordered record, in one file or across rotated files
+//! checked as one chain.
+//!
+//! Owns the verdicts and their messages. Must never write, repair or
+//! reopen a log, nor print: it answers data for `keybroker audit verify`
+//! (or any other caller) to report.
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::audit::chain::{GENESIS, hash_of_line};
+
+/// The verdict on a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every record chains to the one before.
+    Intact {
+        /// Records read.
+        records: u64,
+        /// The last record's hash (anchor it elsewhere to detect truncation).
+        last_hash: String,
+        /// The first record's seq: 0 for a log that starts the chain; more
+        /// for one continued from a rotated file, or whose head was cut off.
+        first_seq: u64,
+        /// The first record's `prev`: the previous file's last hash when
+        /// `first_seq` is not 0 (compare them to detect a cut-off head).
+        first_prev: String,
+    },
+    /// The first place the chain breaks.
+    Broken {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong there.
+        problem: String,
+    },
+}
+
+/// Checks a log's chain and reports the first edited, deleted, inserted or
+/// reordered record.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn verify(path: &Path) -> std::io::Result<Verdict> {
+    let all: Vec<String> = BufReader::new(File::open(path)?).lines().collect::<Result<_, _>>()?;
+    let seq_at = |line: &str| serde_json::from_str::<Value>(line).ok().and_then(|v| v.get("seq")?.as_u64());
+    let mut expected_seq: Option<u64> = None;
+    let mut prev = GENESIS.to_owned();
+    let mut records = 0;
+    let mut start: Option<(u64, String)> = None;
+    for (index, line) in all.iter().enumerate() {
+        let number = index + 1;
+        let broken = |problem: String| Ok(Verdict::Broken { line: number, problem });
+        if line.trim().is_empty() {
+            return broken("an empty line (a record was removed or the file was edited)".to_owned());
+        }
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
+            return broken("not a JSON record: the record was edited".to_owned());
+        };
+        let Some(Value::String(hash)) = map.get("hash").cloned() else {
+            return broken("no hash: the record was edited".to_owned());
+        };
+        if hash_of_line(line).as_deref() != Some(hash.as_str()) {
+            let seq = map.get("seq").map(Value::to_string).unwrap_or_default();
+            return broken(format!("record seq {seq} was edited: its hash does not match its contents"));
+        }
+        let seq = map.get("seq").and_then(Value::as_u64);
+        let record_prev = map.get("prev").and_then(Value::as_str).unwrap_or("");
+        let Some(seq) = seq else {
+            return broken("no seq: the record was edited".to_owned());
+        };
+        match expected_seq {
+            None if seq != 0 && record_prev != GENESIS => {
+                // A log continued from a rotated file starts mid-chain.
+            }
+            None => {
+                if record_prev != GENESIS && seq == 0 {
+                    return broken("the first record does not start the chain".to_owned());
+                }
+            }
+            Some(expected) => {
+                if seq > expected
+                    && all[index + 1..].iter().filter_map(|l| seq_at(l)).any(|s| (expected..seq).contains(&s))
+                {
+                    return broken(format!("record seq {seq} comes before seq {expected}: reordered"));
+                }
+                if seq > expected {
+                    return broken(format!(
+                        "records seq {expected} to {} were deleted before record seq {seq}",
+                        seq - 1
+                    ));
+                }
+                if seq < expected {
+                    return broken(format!("record seq {seq} after seq {}: inserted or reordered", expected - 1));
+                }
+                if record_prev != prev {
+                    return broken(format!(
+                        "record seq {seq} does not chain to the record before it: inserted or reordered"
+                    ));
+                }
+            }
+        }
+        let Some(next) = seq.checked_add(1) else {
+            return broken("seq at its maximum: the record was forged".to_owned());
+        };
+        if expected_seq.is_none() {
+            start = Some((seq, record_prev.to_owned()));
+        }
+        expected_seq = Some(next);
+        prev = hash;
+        records += 1;
+    }
+    let (first_seq, first_prev) = start.unwrap_or((0, GENESIS.to_owned()));
+    Ok(Verdict::Intact { records, last_hash: prev, first_seq, first_prev })
+}
+
+/// A file of a chain that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The seqs of its first and last records; `None` when it is empty.
+    pub seqs: Option<RangeInclusive<u64>>,
+}
+
+/// Why files given as one chain are not one intact chain; the message names
+/// the file and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainFault {
+    /// A file could not be read.
+    #[error("{}: {source}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file's own chain breaks.
+    #[error("{}: line {line}: {problem}", .path.display())]
+    Broken {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong there.
+        problem: String,
+    },
+    /// The first file does not start at seq 0 and no anchor was given: its
+    /// head was cut off, or it continues a file not given.
+    #[error(
+        "{}: line 1: the log starts at seq {first_seq}, not 0: records were cut from its head, \
+         or it continues a rotated file; verify the files in order (keybroker audit verify OLD NEW) \
+         or give the previous file's last hash with --after",
+        .path.display()
+    )]
+    CutHead {
+        /// The file.
+        path: PathBuf,
+        /// Its first record's seq.
+        first_seq: u64,
+    },
+    /// A file does not continue the file before it (or the anchor).
+    #[error(
+        "{}: line 1: record seq {first_seq} does not continue the chain{} from hash {from_hash}: \
+         records were cut between the files, or the files are out of order",
+        .path.display(),
+        .at_seq.map_or_else(String::new, |seq| format!(" at seq {seq}"))
+    )]
+    Discontinuous {
+        /// The file.
+        path: PathBuf,
+        /// Its first record's seq.
+        first_seq: u64,
+        /// The hash it had to continue from: the last of the file before,
+        /// or the anchor.
+        from_hash: String,
+        /// The seq it had to start at; `None` after an anchor alone.
+        at_seq: Option<u64>,
+    },
+}
+
+/// The verdict on files checked as one chain, in the order given.
+#[derive(Debug)]
+pub struct ChainReport {
+    /// The files that verified, in order, up to the fault if there is one.
+    pub files: Vec<VerifiedFile>,
+    /// Records in those files.
+    pub records: u64,
+    /// Their last record's hash (anchor it elsewhere to detect truncation);
+    /// `None` when they hold no record.
+    pub last_hash: Option<String>,
+    /// Where the chain breaks; `None` when it is intact.
+    pub fault: Option<ChainFault>,
+}
+
+/// Checks `files` (a log and the files rotated out of it, oldest first) as
+/// one chain: each file intact, and each continuing the one before it. The
+/// first file must start the chain at seq 0 unless `after` gives the hash
+/// it continues from, the last hash of the file before it, which was
+/// rotated away or archived; without it a log whose head was cut off would
+/// verify. Reads every file up to the first fault and reports what it
+/// found, so a caller can show how far the chain holds.
+pub fn verify_files(files: &[PathBuf], after: Option<&str>) -> ChainReport {
+    let mut report = ChainReport { files: Vec::with_capacity(files.len()), records: 0, last_hash: None, fault: None };
+    if let Err(fault) = chain_files(files, after, &mut report) {
+        report.fault = Some(fault);
+    }
+    report
+}
+
+/// Verifies `files` in order into `report`, up to the first fault.
+fn chain_files(files: &[PathBuf], after: Option<&str>, report: &mut ChainReport) -> Result<(), ChainFault> {
+    // Where the next file must continue: the last hash, and the next seq
+    // when known (`after` gives only the hash).
+    let mut continues: Option<(String, Option<u64>)> = after.map(|hash| (hash.to_owned(), None));
+    for path in files {
+        let verdict = verify(path).map_err(|source| ChainFault::Unreadable { path: path.clone(), source })?;
+        let (records, last_hash, first_seq, first_prev) = match verdict {
+            Verdict::Broken { line, problem } => return Err(ChainFault::Broken { path: path.clone(), line, problem }),
+            Verdict::Intact { records: 0, .. } => {
+                report.files.push(VerifiedFile { path: path.clone(), seqs: None });
+                continue;
+            }
+            Verdict::Intact { records, last_hash, first_seq, first_prev } => {
+                (records, last_hash, first_seq, first_prev)
+            }
+        };
+        match &continues {
+            None if first_seq != 0 => return Err(ChainFault::CutHead { path: path.clone(), first_seq }),
+            Some((hash, seq)) if first_prev != *hash || seq.is_some_and(|seq| seq != first_seq) => {
+                return Err(ChainFault::Discontinuous {
+                    path: path.clone(),
+                    first_seq,
+                    from_hash: hash.clone(),
+                    at_seq: *seq,
+                });
+            }
+            _ => {}
+        }
+        let next = first_seq + records;
+        report.files.push(VerifiedFile { path: path.clone(), seqs: Some(first_seq..=next - 1) });
+        report.records += records;
+        report.last_hash = Some(last_hash.clone());
+        continues = Some((last_hash, Some(next)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::audit::chain::{Chain, push_chained};
+    use crate::audit::record::tests::record;
+
+    /// A log of `n` records in a fresh directory, chained as the committer
+    /// chains them.
+    fn log_of(n: usize) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut chain = Chain { seq: 0, prev: GENESIS.to_owned() };
+        let mut out = Vec::new();
+        for i in 0..n {
+            push_chained(&mut out, &record(i).to_json().unwrap(), &mut chain);
+        }
+        std::fs::write(&path, out).unwrap();
+        (dir, path)
+    }
+
+    pub(in crate::audit) fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    pub(in crate::audit) fn rewrite(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn edits_deletions_insertions_and_swaps_are_found() {
+        let (_dir, path) = log_of(10);
+        let original = lines(&path);
+
+        let mut edited = original.clone();
+        edited[4] = edited[4].replace("caller-4", "caller-X");
+        rewrite(&path, &edited);
+        assert!(
+            matches!(verify(&path).unwrap(), Verdict::Broken { line: 5, ref problem } if problem.contains("edited"))
+        );
+
+        let mut deleted = original.clone();
+        deleted.remove(6);
+        rewrite(&path, &deleted);
+        assert!(
+            matches!(verify(&path).unwrap(), Verdict::Broken { line: 7, ref problem } if problem.contains("deleted"))
+        );
+
+        let mut swapped = original.clone();
+        swapped.swap(2, 3);
+        rewrite(&path, &swapped);
+        assert!(
+            matches!(verify(&path).unwrap(), Verdict::Broken { line: 3, ref problem } if problem.contains("reordered"))
+        );
+
+        rewrite(&path, &original[3..]);
+        assert!(
+            matches!(verify(&path).unwrap(), Verdict::Intact { records: 7, first_seq: 3, ref first_prev, .. }
+                if first_prev != GENESIS),
+            "a cut-off head verifies only as a continued chain, and says where it starts"
+        );
+
+        let mut inserted = original.clone();
+        inserted.insert(5, original[5].clone());
+        rewrite(&path, &inserted);
+        assert!(
+            matches!(verify(&path).unwrap(), Verdict::Broken { line: 7, ref problem } if problem.contains("inserted"))
+        );
+    }
+
+    fn hash_of(line: &str) -> String {
+        serde_json::from_str::<Value>(line).unwrap()["hash"].as_str().unwrap().to_owned()
+    }
+
+    /// A log of 7 records split after its third: the rotated file, the
+    /// current one, and the hash the rotated one ends with.
+    fn rotated() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
+        let (dir, path) = log_of(7);
+        let all = lines(&path);
+        let (old, new) = (dir.path().join("old.jsonl"), dir.path().join("new.jsonl"));
+        rewrite(&old, &all[..3]);
+        rewrite(&new, &all[3..]);
+        (dir, old, new, hash_of(&all[2]))
+    }
+
+    #[test]
+    fn rotated_files_verify_as_one_chain_in_order() {
+        let (dir, old, new, _) = rotated();
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, "").unwrap();
+        let report = verify_files(&[old.clone(), empty.clone(), new.clone()], None);
+        assert!(report.fault.is_none(), "{:?}", report.fault);
+        assert_eq!(
+            report.files,
+            [
+                VerifiedFile { path: old.clone(), seqs: Some(0..=2) },
+                VerifiedFile { path: empty, seqs: None },
+                VerifiedFile { path: new.clone(), seqs: Some(3..=6) },
+            ]
+        );
+        assert_eq!(report.records, 7);
+        assert_eq!(report.last_hash, lines(&new).last().map(|line| hash_of(line)));
+
+        let reversed = verify_files(&[new, old], None);
+        assert!(reversed.files.is_empty());
+        assert!(matches!(reversed.fault, Some(ChainFault::CutHead { first_seq: 3, .. })), "{:?}", reversed.fault);
+    }
+
+    #[test]
+    fn a_cut_head_is_refused_without_an_anchor_and_accepted_with_the_right_one() {
+        let (_dir, _old, new, last_of_old) = rotated();
+        let cut = verify_files(std::slice::from_ref(&new), None);
+        assert!(cut.files.is_empty());
+        let fault = cut.fault.unwrap();
+        assert!(matches!(fault, ChainFault::CutHead { first_seq: 3, .. }), "{fault:?}");
+        let message = fault.to_string();
+        assert!(
+            message.starts_with(&format!("{}: line 1: the log starts at seq 3, not 0", new.display())),
+            "{message}"
+        );
+
+        let anchored = verify_files(std::slice::from_ref(&new), Some(&last_of_old));
+        assert!(anchored.fault.is_none(), "{:?}", anchored.fault);
+        assert_eq!(anchored.files, [VerifiedFile { path: new.clone(), seqs: Some(3..=6) }]);
+        assert_eq!(anchored.records, 4);
+        assert_eq!(anchored.last_hash, lines(&new).last().map(|line| hash_of(line)));
+
+        let first_of_new = hash_of(&lines(&new)[0]);
+        let wrong = verify_files(std::slice::from_ref(&new), Some(&first_of_new));
+        assert!(wrong.files.is_empty());
+        let fault = wrong.fault.unwrap();
+        assert!(matches!(fault, ChainFault::Discontinuous { first_seq: 3, at_seq: None, .. }), "{fault:?}");
+        let message = fault.to_string();
+        assert!(message.contains(&format!("record seq 3 does not continue the chain from hash {first_of_new}")));
+    }
+
+    #[test]
+    fn a_gap_between_files_is_found_and_the_files_before_it_are_reported() {
+        let (_dir, old, new, _) = rotated();
+        rewrite(&old, &lines(&old)[..2]);
+        let gap = verify_files(&[old.clone(), new.clone()], None);
+        assert_eq!(gap.files, [VerifiedFile { path: old, seqs: Some(0..=1) }]);
+        assert_eq!(gap.records, 2);
+        let message = gap.fault.unwrap().to_string();
+        assert!(
+            message
+                .starts_with(&format!("{}: line 1: record seq 3 does not continue the chain at seq 2", new.display())),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_broken_or_unreadable_file_ends_the_chain() {
+        let (dir, old, new, _) = rotated();
+        let mut edited = lines(&new);
+        edited[1] = edited[1].replace("caller-4", "caller-X");
+        rewrite(&new, &edited);
+        let broken = verify_files(&[old.clone(), new], None);
+        assert_eq!(broken.files.len(), 1);
+        assert!(matches!(broken.fault, Some(ChainFault::Broken { line: 2, .. })), "{:?}", broken.fault);
+
+        let unreadable = verify_files(&[old, dir.path().join("missing.jsonl")], None);
+        assert_eq!(unreadable.files.len(), 1);
+        assert!(matches!(unreadable.fault, Some(ChainFault::Unreadable { .. })), "{:?}", unreadable.fault);
+    }
+}
