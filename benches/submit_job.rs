@@ -16,9 +16,15 @@ use std::time::{Duration, Instant};
 
 use keybroker::app::config::{Config, KmsBackend};
 use keybroker::app::server::{Application, Peers};
-use keybroker::custody::kms::{Delayed, Kms, LocalKeyring};
+use keybroker::custody::kms::{Kms, LocalKeyring};
+
+// The benchmark uses only the delay, not the call count.
+#[allow(dead_code)]
+#[path = "../tests/it/support/kms.rs"]
+mod kms;
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
+use kms::ScriptedKms;
 
 /// The injected KMS round trip; `KEYBROKER_BENCH_RTT_MS` overrides 20.
 fn round_trip() -> Duration {
@@ -73,7 +79,7 @@ async fn main() {
     config.kms.local.master_key_file = dir.join("master.key");
     config.apply_dev();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&config.kms.local.master_key_file).unwrap());
-    let kms: Arc<dyn Kms> = Arc::new(Delayed::new(ring, round_trip()));
+    let kms: Arc<dyn Kms> = ScriptedKms::delayed(ring, round_trip());
     let peers = Peers { kms: Some(kms), ..Peers::default() };
     let app = Application::build(config.clone(), peers).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keybroker::app::config::{Config, TlsMode};
-use keybroker::custody::kms::{Delayed, Kms, LocalKeyring};
+use keybroker::custody::kms::{Kms, LocalKeyring};
+
+use crate::support::kms::ScriptedKms;
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tonic::Code;
@@ -282,7 +284,7 @@ async fn the_rate_limit_is_per_identity_and_answers_resource_exhausted() {
 async fn the_concurrency_limit_sheds_load_and_health_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
-    let slow: Arc<dyn Kms> = Arc::new(Delayed::new(ring, Duration::from_millis(600)));
+    let slow: Arc<dyn Kms> = ScriptedKms::delayed(ring, Duration::from_millis(600));
     let c = custody_with(|config| config.limits.max_concurrent_requests = 2, Some(slow)).await;
     let channel = c.endpoint(Some(&c.ca.client(ENCODER)), &c.ca.pem).connect().await.unwrap();
     let calls: Vec<_> = (0..6)
@@ -382,7 +384,7 @@ async fn an_object_stream_holds_its_place_until_it_ends_and_its_deadline_ends_it
 async fn the_callers_deadline_is_capped_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
-    let slow: Arc<dyn Kms> = Arc::new(Delayed::new(ring, Duration::from_secs(3)));
+    let slow: Arc<dyn Kms> = ScriptedKms::delayed(ring, Duration::from_secs(3));
     let c = custody_with(|config| config.limits.request_timeout_ms = 300, Some(slow)).await;
     let mut client = c.client_as(ENCODER).await;
     let started = std::time::Instant::now();

@@ -501,7 +501,7 @@ async fn shutdown_drains_in_flight_calls_and_flips_health() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::broker::local_config(dir.path());
     let ring = support::broker::local_keyring(&config);
-    let slow: Arc<dyn Kms> = Arc::new(keybroker::custody::kms::Delayed::new(ring, Duration::from_millis(800)));
+    let slow: Arc<dyn Kms> = crate::support::kms::ScriptedKms::delayed(ring, Duration::from_millis(800));
     let mut broker = TestBroker::start(config, Some(slow)).await;
     let channel = broker.channel().await;
 

@@ -25,7 +25,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::support;
-use crate::support::broker::{CountingKms, TestBroker, aws_config, aws_kms, local_config, local_keyring};
+use crate::support::broker::{TestBroker, aws_config, aws_kms, local_config, local_keyring};
+use crate::support::kms::ScriptedKms;
 use crate::support::moto::Moto;
 use crate::support::process::{Served, serve};
 use crate::support::rng::Rng;
@@ -443,7 +444,7 @@ async fn decryption_is_refused_before_any_kms_call_when_export_is_off_and_encryp
     let dir = tempfile::tempdir().unwrap();
     let mut config = local_config(dir.path());
     config.allow_plaintext_export = false;
-    let counting = CountingKms::new(local_keyring(&config));
+    let counting = ScriptedKms::counting(local_keyring(&config));
     let broker = TestBroker::start(config, Some(counting.clone() as Arc<dyn Kms>)).await;
     let mut client = broker.client().await;
 

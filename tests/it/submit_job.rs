@@ -15,15 +15,16 @@ use keybroker::pb;
 use tonic::Code;
 
 use crate::support;
-use crate::support::broker::{CountingKms, TestBroker, aws_config, aws_kms};
+use crate::support::broker::{TestBroker, aws_config, aws_kms};
 use crate::support::et::{EtEndpoint, KeyMd5Reading, PipelineFixture};
+use crate::support::kms::ScriptedKms;
 use crate::support::moto::Moto;
 
 const PIPELINE: &str = "1234567890123-abcdef";
 
 struct Rig {
     et: EtEndpoint,
-    kms: Arc<CountingKms>,
+    kms: Arc<ScriptedKms>,
     broker: TestBroker,
     key_arn: String,
 }
@@ -44,7 +45,7 @@ async fn rig_with(fixture: impl FnOnce(&str) -> PipelineFixture, md5: KeyMd5Sour
         Some(wrap) => wrap(aws),
         None => aws,
     };
-    let kms = CountingKms::new(inner);
+    let kms = ScriptedKms::counting(inner);
     let et_client = et.sdk_client(&moto.sdk_config());
     let broker = TestBroker::start_with_peers(config, kms.clone(), Some(et_client), None).await;
     Rig { et, kms, broker, key_arn }

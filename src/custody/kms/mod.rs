@@ -6,8 +6,6 @@
 //! return it only as an owned one; they must never log key bytes.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -178,42 +176,6 @@ pub trait Kms: Send + Sync + 'static {
         wrapped: &WrappedKey,
         context: ServiceContext,
     ) -> Result<Unwrapped, KmsError>;
-}
-
-/// A KMS that answers `delay` later than the one it wraps: a stand-in for a
-/// network round trip in benchmarks of concurrency, never for production.
-pub struct Delayed {
-    inner: Arc<dyn Kms>,
-    delay: Duration,
-}
-
-impl Delayed {
-    /// Adds `delay` to every call of `inner`.
-    pub fn new(inner: Arc<dyn Kms>, delay: Duration) -> Self {
-        Delayed { inner, delay }
-    }
-}
-
-#[async_trait]
-impl Kms for Delayed {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.wrap(key_id, plaintext, context).await
-    }
-
-    async fn unwrap(
-        &self,
-        key_id: Option<&KmsKeyId>,
-        wrapped: &WrappedKey,
-        context: ServiceContext,
-    ) -> Result<Unwrapped, KmsError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.unwrap(key_id, wrapped, context).await
-    }
 }
 
 #[cfg(test)]

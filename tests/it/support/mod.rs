@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod et;
+pub mod kms;
 pub mod logs;
 pub mod moto;
 pub mod pki;

@@ -1,0 +1,64 @@
+//! A scripted KMS for tests and benchmarks: it wraps a real one (the local
+//! keyring or moto's KMS), counts the calls that reach it and answers each
+//! after a set delay, a stand-in for a network round trip. Never part of the
+//! broker itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use keybroker::custody::keys::{DataKey, ServiceContext, WrappedKey};
+use keybroker::custody::kms::{Kms, KmsError, KmsKeyId, Unwrapped, Wrapped};
+
+/// A KMS over `inner` that counts calls and delays each answer.
+pub struct ScriptedKms {
+    inner: Arc<dyn Kms>,
+    delay: Duration,
+    calls: AtomicUsize,
+}
+
+impl ScriptedKms {
+    /// Counts the calls to `inner`, answering as fast as it does.
+    pub fn counting(inner: Arc<dyn Kms>) -> Arc<ScriptedKms> {
+        Self::delayed(inner, Duration::ZERO)
+    }
+
+    /// Answers every call of `inner` `delay` later.
+    pub fn delayed(inner: Arc<dyn Kms>, delay: Duration) -> Arc<ScriptedKms> {
+        Arc::new(ScriptedKms { inner, delay, calls: AtomicUsize::new(0) })
+    }
+
+    /// The calls that reached the KMS so far.
+    pub fn count(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn enter(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Kms for ScriptedKms {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
+        self.enter().await;
+        self.inner.wrap(key_id, plaintext, context).await
+    }
+
+    async fn unwrap(
+        &self,
+        key_id: Option<&KmsKeyId>,
+        wrapped: &WrappedKey,
+        context: ServiceContext,
+    ) -> Result<Unwrapped, KmsError> {
+        self.enter().await;
+        self.inner.unwrap(key_id, wrapped, context).await
+    }
+}
