@@ -369,6 +369,10 @@ async fn every_invalid_field_is_named() {
             "encryption.key_md5: must be base64 of a 16-byte MD5",
         ),
         (pb::Encryption { mode: "aes-128".into(), ..good.clone() }, "encryption.mode: must be"),
+        (
+            pb::Encryption { initialization_vector: B64.encode([1u8; 12]), ..good.clone() },
+            "encryption.initialization_vector: must be exactly 16 bytes, got 12",
+        ),
     ];
     for (block, expected) in unwrap_cases {
         let err = client

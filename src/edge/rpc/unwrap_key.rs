@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::parse_unwrap;
 use crate::custody::broker::{Broker, BrokerError};
-use crate::custody::keys::{KeyError, decode_base64};
+use crate::custody::keys::{Iv16, KeyError, decode_base64};
 use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
 use crate::edge::pb;
@@ -26,11 +26,14 @@ pub async fn handle(
             req.encryption.ok_or_else(|| KeyError::invalid("encryption", "required")).map_err(BrokerError::from)?;
         let parsed = parse_unwrap(&block, req.context, &req.kms_key_id)?;
         notes.key(&broker.fingerprint(&parsed.wrapped));
+        // Read as strictly as the broker writes it: 16 bytes or none.
         let iv = if block.initialization_vector.is_empty() {
             Vec::new()
         } else {
-            decode_base64(&block.initialization_vector, "encryption.initialization_vector")
-                .map_err(BrokerError::from)?
+            let field = "encryption.initialization_vector";
+            let bytes = decode_base64(&block.initialization_vector, field).map_err(BrokerError::from)?;
+            Iv16::from_slice(&bytes, field).map_err(BrokerError::from)?;
+            bytes
         };
         let unwrapped = broker.unwrap_key(parsed, &grant).await?;
         notes.kms_key_arn(&unwrapped.key_arn);
