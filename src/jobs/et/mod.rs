@@ -24,13 +24,14 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use self::error::{EtError, EtErrorKind, map_et_error};
 use self::pipeline::Pipelines;
 use self::plan::Block;
-use self::validate::{BlockKind, Place, Violation};
+use self::validate::{BlockKind, Violation};
 use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
 use crate::custody::keys::{
     DataKey, EncryptionMode, EncryptionText, Iv16, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
 };
 use crate::custody::kms::{KmsErrorKind, KmsKeyId};
 use crate::custody::policy::{Denial, Grant};
+use crate::jobs::place::Place;
 
 /// A `SubmitEncryptedJob` request in domain terms.
 #[derive(Debug, Default)]

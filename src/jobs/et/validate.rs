@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use super::model::{CreateJob, Encryption, HlsContentProtection, PlayReadyDrm, Playlist};
 use crate::custody::keys::{EncryptionMode, KeyBits, decode_base64, is_et_base64};
+use crate::jobs::place::Place;
 
 /// Most outputs in one job (`Output` and `Outputs` together).
 pub const MAX_OUTPUTS: usize = 30;
@@ -21,35 +22,6 @@ pub const MAX_CAPTION_SOURCES: usize = 20;
 pub const MAX_CAPTION_FORMATS: usize = 4;
 /// Most user metadata pairs.
 pub const MAX_USER_METADATA: usize = 10;
-
-/// A field's place in a job: its v1 API path (for errors) and its path in
-/// the CreateJob JSON (for answers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Place {
-    /// e.g. `outputs[3].thumbnail_encryption`
-    pub api: String,
-    /// e.g. `Outputs[3].ThumbnailEncryption`
-    pub json: String,
-}
-
-impl Place {
-    /// The job's top level.
-    pub fn root() -> Self {
-        Place { api: String::new(), json: String::new() }
-    }
-
-    /// A child field.
-    pub fn field(&self, api: &str, json: &str) -> Self {
-        let join = |base: &str, name: &str| if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") };
-        Place { api: join(&self.api, api), json: join(&self.json, json) }
-    }
-
-    /// An element of a list field.
-    pub fn item(&self, api: &str, json: &str, index: usize) -> Self {
-        let place = self.field(api, json);
-        Place { api: format!("{}[{index}]", place.api), json: format!("{}[{index}]", place.json) }
-    }
-}
 
 /// A broken rule at a place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -460,18 +432,6 @@ mod tests {
         assert!(is_guid("0123abcd-0123-4567-89ab-0123456789AB"));
         assert!(is_guid("0123abcd0123456789ab0123456789ab"));
         assert!(!is_guid("0123abcd-0123-4567-89ab-0123456789"));
-    }
-
-    #[test]
-    fn places_join_both_spellings() {
-        let p = Place::root().item("outputs", "Outputs", 3).field("captions", "Captions").item(
-            "caption_formats",
-            "CaptionFormats",
-            1,
-        );
-        let p = p.field("encryption", "Encryption").field("mode", "Mode");
-        assert_eq!(p.api, "outputs[3].captions.caption_formats[1].encryption.mode");
-        assert_eq!(p.json, "Outputs[3].Captions.CaptionFormats[1].Encryption.Mode");
     }
 
     #[test]
