@@ -68,18 +68,20 @@ pub fn is_pipeline_id(text: &str) -> bool {
 }
 
 /// A GUID as PlayReady's `KeyId` takes it: 8-4-4-4-12 or 32 hex digits.
+/// The length check keeps out the braced and `urn:uuid:` forms the parser
+/// also reads.
 pub fn is_guid(text: &str) -> bool {
-    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
-    if text.len() == 32 {
-        return hex(text);
-    }
-    let parts: Vec<&str> = text.split('-').collect();
-    parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && hex(p))
+    matches!(text.len(), 32 | 36) && uuid::Uuid::try_parse(text).is_ok()
 }
 
+/// An absolute URL written with an authority (`scheme://...`), as players
+/// fetch keys from it. The parser forgives blanks before the scheme and a
+/// missing `//`, so the text must also begin with the scheme and `://` and
+/// go on after it.
 fn is_absolute_url(text: &str) -> bool {
-    text.split_once("://").is_some_and(|(scheme, rest)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) && !rest.is_empty()
+    url::Url::parse(text).is_ok_and(|url| {
+        let (scheme, rest) = text.split_at_checked(url.scheme().len()).unwrap_or_default();
+        scheme.eq_ignore_ascii_case(url.scheme()) && rest.strip_prefix("://").is_some_and(|rest| !rest.is_empty())
     })
 }
 
