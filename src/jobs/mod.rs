@@ -1,3 +1,5 @@
-//! Transcoding jobs: one folder per transcoder.
+//! Transcoding jobs: what every transcoder shares (the [`place::Place`] of a
+//! key block in a job), then one folder per transcoder.
 
 pub mod et;
+pub mod place;

@@ -383,7 +383,7 @@ fn playlist_to_proto(playlist: &model::Playlist) -> pb::Playlist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::et::sdk::fixtures::job_with_every_field;
+    use crate::jobs::et::fixtures::job_with_every_field;
 
     fn playready_request(content_key: Vec<u8>, key: &str) -> pb::SubmitEncryptedJobRequest {
         pb::SubmitEncryptedJobRequest {

@@ -8,11 +8,14 @@
 //! could not all be made is never submitted; plaintext keys are dropped
 //! (zeroized) as soon as they are wrapped. Never logs key material.
 
+pub mod answer;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
-pub mod sdk;
+pub mod request;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -24,13 +27,14 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use self::error::{EtError, EtErrorKind, map_et_error};
 use self::pipeline::Pipelines;
 use self::plan::Block;
-use self::validate::{BlockKind, Place, Violation};
+use self::validate::{BlockKind, Violation};
 use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
 use crate::custody::keys::{
     DataKey, EncryptionMode, EncryptionText, Iv16, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
 };
 use crate::custody::kms::{KmsErrorKind, KmsKeyId};
 use crate::custody::policy::{Denial, Grant};
+use crate::jobs::place::Place;
 
 /// A `SubmitEncryptedJob` request in domain terms.
 #[derive(Debug, Default)]
@@ -224,7 +228,8 @@ impl Transcoder {
             )
             .into());
         };
-        let answer = sdk::create_job_request(client, &job).send().await.map_err(|e| map_et_error("CreateJob", &e))?;
+        let answer =
+            request::create_job_request(client, &job).send().await.map_err(|e| map_et_error("CreateJob", &e))?;
         let submitted =
             answer.job().ok_or_else(|| EtError::new("CreateJob", EtErrorKind::Internal, "no Job in the answer"))?;
         let job_id = submitted.id().unwrap_or_default().to_owned();
@@ -232,7 +237,7 @@ impl Transcoder {
         Ok(AssembledJob {
             job_id: Some(job_id),
             request_json,
-            job_json: Some(sdk::job_to_json(submitted).to_string()),
+            job_json: Some(answer::job_to_json(submitted).to_string()),
             protected_files,
             kms_key_arn: key_arn,
         })

@@ -111,7 +111,7 @@ impl Pipelines {
 }
 
 fn pipeline_of(p: &aws_sdk_elastictranscoder::types::Pipeline) -> Pipeline {
-    let info = super::sdk::pipeline_info(p);
+    let info = super::answer::pipeline_info(p);
     Pipeline { id: info.id, kms_key_arn: info.kms_key_arn, role: info.role, region: info.region }
 }
 

@@ -5,7 +5,7 @@
 //! the tasks that wrap them.
 
 use super::model::{CreateJob, Encryption, HlsContentProtection, JobInput, JobOutput, PlayReadyDrm};
-use super::validate::Place;
+use crate::jobs::place::Place;
 
 /// The inputs of a job with their places: `input`, then `inputs[i]`.
 pub fn inputs(job: &CreateJob) -> Vec<(Place, &JobInput)> {

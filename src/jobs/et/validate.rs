@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use super::model::{CreateJob, Encryption, HlsContentProtection, PlayReadyDrm, Playlist};
 use crate::custody::keys::{EncryptionMode, KeyBits, decode_base64, is_et_base64};
+use crate::jobs::place::Place;
 
 /// Most outputs in one job (`Output` and `Outputs` together).
 pub const MAX_OUTPUTS: usize = 30;
@@ -21,35 +22,6 @@ pub const MAX_CAPTION_SOURCES: usize = 20;
 pub const MAX_CAPTION_FORMATS: usize = 4;
 /// Most user metadata pairs.
 pub const MAX_USER_METADATA: usize = 10;
-
-/// A field's place in a job: its v1 API path (for errors) and its path in
-/// the CreateJob JSON (for answers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Place {
-    /// e.g. `outputs[3].thumbnail_encryption`
-    pub api: String,
-    /// e.g. `Outputs[3].ThumbnailEncryption`
-    pub json: String,
-}
-
-impl Place {
-    /// The job's top level.
-    pub fn root() -> Self {
-        Place { api: String::new(), json: String::new() }
-    }
-
-    /// A child field.
-    pub fn field(&self, api: &str, json: &str) -> Self {
-        let join = |base: &str, name: &str| if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") };
-        Place { api: join(&self.api, api), json: join(&self.json, json) }
-    }
-
-    /// An element of a list field.
-    pub fn item(&self, api: &str, json: &str, index: usize) -> Self {
-        let place = self.field(api, json);
-        Place { api: format!("{}[{index}]", place.api), json: format!("{}[{index}]", place.json) }
-    }
-}
 
 /// A broken rule at a place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,18 +68,20 @@ pub fn is_pipeline_id(text: &str) -> bool {
 }
 
 /// A GUID as PlayReady's `KeyId` takes it: 8-4-4-4-12 or 32 hex digits.
+/// The length check keeps out the braced and `urn:uuid:` forms the parser
+/// also reads.
 pub fn is_guid(text: &str) -> bool {
-    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
-    if text.len() == 32 {
-        return hex(text);
-    }
-    let parts: Vec<&str> = text.split('-').collect();
-    parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && hex(p))
+    matches!(text.len(), 32 | 36) && uuid::Uuid::try_parse(text).is_ok()
 }
 
+/// An absolute URL written with an authority (`scheme://...`), as players
+/// fetch keys from it. The parser forgives blanks before the scheme and a
+/// missing `//`, so the text must also begin with the scheme and `://` and
+/// go on after it.
 fn is_absolute_url(text: &str) -> bool {
-    text.split_once("://").is_some_and(|(scheme, rest)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) && !rest.is_empty()
+    url::Url::parse(text).is_ok_and(|url| {
+        let (scheme, rest) = text.split_at_checked(url.scheme().len()).unwrap_or_default();
+        scheme.eq_ignore_ascii_case(url.scheme()) && rest.strip_prefix("://").is_some_and(|rest| !rest.is_empty())
     })
 }
 
@@ -460,18 +434,6 @@ mod tests {
         assert!(is_guid("0123abcd-0123-4567-89ab-0123456789AB"));
         assert!(is_guid("0123abcd0123456789ab0123456789ab"));
         assert!(!is_guid("0123abcd-0123-4567-89ab-0123456789"));
-    }
-
-    #[test]
-    fn places_join_both_spellings() {
-        let p = Place::root().item("outputs", "Outputs", 3).field("captions", "Captions").item(
-            "caption_formats",
-            "CaptionFormats",
-            1,
-        );
-        let p = p.field("encryption", "Encryption").field("mode", "Mode");
-        assert_eq!(p.api, "outputs[3].captions.caption_formats[1].encryption.mode");
-        assert_eq!(p.json, "Outputs[3].Captions.CaptionFormats[1].Encryption.Mode");
     }
 
     #[test]
