@@ -10,7 +10,8 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 
-use super::{Kms, KmsError, KmsErrorKind, KmsKeyId, Unwrapped, Wrapped};
+use super::backend::{Kms, KmsError, KmsErrorKind, Unwrapped, Wrapped};
+use super::key::KmsKeyId;
 use crate::app::aws::sdk_failure;
 use crate::custody::keys::{DataKey, ServiceContext, WrappedKey};
 

@@ -29,7 +29,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::{Kms, KmsError, KmsErrorKind, KmsKeyId, Unwrapped, Wrapped};
+use super::backend::{Kms, KmsError, KmsErrorKind, Unwrapped, Wrapped};
+use super::key::KmsKeyId;
 use crate::custody::keys::{DataKey, ServiceContext, WrappedKey};
 
 const MAGIC: &[u8; 3] = b"KBL";

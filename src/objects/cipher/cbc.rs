@@ -10,7 +10,7 @@ use ::cipher::consts::U16;
 use ::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit};
 use zeroize::Zeroizing;
 
-use super::{BLOCK_LEN, CipherError, PIECE};
+use super::format::{BLOCK_LEN, CipherError, PIECE};
 use crate::custody::keys::EncryptionMode;
 
 type Block = Array<u8, U16>;

@@ -5,7 +5,7 @@
 //! [`super::evp`]).
 
 use super::evp::{Direction, EvpStream, Kind};
-use super::{BLOCK_LEN, CipherError};
+use super::format::{BLOCK_LEN, CipherError};
 
 /// `aes-ctr` in either direction.
 pub(super) struct CtrStream {

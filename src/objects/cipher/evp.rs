@@ -22,7 +22,7 @@ use std::ptr::NonNull;
 
 use aws_lc_sys as ffi;
 
-use super::{BLOCK_LEN, CipherError, GCM_TAG_LEN};
+use super::format::{BLOCK_LEN, CipherError, GCM_TAG_LEN};
 
 /// Input handed to one EVP update call: well inside a C `int`.
 const MAX_UPDATE: usize = 1 << 30;

@@ -9,7 +9,7 @@
 //! bytes, which may be the tag, and AWS-LC compares tags in constant time.
 
 use super::evp::{Direction, EvpStream, Kind};
-use super::{BLOCK_LEN, CipherError, GCM_MAX_PLAINTEXT_LEN, GCM_TAG_LEN};
+use super::format::{BLOCK_LEN, CipherError, GCM_MAX_PLAINTEXT_LEN, GCM_TAG_LEN};
 use crate::custody::keys::EncryptionMode;
 
 /// Counts ciphertext bytes against the NIST limit for one key and IV.
