@@ -27,8 +27,9 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use self::error::{EtError, EtErrorKind, map_et_error};
 use self::pipeline::Pipelines;
 use self::plan::Block;
-use self::validate::{BlockKind, Violation};
+use self::validate::BlockKind;
 use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
+use crate::custody::field::FieldError;
 use crate::custody::keys::{
     DataKey, EncryptionMode, EncryptionText, Iv16, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
 };
@@ -87,7 +88,7 @@ pub struct AssembledJob {
 pub enum JobError {
     /// The request breaks an ET model rule.
     #[error(transparent)]
-    Invalid(#[from] Violation),
+    Invalid(#[from] FieldError),
     /// The caller's grant does not cover this job.
     #[error(transparent)]
     Denied(#[from] Denial),
@@ -322,16 +323,16 @@ fn key_error(place: &Place, source: BrokerError) -> JobError {
     if let BrokerError::Kms(kms) = &source
         && matches!(kms.kind, KmsErrorKind::InvalidCiphertext)
     {
-        return JobError::Invalid(Violation {
-            path: format!("{}.key", place.api),
-            rule: format!("KMS cannot decrypt it with the pipeline's key under the Elastic Transcoder context ({kms})"),
-        });
+        return JobError::Invalid(FieldError::new(
+            format!("{}.key", place.api),
+            format!("KMS cannot decrypt it with the pipeline's key under the Elastic Transcoder context ({kms})"),
+        ));
     }
     if let BrokerError::KeyMd5Mismatch { .. } = &source {
-        return JobError::Invalid(Violation {
-            path: format!("{}.key_md5", place.api),
-            rule: "does not match the MD5 of the key KMS unwrapped".to_owned(),
-        });
+        return JobError::Invalid(FieldError::new(
+            format!("{}.key_md5", place.api),
+            "does not match the MD5 of the key KMS unwrapped",
+        ));
     }
     JobError::Key { path: place.api.clone(), source }
 }
@@ -392,14 +393,14 @@ fn plan_tasks(
             }
         };
         planned.push(Planned { place, task });
-        Ok::<(), Violation>(())
+        Ok::<(), FieldError>(())
     })?;
     Ok(planned)
 }
 
 /// The task of an `Encryption` element; `written` is true for files ET
 /// writes, whose keys the broker may make.
-fn encryption_task(place: &Place, enc: &model::Encryption, written: bool) -> Result<Option<Task>, Violation> {
+fn encryption_task(place: &Place, enc: &model::Encryption, written: bool) -> Result<Option<Task>, FieldError> {
     let (mode, kind) = validate::check_encryption(place, enc, written)?;
     Ok(match kind {
         BlockKind::ServerSide => None,

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use super::model::{CreateJob, Encryption, HlsContentProtection, PlayReadyDrm, Playlist};
+use crate::custody::field::FieldError;
 use crate::custody::keys::{EncryptionMode, KeyBits, decode_base64, is_et_base64};
 use crate::jobs::place::Place;
 
@@ -23,22 +24,12 @@ pub const MAX_CAPTION_FORMATS: usize = 4;
 /// Most user metadata pairs.
 pub const MAX_USER_METADATA: usize = 10;
 
-/// A broken rule at a place.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {rule}")]
-pub struct Violation {
-    /// The v1 API path.
-    pub path: String,
-    /// The rule.
-    pub rule: String,
-}
-
 /// Fails with a violation at `place`.
-pub fn violation<T>(place: &Place, rule: impl Into<String>) -> Result<T, Violation> {
-    Err(Violation { path: place.api.clone(), rule: rule.into() })
+pub fn violation<T>(place: &Place, rule: impl Into<String>) -> Result<T, FieldError> {
+    Err(FieldError::new(place.api.clone(), rule))
 }
 
-fn check_len(place: &Place, text: &str, min: usize, max: usize) -> Result<(), Violation> {
+fn check_len(place: &Place, text: &str, min: usize, max: usize) -> Result<(), FieldError> {
     let len = text.chars().count();
     if len < min || len > max {
         let rule = if min == 0 {
@@ -51,7 +42,7 @@ fn check_len(place: &Place, text: &str, min: usize, max: usize) -> Result<(), Vi
     Ok(())
 }
 
-fn check_count(place: &Place, count: usize, max: usize, what: &str) -> Result<(), Violation> {
+fn check_count(place: &Place, count: usize, max: usize, what: &str) -> Result<(), FieldError> {
     if count > max {
         return violation(place, format!("at most {max} {what} per job, got {count}"));
     }
@@ -101,12 +92,12 @@ pub enum BlockKind {
 /// `broker_may_generate` is true for files ET writes.
 ///
 /// # Errors
-/// The first [`Violation`].
+/// The first [`FieldError`].
 pub fn check_encryption(
     place: &Place,
     block: &Encryption,
     broker_may_generate: bool,
-) -> Result<(EncryptionMode, BlockKind), Violation> {
+) -> Result<(EncryptionMode, BlockKind), FieldError> {
     let mode = EncryptionMode::parse(&block.mode, "mode").or_else(|_| {
         violation(&place.field("mode", "Mode"), format!("must be one of {} (lower case)", EncryptionMode::ALL))
     })?;
@@ -152,8 +143,8 @@ pub fn check_encryption(
 /// an IV of `iv_len` bytes.
 ///
 /// # Errors
-/// The first [`Violation`].
-pub fn check_caller_fields(place: &Place, key: &str, key_md5: &str, iv: &str, iv_len: usize) -> Result<(), Violation> {
+/// The first [`FieldError`].
+pub fn check_caller_fields(place: &Place, key: &str, key_md5: &str, iv: &str, iv_len: usize) -> Result<(), FieldError> {
     if !is_et_base64(key) {
         return violation(&place.field("key", "Key"), "must be standard base64 with padding (ET's pattern)");
     }
@@ -174,8 +165,8 @@ pub fn check_caller_fields(place: &Place, key: &str, key_md5: &str, iv: &str, iv
 /// Checks HLS content protection and says whether the broker makes the key.
 ///
 /// # Errors
-/// The first [`Violation`].
-pub fn check_hls(place: &Place, hls: &HlsContentProtection) -> Result<bool, Violation> {
+/// The first [`FieldError`].
+pub fn check_hls(place: &Place, hls: &HlsContentProtection) -> Result<bool, FieldError> {
     if !hls.method.is_empty() && hls.method != "aes-128" {
         return violation(&place.field("method", "Method"), "must be aes-128");
     }
@@ -227,8 +218,8 @@ pub fn check_hls(place: &Place, hls: &HlsContentProtection) -> Result<bool, Viol
 /// passed a plaintext content key for the broker to wrap.
 ///
 /// # Errors
-/// The first [`Violation`].
-pub fn check_play_ready(place: &Place, drm: &PlayReadyDrm, has_content_key: bool) -> Result<(), Violation> {
+/// The first [`FieldError`].
+pub fn check_play_ready(place: &Place, drm: &PlayReadyDrm, has_content_key: bool) -> Result<(), FieldError> {
     if !matches!(drm.format.as_str(), "microsoft" | "discretix-3.0") {
         return violation(&place.field("format", "Format"), "must be microsoft or discretix-3.0");
     }
@@ -273,8 +264,8 @@ pub fn check_play_ready(place: &Place, drm: &PlayReadyDrm, has_content_key: bool
 /// playlists and the protections that exclude each other.
 ///
 /// # Errors
-/// The first [`Violation`].
-pub fn check_structure(job: &CreateJob) -> Result<(), Violation> {
+/// The first [`FieldError`].
+pub fn check_structure(job: &CreateJob) -> Result<(), FieldError> {
     let root = Place::root();
     if !is_pipeline_id(&job.pipeline_id) {
         return violation(&root.field("pipeline_id", "PipelineId"), r"must match ^\d{13}-\w{6}$");
@@ -357,7 +348,7 @@ fn check_playlist(
     playlist: &Playlist,
     job: &CreateJob,
     output_keys: &HashSet<&str>,
-) -> Result<(), Violation> {
+) -> Result<(), FieldError> {
     check_len(&place.field("name", "Name"), &playlist.name, 1, 255)?;
     if !matches!(playlist.format.as_str(), "HLSv3" | "HLSv4" | "MPEG-DASH" | "Smooth") {
         return violation(&place.field("format", "Format"), "must be HLSv3, HLSv4, MPEG-DASH or Smooth");
@@ -441,7 +432,7 @@ mod tests {
         let place = Place::root().item("outputs", "Outputs", 0).field("encryption", "Encryption");
         let block = Encryption { mode: "aes-ctr".into(), initialization_vector: "AAAA".into(), ..Default::default() };
         let err = check_encryption(&place, &block, true).unwrap_err();
-        assert_eq!(err.path, "outputs[0].encryption.initialization_vector");
+        assert_eq!(err.field, "outputs[0].encryption.initialization_vector");
         let ok = Encryption { mode: "aes-ctr".into(), key_bits: 128, ..Default::default() };
         assert_eq!(check_encryption(&place, &ok, true).unwrap().1, BlockKind::Generate(KeyBits::Aes128));
         assert!(check_encryption(&place, &ok, false).is_err(), "inputs never get broker keys");
