@@ -13,6 +13,7 @@ use crate::custody::keys::{
 };
 use crate::custody::kms::{Kms, KmsError, KmsKeyId};
 use crate::custody::policy::{Denial, Grant};
+use crate::custody::rpc::Rpc;
 
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +278,7 @@ impl Broker {
     /// # Errors
     /// [`BrokerError`]: plaintext export refused, KMS failure, KeyMd5 mismatch.
     pub async fn unwrap_key(&self, request: UnwrapRequest, grant: &Grant) -> Result<UnwrappedKey, BrokerError> {
-        grant.check_plaintext_export("UnwrapKey")?;
+        grant.check_plaintext_export(Rpc::UnwrapKey.name())?;
         if let Some(key_id) = &request.key_id {
             grant.check_kms_key(key_id.as_str())?;
         }

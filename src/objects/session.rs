@@ -15,6 +15,7 @@ use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
 use crate::custody::keys::{DataKey, EncryptionBlock, EncryptionMode, Iv16, KeyBits, ServiceContext};
 use crate::custody::kms::KmsKeyId;
 use crate::custody::policy::Grant;
+use crate::custody::rpc::Rpc;
 use crate::objects::cipher::{Decryptor, Encryptor};
 use crate::objects::error::ObjectError;
 
@@ -191,7 +192,7 @@ impl DecryptSession {
     /// [`ObjectError::Broker`]: a refusal, a KMS failure, a `KeyMd5`
     /// mismatch.
     pub(super) async fn begin(broker: &Broker, params: DecryptParams, grant: &Grant) -> Result<Self, ObjectError> {
-        grant.check_plaintext_export("DecryptObject")?;
+        grant.check_plaintext_export(Rpc::DecryptObject.name())?;
         if let Some(key_id) = &params.key.key_id {
             grant.check_kms_key(key_id.as_str())?;
         }
