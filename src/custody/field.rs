@@ -4,6 +4,9 @@
 //! with a [`FieldError`], so a status message always reads
 //! `field: rule` (`key_bits: must be 128, 192 or 256 (0 means 256), got 64`).
 //! Must never carry key bytes: rules describe, they do not quote secrets.
+//! A rule that repeats what the caller sent repeats at most a short,
+//! escaped prefix of it ([`echo`]), so a megabyte of input cannot become a
+//! megabyte of status, log line and audit record.
 
 /// A request field that broke a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,9 +33,38 @@ impl FieldError {
     }
 }
 
+/// The most characters of a caller's value a message repeats.
+pub const ECHO_CHARS: usize = 32;
+
+/// A caller's value as a message may repeat it: quoted and escaped, at most
+/// [`ECHO_CHARS`] characters of it, and its length in bytes when cut.
+pub fn echo(value: &str) -> String {
+    let mut chars = value.char_indices();
+    match chars.nth(ECHO_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_repeats_a_short_escaped_prefix_only() {
+        assert_eq!(echo("aes-ofb"), "\"aes-ofb\"");
+        assert_eq!(echo("a\nb\"c"), "\"a\\nb\\\"c\"");
+        let long = "x".repeat(1_000_000);
+        let shown = echo(&long);
+        assert_eq!(shown, format!("\"{}\"… (1000000 bytes)", "x".repeat(ECHO_CHARS)));
+        let wide = "é".repeat(40);
+        assert!(echo(&wide).starts_with(&format!("\"{}\"…", "é".repeat(ECHO_CHARS))), "cut on a character boundary");
+        assert_eq!(
+            echo(&"y".repeat(ECHO_CHARS)),
+            format!("{:?}", "y".repeat(ECHO_CHARS)),
+            "exactly the limit is whole"
+        );
+    }
 
     #[test]
     fn reads_field_then_rule_and_nests() {

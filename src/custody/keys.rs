@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::custody::field::FieldError;
+use crate::custody::field::{FieldError, echo};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use md5::{Digest as _, Md5};
@@ -118,7 +118,9 @@ impl EncryptionMode {
             "aes-cbc-pkcs7" => Ok(EncryptionMode::AesCbcPkcs7),
             "aes-ctr" => Ok(EncryptionMode::AesCtr),
             "aes-gcm" => Ok(EncryptionMode::AesGcm),
-            other => Err(KeyError::invalid(field, format!("must be one of {} (lower case), got {other:?}", Self::ALL))),
+            other => {
+                Err(KeyError::invalid(field, format!("must be one of {} (lower case), got {}", Self::ALL, echo(other))))
+            }
         }
     }
 
@@ -135,7 +137,7 @@ impl EncryptionMode {
             Ok(mode) if mode.is_aes() => Ok(mode),
             _ => Err(KeyError::invalid(
                 field,
-                format!("must be aes-cbc-pkcs7, aes-ctr or aes-gcm (lower case), got {text:?}"),
+                format!("must be aes-cbc-pkcs7, aes-ctr or aes-gcm (lower case), got {}", echo(text)),
             )),
         }
     }

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::{AuditLog, AuditRecord, Expected, Timestamp};
 use crate::custody::policy::{ANONYMOUS, Denial, Grant, PolicyStore};
 use crate::custody::rpc::Rpc;
-use crate::edge::status::denial_status;
+use crate::edge::status::{bounded, denial_status};
 
 /// What an RPC learned that belongs in its audit record.
 #[derive(Debug, Default, Clone)]
@@ -255,6 +255,7 @@ impl Scope {
         notes: &Notes,
         expected: Option<Expected<'_>>,
     ) -> Result<T, Status> {
+        let result = result.map_err(bounded);
         let status = match &result {
             Ok(_) => Status::ok(""),
             Err(status) => {
@@ -340,7 +341,7 @@ impl Gate {
                 if matches!(denial, Denial::RateLimited { .. }) {
                     crate::app::metrics::record_rate_limited();
                 }
-                let status = denial_status(&denial);
+                let status = bounded(denial_status(&denial));
                 tracing::warn!(%rpc, identity = %caller.identity, request_id = %caller.request_id, reason = %denial, "call denied");
                 self.record(rpc.name(), caller, &Facts::default(), &status, expected.take()).await?;
                 Err(status)

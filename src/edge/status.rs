@@ -17,6 +17,22 @@ use crate::jobs::et::error::EtErrorKind;
 use crate::objects::cipher::CipherError;
 use crate::objects::{ObjectError, S3ErrorKind};
 
+/// The longest status message the broker answers, logs or audits, in
+/// bytes: a backstop behind [`crate::custody::field::echo`], so that no
+/// path can turn a caller's input into an unbounded answer or record.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `status` with its message cut to [`MAX_MESSAGE_BYTES`] (on a character
+/// boundary, saying how long it was).
+pub fn bounded(status: Status) -> Status {
+    let message = status.message();
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return status;
+    }
+    let cut = (0..=MAX_MESSAGE_BYTES).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+    Status::new(status.code(), format!("{}… (message cut; {} bytes in all)", &message[..cut], message.len()))
+}
+
 /// The status of a denial.
 pub fn denial_status(denial: &Denial) -> Status {
     match denial {
@@ -118,4 +134,20 @@ pub fn internal(err: &dyn std::error::Error) -> Status {
     let incident = uuid::Uuid::new_v4();
     tracing::error!(%incident, error = %crate::app::aws::error_chain(err), "internal error");
     Status::internal(format!("internal error (incident {incident})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary_and_short_ones_kept() {
+        let short = Status::invalid_argument("mode: must be aes-gcm");
+        assert_eq!(bounded(short).message(), "mode: must be aes-gcm");
+        let long = Status::invalid_argument("é".repeat(2000));
+        let cut = bounded(long);
+        assert_eq!(cut.code(), tonic::Code::InvalidArgument);
+        assert!(cut.message().len() < MAX_MESSAGE_BYTES + 64, "{}", cut.message().len());
+        assert!(cut.message().ends_with("… (message cut; 4000 bytes in all)"), "{}", cut.message());
+    }
 }

@@ -426,6 +426,38 @@ async fn the_callers_deadline_is_capped_by_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_of_input_comes_back_as_a_short_prefix_in_the_answer_and_the_audit_record() {
+    let c = custody().await;
+    let huge = "m".repeat(1 << 20);
+
+    // A unary call.
+    let mut encoder = c.client_as(ENCODER).await;
+    let err = encoder.issue_data_key(issue(128, &huge)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("mode: must be aes-cbc-pkcs7, aes-ctr or aes-gcm"), "{}", &err.message()[..80]);
+    assert!(err.message().ends_with(&format!("(lower case), got \"{}\"… (1048576 bytes)", "m".repeat(32))));
+
+    // A streaming call, through the same gate.
+    let mut ops = c.client_as(OPS).await;
+    let start = pb::EncryptObjectStart { mode: huge.clone(), ..Default::default() };
+    let request = pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Start(start)) };
+    let mut stream = ops.encrypt_object(futures::stream::iter([request])).await.unwrap().into_inner();
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("start.mode: must be"), "{}", &err.message()[..80]);
+    assert!(err.message().len() < 256, "{} bytes", err.message().len());
+
+    let records = c.audit_records_when(|r| r.iter().filter(|r| r["code"] == "InvalidArgument").count() == 2).await;
+    let refused: Vec<_> = records.iter().filter(|r| r["code"] == "InvalidArgument").collect();
+    assert_eq!(refused.len(), 2, "{records:?}");
+    for record in refused {
+        let line = serde_json::to_string(record).unwrap();
+        assert!(line.len() < 1024, "an audit record of {} bytes", line.len());
+        assert!(record["message"].as_str().unwrap().contains("… (1048576 bytes)"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_are_refused() {
     let c = custody_with(|config| config.limits.max_message_bytes = 1024, None).await;
     let mut client = c.client_as(ENCODER).await;

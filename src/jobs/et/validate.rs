@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use super::model::{CreateJob, Encryption, HlsContentProtection, PlayReadyDrm, Playlist};
-use crate::custody::field::FieldError;
+use crate::custody::field::{FieldError, echo};
 use crate::custody::keys::{EncryptionMode, KeyBits, decode_base64, is_et_base64};
 use crate::jobs::place::Place;
 
@@ -336,7 +336,8 @@ pub fn check_structure(job: &CreateJob) -> Result<(), FieldError> {
         return violation(&metadata, format!("at most {MAX_USER_METADATA} pairs, got {}", job.user_metadata.len()));
     }
     for (key, value) in &job.user_metadata {
-        let place = Place { api: format!("{}[{key:?}]", metadata.api), json: format!("{}.{key}", metadata.json) };
+        let place =
+            Place { api: format!("{}[{}]", metadata.api, echo(key)), json: format!("{}.{}", metadata.json, echo(key)) };
         check_len(&place, key, 1, 128)?;
         check_len(&place, value, 0, 256)?;
     }
@@ -363,7 +364,7 @@ fn check_playlist(
         if !output_keys.contains(key.as_str()) {
             return violation(
                 &place.item("output_keys", "OutputKeys", i),
-                format!("{key:?} is not an output of this job"),
+                format!("{} is not an output of this job", echo(key)),
             );
         }
     }
