@@ -81,6 +81,14 @@ fn max_bits() -> Spanned<u32> {
     Spanned::new(0..0, 256)
 }
 
+/// Whether a rule's identity pattern says which kind of identity it means:
+/// a SPIFFE ID (`spiffe://`), a DNS SAN (`dns:`), `anonymous`, or a glob
+/// starting with `*` (which may match every kind). A bare host name would
+/// match nothing, since DNS identities read `dns:NAME`.
+fn is_identity_pattern(pattern: &str) -> bool {
+    pattern.starts_with("spiffe://") || pattern.starts_with("dns:") || pattern.starts_with('*') || pattern == ANONYMOUS
+}
+
 /// A set of glob patterns (shared, so grants clone cheaply).
 #[derive(Debug, Clone)]
 pub struct Patterns {
@@ -273,6 +281,14 @@ impl Policy {
                     format!("line {}", line_of(text, span.start))
                 }
             };
+            let identity = rule.identity.get_ref();
+            if !is_identity_pattern(identity) {
+                return Err(format!(
+                    "{}: identity: {identity:?} names no kind of identity: write spiffe://TRUST-DOMAIN/PATH for a \
+                     SPIFFE ID, dns:NAME for a certificate's DNS SAN, or anonymous (globs allowed, * for everyone)",
+                    at(rule.identity.span())
+                ));
+            }
             let identity_matcher = Glob::new(rule.identity.get_ref())
                 .map(|g| g.compile_matcher())
                 .map_err(|e| format!("{}: identity: {e}", at(rule.identity.span())))?;
@@ -498,13 +514,30 @@ burst = 2
 
     #[test]
     fn invalid_files_name_the_line() {
-        let err = Policy::parse("[[rule]]\nidentity = \"x\"\nrpcs = [\"IssueKey\"]\n").unwrap_err();
+        let err = Policy::parse("[[rule]]\nidentity = \"dns:x\"\nrpcs = [\"IssueKey\"]\n").unwrap_err();
         assert!(err.starts_with("line 3: rpcs: unknown RPC \"IssueKey\""), "{err}");
-        let err = Policy::parse("[[rule]]\nidentity = \"x\"\nrpcs = [\"*\"]\nmax_key_bits = 512\n").unwrap_err();
+        let err = Policy::parse("[[rule]]\nidentity = \"dns:x\"\nrpcs = [\"*\"]\nmax_key_bits = 512\n").unwrap_err();
         assert!(err.starts_with("line 4: max_key_bits"), "{err}");
-        let err = Policy::parse("[[rule]]\nidentity = \"x\"\nrpcz = [\"*\"]\n").unwrap_err();
+        let err = Policy::parse("[[rule]]\nidentity = \"dns:x\"\nrpcz = [\"*\"]\n").unwrap_err();
         assert!(err.starts_with("line 3:") && err.contains("rpcz"), "{err}");
-        let err = Policy::parse("[[rule]]\nidentity = \"[\"\nrpcs = [\"*\"]\n").unwrap_err();
+        let err = Policy::parse("[[rule]]\nidentity = \"dns:[\"\nrpcs = [\"*\"]\n").unwrap_err();
         assert!(err.starts_with("line 2: identity"), "{err}");
+    }
+
+    #[test]
+    fn a_rule_names_the_kind_of_identity_it_means() {
+        let err = Policy::parse("[[rule]]\nidentity = \"packager.media.svc\"\nrpcs = [\"*\"]\n").unwrap_err();
+        assert!(err.starts_with("line 2: identity: \"packager.media.svc\" names no kind of identity"), "{err}");
+        let policy = Policy::parse(
+            "[[rule]]\nidentity = \"dns:*.media.svc\"\nrpcs = [\"WrapKey\"]\n\
+             [[rule]]\nidentity = \"spiffe://example.org/*\"\nrpcs = [\"*\"]\nplaintext_export = true\n",
+        )
+        .unwrap();
+        assert!(policy.authorize("dns:packager.media.svc", Rpc::WrapKey).is_ok());
+        let err = policy.authorize("dns:packager.media.svc", Rpc::UnwrapKey).unwrap_err().to_string();
+        assert!(err.contains("may not call UnwrapKey (policy rule 1)"), "{err}");
+        // A DNS identity never reaches a SPIFFE rule, whatever its name reads.
+        assert!(policy.authorize("dns:spiffe://example.org/ops", Rpc::UnwrapKey).is_err());
+        assert!(policy.authorize("spiffe://example.org/ops", Rpc::UnwrapKey).is_ok());
     }
 }

@@ -73,7 +73,7 @@ impl Caller {
 }
 
 /// The audit log's name for a caller whose certificate names no identity.
-pub const UNIDENTIFIED: &str = "(certificate without SPIFFE ID or DNS SAN)";
+pub const UNIDENTIFIED: &str = "(certificate without a usable SPIFFE ID or DNS SAN)";
 
 /// A request id for a call that brought none: a random per-process prefix
 /// and a counter (unique, cheap: no system call per call).
@@ -323,7 +323,8 @@ impl Gate {
     pub async fn admit(&self, rpc: Rpc, caller: &Caller, expected: &mut Option<Expected<'_>>) -> Result<Grant, Status> {
         if !caller.identified {
             let status = Status::unauthenticated(
-                "the client certificate has neither a SPIFFE ID URI SAN (spiffe://...) nor a DNS SAN: no identity to authorize",
+                "the client certificate has neither a SPIFFE ID URI SAN (spiffe://...) nor a DNS SAN that is a DNS name, \
+                 or it names two SPIFFE IDs: no identity to authorize",
             );
             tracing::warn!(%rpc, peer = ?caller.peer, request_id = %caller.request_id, "call from a certificate without identity");
             self.record(rpc.name(), caller, &Facts::default(), &status, expected.take()).await?;

@@ -181,24 +181,68 @@ pub fn accept_tls(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// The caller's identity from its leaf certificate: the first SPIFFE ID URI
-/// SAN (`spiffe://trust-domain/path`), else the first DNS SAN.
+/// The caller's identity from its leaf certificate. Identities are typed,
+/// so one kind can never pass as another:
+/// - a SPIFFE ID (`spiffe://trust-domain/path`) comes only from a URI SAN,
+///   and a certificate naming two different ones names none;
+/// - without one, the first DNS SAN yields `dns:NAME` (lower case), which
+///   no `spiffe://` rule can match; a DNS SAN that is not a DNS name (such
+///   as one reading `spiffe://...`) makes the certificate name none.
+///
+/// `None` is refused with `UNAUTHENTICATED` by the gate.
 pub fn identity_of(leaf: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     let names = &san.value.general_names;
-    names
-        .iter()
-        .find_map(|name| match name {
-            GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
-            _ => None,
-        })
-        .or_else(|| {
-            names.iter().find_map(|name| match name {
-                GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-                _ => None,
-            })
-        })
+    let mut spiffe_ids = names.iter().filter_map(|name| match name {
+        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(*uri),
+        _ => None,
+    });
+    if let Some(first) = spiffe_ids.next() {
+        let unique = spiffe_ids.all(|other| other == first);
+        return (unique && is_spiffe_id(first)).then(|| first.to_owned());
+    }
+    let mut dns_names = names.iter().filter_map(|name| match name {
+        GeneralName::DNSName(dns) => Some(*dns),
+        _ => None,
+    });
+    let first = dns_names.next()?;
+    let all_valid = is_dns_name(first) && dns_names.all(is_dns_name);
+    all_valid.then(|| format!("dns:{}", first.to_ascii_lowercase()))
+}
+
+/// Whether `text` is a SPIFFE ID as the SPIFFE standard writes it: the
+/// scheme, a trust domain of lower-case letters, digits, `.`, `-` and `_`,
+/// and a path of non-empty segments of letters, digits, `.`, `-` and `_`
+/// (no `.` or `..` segment, no query, fragment, port or user).
+pub fn is_spiffe_id(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("spiffe://") else {
+        return false;
+    };
+    let (domain, path) = rest.split_once('/').map_or((rest, ""), |(d, p)| (d, p));
+    let domain_ok = !domain.is_empty()
+        && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+    let segment_ok = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    domain_ok && (path.is_empty() && !rest.ends_with('/') || !path.is_empty() && path.split('/').all(segment_ok))
+}
+
+/// Whether `text` is a DNS name a certificate may carry: labels of 1 to 63
+/// letters, digits and hyphens (no hyphen first or last), 253 characters in
+/// all, and at most a leading `*.` wildcard label.
+pub fn is_dns_name(text: &str) -> bool {
+    let name = text.strip_prefix("*.").unwrap_or(text);
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    !name.is_empty() && text.len() <= 253 && name.split('.').all(label_ok)
 }
 
 #[cfg(test)]
@@ -223,7 +267,53 @@ mod tests {
         ]);
         assert_eq!(identity_of(&both).as_deref(), Some(spiffe));
         let dns = cert_with(vec![SanType::DnsName("packager.media.svc".try_into().unwrap())]);
-        assert_eq!(identity_of(&dns).as_deref(), Some("packager.media.svc"));
+        assert_eq!(identity_of(&dns).as_deref(), Some("dns:packager.media.svc"));
         assert_eq!(identity_of(&cert_with(vec![])), None);
+    }
+
+    #[test]
+    fn identities_are_typed_and_a_dns_san_never_passes_as_a_spiffe_id() {
+        use rcgen::SanType;
+        let dns = |name: &str| SanType::DnsName(name.try_into().unwrap());
+        let uri = |name: &str| SanType::URI(name.try_into().unwrap());
+        // A DNS SAN that reads like a SPIFFE ID is no DNS name: no identity.
+        assert_eq!(identity_of(&cert_with(vec![dns("spiffe://example.org/ns/ops/sa/key-recovery")])), None);
+        // Wildcards and case.
+        assert_eq!(identity_of(&cert_with(vec![dns("*.Media.svc")])).as_deref(), Some("dns:*.media.svc"));
+        assert_eq!(identity_of(&cert_with(vec![dns("a.*.svc")])), None, "a wildcard only as the first label");
+        assert_eq!(identity_of(&cert_with(vec![dns("ok.svc"), dns("bad_name.svc")])), None, "every DNS SAN valid");
+        // Several URI SANs: one SPIFFE ID (repeated is fine), never two.
+        let id = "spiffe://example.org/a";
+        assert_eq!(identity_of(&cert_with(vec![uri("https://x.example"), uri(id), uri(id)])).as_deref(), Some(id));
+        assert_eq!(identity_of(&cert_with(vec![uri(id), uri("spiffe://example.org/b")])), None);
+        // A malformed SPIFFE ID is not replaced by a DNS SAN.
+        assert_eq!(identity_of(&cert_with(vec![uri("spiffe://Example.org/a"), dns("ok.svc")])), None);
+    }
+
+    #[test]
+    fn spiffe_ids_and_dns_names_follow_their_grammars() {
+        for good in ["spiffe://example.org", "spiffe://example.org/ns/media/sa/encoder", "spiffe://td-1.x_y/a.b/c-d"] {
+            assert!(is_spiffe_id(good), "{good}");
+        }
+        for bad in [
+            "spiffe://",
+            "spiffe://Example.org/a",
+            "spiffe://example.org/",
+            "spiffe://example.org//a",
+            "spiffe://example.org/a/../b",
+            "spiffe://example.org:443/a",
+            "spiffe://user@example.org/a",
+            "spiffe://example.org/a?x=1",
+            "spiffe://example.org/a#f",
+            "https://example.org/a",
+        ] {
+            assert!(!is_spiffe_id(bad), "{bad}");
+        }
+        for good in ["localhost", "a.b-c.d", "*.svc.cluster.local", "x1"] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        for bad in ["", "*", "a..b", "-a.b", "a-.b", "a_b", "spiffe://x/y", "a b", &"a".repeat(64), "*.*.b"] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
     }
 }

@@ -259,6 +259,39 @@ async fn a_certificate_that_names_no_identity_is_unauthenticated_not_anonymous()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_san_is_a_dns_identity_and_never_passes_as_a_spiffe_id() {
+    let c = custody_with(
+        |config| {
+            let policy = config.policy.file.clone().unwrap();
+            let rules = format!("[[rule]]\nidentity = \"dns:*.media.svc\"\nrpcs = [\"IssueDataKey\"]\n{POLICY}");
+            std::fs::write(&policy, rules).unwrap();
+        },
+        None,
+    )
+    .await;
+    let call = |leaf: Leaf| {
+        let endpoint = c.endpoint(Some(&leaf), &c.ca.pem);
+        async move {
+            let channel = endpoint.connect().await.unwrap();
+            KeyBrokerClient::new(channel).issue_data_key(issue(128, "aes-gcm")).await
+        }
+    };
+    // A DNS SAN that reads like the ops SPIFFE ID names nobody.
+    let err = call(c.ca.client_with_dns(&["spiffe://test.example/ops/alice"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // A wildcard DNS SAN is the identity dns:*.media.svc, which the glob rule matches.
+    call(c.ca.client_with_dns(&["*.media.svc"])).await.unwrap();
+    call(c.ca.client_with_dns(&["packager.media.svc", "localhost"])).await.unwrap();
+    let err = call(c.ca.client_with_dns(&["packager.other.svc"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let identities: Vec<String> =
+        c.audit_records().iter().map(|r| r["identity"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(identities[1..], ["dns:*.media.svc", "dns:packager.media.svc", "dns:packager.other.svc"]);
+    assert!(!identities[0].contains("spiffe://"), "{identities:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_is_per_identity_and_answers_resource_exhausted() {
     let c = custody().await;
     let mut limited = c.client_as(LIMITED).await;

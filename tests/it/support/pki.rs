@@ -79,6 +79,12 @@ impl Ca {
         self.leaf(vec![SanType::URI(spiffe_id.try_into().unwrap())], false, false)
     }
 
+    /// A client certificate whose only SANs are these DNS names.
+    pub fn client_with_dns(&self, names: &[&str]) -> Leaf {
+        let sans = names.iter().map(|name| SanType::DnsName((*name).try_into().unwrap())).collect();
+        self.leaf(sans, false, false)
+    }
+
     /// A client certificate with a common name but no SAN at all.
     pub fn client_without_san(&self) -> Leaf {
         self.leaf(Vec::new(), false, false)
