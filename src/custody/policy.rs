@@ -148,8 +148,11 @@ pub struct Grant {
     pipelines: Patterns,
     kms_keys: Patterns,
     max_key_bits: u32,
-    /// Whether plaintext may leave the broker for this caller.
+    /// Whether plaintext may leave the broker for this caller: the rule's
+    /// `plaintext_export` under the server's ceiling.
     pub plaintext_export: bool,
+    /// The server's `allow_plaintext_export`, the ceiling over every rule.
+    server_export: bool,
 }
 
 /// A refusal, naming the missing permission.
@@ -174,14 +177,15 @@ pub enum Denial {
 impl Grant {
     /// A grant of everything, for servers without a policy file; plaintext
     /// export follows the server-wide switch.
-    pub fn unrestricted(identity: &str, plaintext_export: bool) -> Self {
+    pub fn unrestricted(identity: &str, server_export: bool) -> Self {
         Grant {
             identity: identity.to_owned(),
             rule: None,
             pipelines: Patterns::any(),
             kms_keys: Patterns::any(),
             max_key_bits: 256,
-            plaintext_export,
+            plaintext_export: server_export,
+            server_export,
         }
     }
 
@@ -239,11 +243,8 @@ impl Grant {
         if self.plaintext_export {
             return Ok(());
         }
-        let how = if self.rule.is_some() {
-            "plaintext_export is false".to_owned()
-        } else {
-            "the server's allow_plaintext_export is off".to_owned()
-        };
+        let how =
+            if self.server_export { "plaintext_export is false" } else { "the server's allow_plaintext_export is off" };
         Err(Denial::Forbidden(format!(
             "{} may not export plaintext keys ({what}){}: {how}",
             self.identity,
@@ -403,6 +404,7 @@ impl Policy {
             kms_keys: rule.kms_keys.clone(),
             max_key_bits: rule.max_key_bits,
             plaintext_export: rule.plaintext_export,
+            server_export: true,
         })
     }
 }
@@ -450,14 +452,20 @@ impl PolicyStore {
         self.current.read().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
-    /// Decides a call: with no policy, everything is granted (plaintext
-    /// export per `server_export`).
+    /// Decides a call: with no policy, everything is granted. Plaintext
+    /// export needs the server's `server_export` (`allow_plaintext_export`),
+    /// a ceiling no rule can lift, and, with a policy, the rule's
+    /// `plaintext_export` too.
     ///
     /// # Errors
     /// [`Denial`].
     pub fn authorize(&self, identity: &str, rpc: Rpc, server_export: bool) -> Result<Grant, Denial> {
         match self.current() {
-            Some(policy) => policy.authorize(identity, rpc),
+            Some(policy) => policy.authorize(identity, rpc).map(|grant| Grant {
+                plaintext_export: grant.plaintext_export && server_export,
+                server_export,
+                ..grant
+            }),
             None => Ok(Grant::unrestricted(identity, server_export)),
         }
     }
@@ -522,6 +530,27 @@ burst = 2
         assert!(err.starts_with("line 3:") && err.contains("rpcz"), "{err}");
         let err = Policy::parse("[[rule]]\nidentity = \"dns:[\"\nrpcs = [\"*\"]\n").unwrap_err();
         assert!(err.starts_with("line 2: identity"), "{err}");
+    }
+
+    #[test]
+    fn the_servers_switch_is_a_ceiling_over_every_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, POLICY).unwrap();
+        let store = PolicyStore::load(&path).unwrap();
+        let ops = "spiffe://example.org/ns/ops/sa/a";
+        let closed = store.authorize(ops, Rpc::UnwrapKey, false).unwrap();
+        let err = closed.check_plaintext_export("UnwrapKey").unwrap_err().to_string();
+        assert!(err.contains("the server's allow_plaintext_export is off"), "{err}");
+        assert!(store.authorize(ops, Rpc::UnwrapKey, true).unwrap().check_plaintext_export("UnwrapKey").is_ok());
+        let encoder = store.authorize("spiffe://example.org/ns/media/sa/encoder", Rpc::IssueDataKey, true).unwrap();
+        let err = encoder.check_plaintext_export("return_plaintext").unwrap_err().to_string();
+        assert!(err.contains("plaintext_export is false"), "{err}");
+        // Without a policy the switch alone decides.
+        assert!(PolicyStore::none().authorize(ops, Rpc::UnwrapKey, true).unwrap().check_plaintext_export("x").is_ok());
+        assert!(
+            PolicyStore::none().authorize(ops, Rpc::UnwrapKey, false).unwrap().check_plaintext_export("x").is_err()
+        );
     }
 
     #[test]

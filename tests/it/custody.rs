@@ -63,7 +63,8 @@ fn custody_config(dir: &std::path::Path, ca: &Ca) -> Config {
     std::fs::write(&policy, POLICY).unwrap();
     config.policy = keybroker::app::config::PolicyConfig { file: Some(policy), allow_all: false };
     config.audit.file = Some(dir.join("audit.jsonl"));
-    config.allow_plaintext_export = false;
+    // The server lets plaintext out at all; the policy says who.
+    config.allow_plaintext_export = true;
     config
 }
 
@@ -229,6 +230,27 @@ async fn the_policy_decides_and_names_what_is_missing() {
     let audit_text = std::fs::read_to_string(&c.audit).unwrap();
     support::logs::assert_no_key_in(&audit_text, std::slice::from_ref(&unwrapped.plaintext_key), "the audit log");
     support::logs::assert_no_key_logged(&[unwrapped.plaintext_key]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_export_switch_is_a_ceiling_no_rule_lifts() {
+    let c = custody_with(|config| config.allow_plaintext_export = false, None).await;
+    let issued = c.client_as(ENCODER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap().into_inner();
+    let mut ops = c.client_as(OPS).await;
+    let err = ops
+        .unwrap_key(pb::UnwrapKeyRequest { encryption: issued.encryption.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("the server's allow_plaintext_export is off"), "{}", err.message());
+    let mut asked = issue(128, "aes-gcm");
+    asked.return_plaintext = true;
+    let err = ops.issue_data_key(asked).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let start = pb::DecryptObjectStart { encryption: issued.encryption, ..Default::default() };
+    let request = pb::DecryptObjectRequest { message: Some(pb::decrypt_object_request::Message::Start(start)) };
+    let err = ops.decrypt_object(futures::stream::iter([request])).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
