@@ -72,4 +72,14 @@ mod tests {
         assert_eq!(err.to_string(), "mode: must be aes-gcm");
         assert_eq!(err.within("start").to_string(), "start.mode: must be aes-gcm");
     }
+
+    proptest::proptest! {
+        /// Whatever the caller sends, the echo is short and never panics.
+        #[test]
+        fn any_value_echoes_short(value in "\\PC{0,300}") {
+            let shown = echo(&value);
+            proptest::prop_assert!(shown.chars().count() <= 2 + 4 * ECHO_CHARS + 40, "{}", shown);
+            proptest::prop_assert!(shown.starts_with('"'));
+        }
+    }
 }

@@ -569,4 +569,14 @@ burst = 2
         assert!(policy.authorize("dns:spiffe://example.org/ops", Rpc::UnwrapKey).is_err());
         assert!(policy.authorize("spiffe://example.org/ops", Rpc::UnwrapKey).is_ok());
     }
+
+    proptest::proptest! {
+        /// Any text parses as a policy or is refused with a line; never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "(\\[\\[rule\\]\\]\\n)?(identity|rpcs|burst|rate_per_second|max_key_bits)? ?=? ?\\PC{0,40}\\n?\\PC{0,40}") {
+            if let Err(message) = Policy::parse(&text) {
+                proptest::prop_assert!(message.starts_with("line ") || message.starts_with("rule "), "{}", message);
+            }
+        }
+    }
 }

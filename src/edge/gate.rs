@@ -114,6 +114,9 @@ pub fn deadline_of<T>(request: &Request<T>, cap: Duration) -> Duration {
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`,
 /// `S`, `m`, `u`, `n`), as the gRPC over HTTP/2 specification defines it.
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -484,5 +487,30 @@ mod tests {
         assert_eq!(deadline_of(&request, cap), Duration::from_millis(200), "a shorter deadline wins");
         request.metadata_mut().insert("grpc-timeout", "1H".parse().unwrap());
         assert_eq!(deadline_of(&request, cap), cap, "a longer one is capped");
+    }
+
+    proptest::proptest! {
+        /// Any `grpc-timeout` text parses or is refused, never panics; what
+        /// parses is what the specification's grammar allows.
+        #[test]
+        fn any_grpc_timeout_text_is_parsed_or_refused(text in "\\PC{0,12}") {
+            if let Some(parsed) = parse_grpc_timeout(&text) {
+                let (digits, unit) = text.split_at(text.len() - 1);
+                proptest::prop_assert!(digits.len() <= 8 && digits.bytes().all(|b| b.is_ascii_digit()));
+                proptest::prop_assert!("HMSmun".contains(unit));
+                proptest::prop_assert!(parsed <= Duration::from_secs(99_999_999 * 3600));
+            }
+        }
+
+        #[test]
+        fn valid_grpc_timeouts_round_trip(n in 0u64..100_000_000, unit in proptest::sample::select(vec!['S', 'm', 'u', 'n'])) {
+            let expected = match unit {
+                'S' => Duration::from_secs(n),
+                'm' => Duration::from_millis(n),
+                'u' => Duration::from_micros(n),
+                _ => Duration::from_nanos(n),
+            };
+            proptest::prop_assert_eq!(parse_grpc_timeout(&format!("{n}{unit}")), Some(expected));
+        }
     }
 }

@@ -316,4 +316,13 @@ mod tests {
             assert!(!is_dns_name(bad), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        /// The two grammars never overlap: no text is both a SPIFFE ID and
+        /// a DNS name, so a DNS SAN can never pass as a SPIFFE ID.
+        #[test]
+        fn no_text_is_both_a_spiffe_id_and_a_dns_name(text in "(spiffe://)?[a-zA-Z0-9.*_:/-]{0,40}") {
+            proptest::prop_assert!(!(is_spiffe_id(&text) && is_dns_name(&text)), "{}", text);
+        }
+    }
 }

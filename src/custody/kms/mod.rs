@@ -53,4 +53,19 @@ mod tests {
         assert_eq!(arn.account, "111122223333");
         assert_eq!(arn.resource, "key/abc");
     }
+
+    proptest::proptest! {
+        /// Whatever a caller names a key, it is parsed or refused naming the
+        /// field; what is accepted has no whitespace and fits KMS's limit.
+        #[test]
+        fn any_key_id_is_parsed_or_refused(text in "\\PC{0,60}|arn:[a-z:/-]{0,40}") {
+            match KmsKeyId::parse(&text, "kms_key_id") {
+                Ok(id) => {
+                    proptest::prop_assert!(!id.as_str().is_empty() && id.as_str().chars().count() <= MAX_KEY_ID_LEN);
+                    proptest::prop_assert!(!id.as_str().chars().any(char::is_whitespace));
+                }
+                Err(err) => proptest::prop_assert_eq!(err.field, "kms_key_id"),
+            }
+        }
+    }
 }

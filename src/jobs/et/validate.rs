@@ -450,4 +450,33 @@ mod tests {
         let err = check_structure(&job).unwrap_err();
         assert_eq!(err.to_string(), "outputs: at most 30 outputs per job, got 31");
     }
+
+    proptest::proptest! {
+        /// Any CreateJob a caller can write (shapes drawn from the model's
+        /// fields) is accepted or refused naming a place; never a panic.
+        #[test]
+        fn any_job_is_validated_without_panicking(
+            outputs in proptest::collection::vec(("[a-z./]{0,12}", "[a-zA-Z0-9+/=-]{0,30}", "[a-z0-9-]{0,16}"), 0..33),
+            playlist_keys in proptest::collection::vec("[a-z./]{0,12}", 0..4),
+            metadata in proptest::collection::btree_map("\\PC{0,20}", "\\PC{0,20}", 0..12),
+        ) {
+            let job = CreateJob {
+                pipeline_id: "1111111111111-abcdef".to_owned(),
+                outputs: outputs
+                    .into_iter()
+                    .map(|(key, iv, mode)| JobOutput {
+                        key,
+                        encryption: Some(Encryption { mode, initialization_vector: iv, ..Default::default() }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                playlists: vec![Playlist { name: "p".to_owned(), output_keys: playlist_keys, ..Default::default() }],
+                user_metadata: metadata.into_iter().collect(),
+                ..Default::default()
+            };
+            if let Err(err) = check_structure(&job) {
+                proptest::prop_assert!(!err.field.is_empty() && err.to_string().len() < 600, "{}", err);
+            }
+        }
+    }
 }

@@ -582,3 +582,68 @@ fn encryptors_and_decryptors_can_move_between_threads() {
     assert_send::<Encryptor>();
     assert_send::<Decryptor>();
 }
+
+mod properties {
+    //! Properties over arbitrary keys, IVs, plaintexts and chunkings (the
+    //! stream decryptors' inputs as a caller could shape them).
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn mode() -> impl Strategy<Value = EncryptionMode> {
+        prop::sample::select(MODES.to_vec())
+    }
+
+    fn key_len() -> impl Strategy<Value = usize> {
+        prop::sample::select(vec![16usize, 24, 32])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Any chunking of encryption and of decryption gives back the
+        /// plaintext, and the length `ciphertext_len` promised.
+        #[test]
+        fn any_chunking_round_trips(
+            mode in mode(),
+            key in key_len().prop_flat_map(|n| prop::collection::vec(any::<u8>(), n)),
+            iv in any::<[u8; 16]>(),
+            plaintext in prop::collection::vec(any::<u8>(), 0..600),
+            seeds in any::<(u64, u64)>(),
+            bounds in (1usize..70, 1usize..70),
+        ) {
+            let (key, iv) = (key_of(&key), Iv16(iv));
+            let ciphertext = encrypt(mode, &key, &iv, &plaintext, Chunking::Random(seeds.0, bounds.0));
+            prop_assert_eq!(ciphertext.len() as u64, ciphertext_len(mode, plaintext.len() as u64));
+            let back = decrypt(mode, &key, &iv, &ciphertext, Chunking::Random(seeds.1, bounds.1));
+            prop_assert_eq!(back, Ok(plaintext));
+        }
+
+        /// A decryptor fed any bytes in any chunks answers or refuses; it
+        /// never panics, and GCM never accepts a changed byte.
+        #[test]
+        fn arbitrary_ciphertext_is_refused_or_decrypted_never_a_panic(
+            mode in mode(),
+            garbage in prop::collection::vec(any::<u8>(), 0..300),
+            seed in any::<u64>(),
+        ) {
+            let key = key_of(&[9u8; 32]);
+            let _ = decrypt(mode, &key, &Iv16([3; 16]), &garbage, Chunking::Random(seed, 40));
+        }
+
+        #[test]
+        fn gcm_refuses_any_single_flipped_bit(
+            plaintext in prop::collection::vec(any::<u8>(), 0..200),
+            position in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let (key, iv) = (key_of(&[5u8; 16]), Iv16([1; 16]));
+            let mut ciphertext = encrypt(EncryptionMode::AesGcm, &key, &iv, &plaintext, Chunking::Whole);
+            let at = position.index(ciphertext.len());
+            ciphertext[at] ^= 1 << bit;
+            let refused = decrypt(EncryptionMode::AesGcm, &key, &iv, &ciphertext, Chunking::Fixed(7));
+            prop_assert_eq!(refused, Err(CipherError::Authentication));
+        }
+    }
+}
