@@ -7,10 +7,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::object_stream::{
-    Incoming, chunk_before_start, empty_message, in_start, next_incoming, no_start, parse_transfer, run_s3,
-    stream_chunks,
-};
+use super::object_stream::{Incoming, Wire, empty_message, first_start, in_start, parse_transfer, run_session};
 use crate::custody::broker::UnwrapRequest;
 use crate::custody::keys::{EncryptionMode, Iv16, decode_base64};
 use crate::custody::policy::Grant;
@@ -44,6 +41,10 @@ fn parse_decrypt_start(start: &pb::DecryptObjectStart) -> Result<(DecryptParams,
     Ok((DecryptParams { key, mode, iv }, parse_transfer(start.source.as_ref(), start.destination.as_ref())?))
 }
 
+/// `DecryptObject`'s messages.
+const WIRE: Wire<pb::DecryptObjectRequest, pb::DecryptObjectStart, pb::DecryptObjectResponse> =
+    Wire { split: decrypt_incoming, wrap: decrypt_chunk, direction: Direction::Decrypt };
+
 /// Answers one `DecryptObject` call.
 ///
 /// # Errors
@@ -71,21 +72,11 @@ async fn decrypt(
     notes: &Notes,
 ) -> Result<pb::DecryptObjectResult, Status> {
     let inbound = &mut inbound;
-    let start = match next_incoming(inbound, decrypt_incoming).await?.ok_or_else(no_start)? {
-        Incoming::Start(start) => start,
-        Incoming::Chunk(_) => return Err(chunk_before_start()),
-    };
+    let start = first_start(inbound, &WIRE).await?;
     let (params, transfer) = parse_decrypt_start(&start)?;
     notes.key(&objects.fingerprint(&params.key.wrapped));
-    let direction = Direction::Decrypt;
-    let session = objects.begin_decryption(params, grant).await.map_err(|e| object_status(&e, direction))?;
+    let session = objects.begin_decryption(params, grant).await.map_err(|e| object_status(&e, WIRE.direction))?;
     notes.kms_key_arn(session.key_arn());
-    let done = match transfer {
-        Some(transfer) => {
-            run_s3(inbound, decrypt_incoming, |cancel| objects.transfer_s3(session, &transfer, cancel), direction)
-                .await?
-        }
-        None => stream_chunks(session, inbound, decrypt_incoming, tx, decrypt_chunk, direction).await?,
-    };
+    let done = run_session(objects, session, transfer, inbound, tx, &WIRE).await?;
     Ok(pb::DecryptObjectResult { plaintext_bytes: done.plaintext_bytes })
 }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::object_stream::{
-    Incoming, chunk_before_start, empty_message, next_incoming, no_start, parse_transfer, run_s3, stream_chunks,
-};
+use super::object_stream::{Incoming, Wire, empty_message, first_start, parse_transfer, run_session};
 use super::{encryption_to_proto, parse_context, parse_optional_key_id};
 use crate::custody::keys::{EncryptionMode, KeyBits};
 use crate::custody::policy::Grant;
@@ -41,6 +39,10 @@ fn parse_encrypt_start(start: &pb::EncryptObjectStart) -> Result<(EncryptParams,
     Ok((params, parse_transfer(start.source.as_ref(), start.destination.as_ref())?))
 }
 
+/// `EncryptObject`'s messages.
+const WIRE: Wire<pb::EncryptObjectRequest, pb::EncryptObjectStart, pb::EncryptObjectResponse> =
+    Wire { split: encrypt_incoming, wrap: encrypt_chunk, direction: Direction::Encrypt };
+
 /// Answers one `EncryptObject` call.
 ///
 /// # Errors
@@ -67,22 +69,12 @@ async fn encrypt(
     notes: &Notes,
 ) -> Result<pb::EncryptObjectResult, Status> {
     let inbound = &mut inbound;
-    let start = match next_incoming(inbound, encrypt_incoming).await?.ok_or_else(no_start)? {
-        Incoming::Start(start) => start,
-        Incoming::Chunk(_) => return Err(chunk_before_start()),
-    };
+    let start = first_start(inbound, &WIRE).await?;
     let (params, transfer) = parse_encrypt_start(&start)?;
-    let direction = Direction::Encrypt;
-    let session = objects.begin_encryption(params, grant).await.map_err(|e| object_status(&e, direction))?;
+    let session = objects.begin_encryption(params, grant).await.map_err(|e| object_status(&e, WIRE.direction))?;
     notes.kms_key_arn(session.key_arn());
     notes.key(session.fingerprint());
-    let done = match transfer {
-        Some(transfer) => {
-            run_s3(inbound, encrypt_incoming, |cancel| objects.transfer_s3(session, &transfer, cancel), direction)
-                .await?
-        }
-        None => stream_chunks(session, inbound, encrypt_incoming, tx, encrypt_chunk, direction).await?,
-    };
+    let done = run_session(objects, session, transfer, inbound, tx, &WIRE).await?;
     Ok(pb::EncryptObjectResult {
         encryption: Some(encryption_to_proto(&done.block)),
         kms_key_arn: done.key_arn,

@@ -15,7 +15,7 @@ use crate::edge::gate::Outbound;
 use crate::edge::pb;
 use crate::edge::status::{Direction, object_status, status_of};
 use crate::objects::cipher::BLOCK_LEN;
-use crate::objects::{Cancel, ObjectError, PIECE_LEN, S3Location, S3Transfer, Session};
+use crate::objects::{Cancel, ObjectError, Objects, PIECE_LEN, S3Location, S3Transfer, Session};
 
 /// A request message, whichever RPC it belongs to.
 pub(super) enum Incoming<S> {
@@ -33,11 +33,11 @@ fn second_start() -> Status {
     Status::invalid_argument("start: sent twice; only the first message may be a start")
 }
 
-pub(super) fn chunk_before_start() -> Status {
+fn chunk_before_start() -> Status {
     Status::invalid_argument("chunk: sent before start; the first message must be a start")
 }
 
-pub(super) fn no_start() -> Status {
+fn no_start() -> Status {
     Status::invalid_argument("start: required as the first message; the stream ended without one")
 }
 
@@ -48,7 +48,7 @@ fn chunk_in_s3_mode() -> Status {
 }
 
 /// The next message, or `None` at the end of the client's stream.
-pub(super) async fn next_incoming<M, S>(
+async fn next_incoming<M, S>(
     inbound: &mut Streaming<M>,
     split: fn(M) -> Result<Incoming<S>, Status>,
 ) -> Result<Option<Incoming<S>>, Status> {
@@ -106,17 +106,51 @@ async fn send<T>(tx: &Outbound<T>, message: T) -> Result<(), Status> {
     tx.send(Ok(message)).await.map_err(|_| Status::cancelled("the client went away"))
 }
 
+/// How one object RPC's messages read and write: `M` requests carrying an
+/// `St` start, `R` answers carrying chunks.
+pub(super) struct Wire<M, St, R> {
+    /// A request as a start or a chunk.
+    pub split: fn(M) -> Result<Incoming<St>, Status>,
+    /// A chunk of output as an answer.
+    pub wrap: fn(Vec<u8>) -> R,
+    /// Which RPC, for the status of a failure.
+    pub direction: Direction,
+}
+
+/// The call's first message, which must be a start.
+pub(super) async fn first_start<M, St, R>(inbound: &mut Streaming<M>, wire: &Wire<M, St, R>) -> Result<St, Status> {
+    match next_incoming(inbound, wire.split).await?.ok_or_else(no_start)? {
+        Incoming::Start(start) => Ok(start),
+        Incoming::Chunk(_) => Err(chunk_before_start()),
+    }
+}
+
+/// Runs a begun session to its end: through S3 when the start named a
+/// source and a destination, else over the caller's chunks.
+pub(super) async fn run_session<S: Session, M, St, R>(
+    objects: &Objects,
+    session: S,
+    transfer: Option<S3Transfer>,
+    inbound: &mut Streaming<M>,
+    tx: &Outbound<R>,
+    wire: &Wire<M, St, R>,
+) -> Result<S::Done, Status> {
+    match transfer {
+        Some(transfer) => run_s3(inbound, wire, |cancel| objects.transfer_s3(session, &transfer, cancel)).await,
+        None => stream_chunks(session, inbound, tx, wire).await,
+    }
+}
+
 /// Streams chunks through `session` until the client half-closes, answering
 /// each piece as it is ready; then finishes the session.
-pub(super) async fn stream_chunks<S: Session, M, St, R>(
+async fn stream_chunks<S: Session, M, St, R>(
     mut session: S,
     inbound: &mut Streaming<M>,
-    split: fn(M) -> Result<Incoming<St>, Status>,
     tx: &Outbound<R>,
-    wrap: fn(Vec<u8>) -> R,
-    direction: Direction,
+    wire: &Wire<M, St, R>,
 ) -> Result<S::Done, Status> {
-    while let Some(incoming) = next_incoming(inbound, split).await? {
+    let (wrap, direction) = (wire.wrap, wire.direction);
+    while let Some(incoming) = next_incoming(inbound, wire.split).await? {
         let chunk = match incoming {
             Incoming::Start(_) => return Err(second_start()),
             Incoming::Chunk(chunk) => chunk,
@@ -141,11 +175,10 @@ pub(super) async fn stream_chunks<S: Session, M, St, R>(
 /// second start or a broken stream cancels the transfer (which aborts its
 /// upload) and becomes the call's status. The transfer is never dropped
 /// half-way, so its clean-up always runs.
-pub(super) async fn run_s3<M, St, T, F>(
+async fn run_s3<M, St, R, T, F>(
     inbound: &mut Streaming<M>,
-    split: fn(M) -> Result<Incoming<St>, Status>,
+    wire: &Wire<M, St, R>,
     work: impl FnOnce(Cancel) -> F,
-    direction: Direction,
 ) -> Result<T, Status>
 where
     F: Future<Output = Result<T, ObjectError>>,
@@ -158,7 +191,7 @@ where
     let result = loop {
         tokio::select! {
             result = &mut work => break result,
-            incoming = next_incoming(inbound, split), if open && broken.is_none() => {
+            incoming = next_incoming(inbound, wire.split), if open && broken.is_none() => {
                 let why = match incoming {
                     Ok(None) => {
                         open = false;
@@ -175,6 +208,6 @@ where
     };
     match broken {
         Some(status) => Err(status),
-        None => result.map_err(|e| object_status(&e, direction)),
+        None => result.map_err(|e| object_status(&e, wire.direction)),
     }
 }
