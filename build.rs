@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     }
     tonic_prost_build::configure()
+        // INVALID_ARGUMENT, not prost's INTERNAL, for a body that is not protobuf.
+        .codec_path("crate::edge::codec::ProtoCodec")
         // Messages that carry plaintext key material get a hand-written,
         // redacting `Debug` (src/lib.rs, `pb`) instead of the derived one.
         .skip_debug(KEY_MESSAGES.iter().map(|m| format!("keybroker.v1.{m}")))

@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by RPC and gRPC code with latency, KMS calls
 //! by operation with latency and errors, calls in flight, rate-limit and
-//! load-shed rejections, audit write failures.
+//! load-shed rejections, connections open and dropped by a limit, audit
+//! write failures.
 //!
 //! Recording goes through the `metrics` facade and costs nothing until
 //! [`install`] sets the Prometheus recorder, which serves the text format at
@@ -39,7 +40,15 @@ fn describe() {
     metrics::describe_counter!("keybroker_kms_calls_total", "KMS calls, by operation and outcome");
     metrics::describe_histogram!("keybroker_kms_call_duration_seconds", "KMS call latency, by operation");
     metrics::describe_counter!("keybroker_rate_limited_total", "calls refused by a per-identity rate limit");
-    metrics::describe_counter!("keybroker_load_shed_total", "calls shed at the global concurrency limit");
+    metrics::describe_counter!(
+        "keybroker_load_shed_total",
+        "calls shed at a concurrency limit, by limit (server, identity)"
+    );
+    metrics::describe_gauge!("keybroker_connections_open", "client connections open");
+    metrics::describe_counter!(
+        "keybroker_connections_dropped_total",
+        "connections refused or closed by a connection limit, by reason"
+    );
     metrics::describe_counter!("keybroker_audit_write_failures_total", "audit records that could not be written");
 }
 
@@ -91,9 +100,21 @@ pub fn record_rate_limited() {
     counter!("keybroker_rate_limited_total").increment(1);
 }
 
-/// A call shed at the concurrency limit.
-pub fn record_shed() {
-    counter!("keybroker_load_shed_total").increment(1);
+/// A call shed at a concurrency limit: the server's (`server`) or its
+/// caller's (`identity`).
+pub fn record_shed(limit: &'static str) {
+    counter!("keybroker_load_shed_total", "limit" => limit).increment(1);
+}
+
+/// A connection opened (`+1`) or closed (`-1`).
+pub fn connections_open(delta: f64) {
+    gauge!("keybroker_connections_open").increment(delta);
+}
+
+/// A connection refused or closed by a limit: `idle`, `handshake_timeout`,
+/// `handshakes`, `peer_limit`, `connection_limit`.
+pub fn record_connection_dropped(reason: &'static str) {
+    counter!("keybroker_connections_dropped_total", "reason" => reason).increment(1);
 }
 
 /// An audit record that could not be written.

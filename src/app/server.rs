@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::app::config::TlsMode;
@@ -23,16 +22,15 @@ use crate::custody::fingerprint::Fingerprinter;
 use crate::custody::kms::{AwsKms, Kms, KmsKeyId, LocalKeyring};
 use crate::custody::policy::PolicyStore;
 use crate::edge::Api;
-use crate::edge::conn::Coalescing;
+use crate::edge::admit::{AdmitLayer, AdmitLimits};
 use crate::edge::gate::Gate;
+use crate::edge::listen::{ConnLimits, Plaintext};
 use crate::edge::pb;
 use crate::edge::pb::key_broker_server::KeyBrokerServer;
-use crate::edge::shed::ShedLayer;
 use crate::edge::tls::{ReloadableTls, TlsFiles};
 use crate::jobs::et::pipeline::Pipelines;
 use crate::jobs::et::{Transcoder, TranscoderSettings};
 use crate::objects::{Objects, ObjectsSettings};
-use futures::TryStreamExt as _;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +255,8 @@ fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
         server_export: config.allow_plaintext_export,
         request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
         stream_timeout: Duration::from_millis(config.limits.stream_timeout_ms),
+        read_timeout: Duration::from_millis(config.limits.read_timeout_ms),
+        max_message_bytes: config.limits.max_message_bytes,
     }))
 }
 
@@ -345,39 +345,57 @@ async fn serve(
     };
     let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate.clone()).with_objects(objects))
         .max_decoding_message_size(config.limits.max_message_bytes);
+    let limits = &config.limits;
+    let admit = AdmitLayer::new(
+        gate.clone(),
+        AdmitLimits {
+            max_concurrent: limits.max_concurrent_requests,
+            max_concurrent_per_identity: limits.max_concurrent_per_identity,
+            read_timeout: Duration::from_millis(limits.read_timeout_ms),
+            max_message_bytes: limits.max_message_bytes,
+        },
+    );
+    let conn_limits = ConnLimits {
+        max_connections: crate::edge::listen::connection_budget(limits.max_connections),
+        max_per_peer: limits.max_connections_per_peer,
+        max_handshakes: limits.max_handshakes,
+        handshake_timeout: Duration::from_millis(limits.handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
+    };
     let router = Server::builder()
         // Deadlines are the gate's (api::call::deadline_of): it answers
         // DEADLINE_EXCEEDED and audits the call, where tonic's own timeout
         // would drop the call unrecorded with CANCELLED.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(limits.max_streams_per_connection)
         // Object chunks are up to 1 MiB: accept them in frames that size.
         .max_frame_size(1 << 20)
-        .layer(ShedLayer::new(config.limits.max_concurrent_requests, gate.clone()))
+        .layer(admit.clone())
         .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(key_broker);
+    // Accepted connections get TCP_NODELAY: gRPC answers are small writes,
+    // and Nagle plus delayed ACKs would add ~40 ms to every call.
     let mut server = match tls {
         Some(tls) => {
-            let incoming = crate::edge::tls::accept_tls(listener, tls, Duration::from_secs(10)).map_ok(Coalescing);
+            let incoming = crate::edge::listen::accept(listener, conn_limits.clone(), tls);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
         }
         None => {
-            // Accepted connections get TCP_NODELAY: gRPC answers are small
-            // writes, and Nagle plus delayed ACKs would add ~40 ms to every call.
-            let incoming = TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60)))
-                .map_ok(Coalescing);
+            let incoming = crate::edge::listen::accept(listener, conn_limits.clone(), Plaintext);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
         }
     };
     if let Some(addr) = config.health_listen {
         let health_listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
         tracing::info!(%addr, "health-only listener (plaintext grpc.health.v1)");
-        let incoming = TcpIncoming::from(health_listener).with_nodelay(Some(true)).map_ok(Coalescing);
-        let health_only = Server::builder().add_service(health_service);
+        let incoming = crate::edge::listen::accept(health_listener, conn_limits, Plaintext);
+        let health_only = Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .layer(admit)
+            .add_service(health_service);
         tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())));
     }
     tracing::info!(

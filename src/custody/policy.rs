@@ -1,7 +1,7 @@
 //! Who may do what: a TOML policy of rules mapping caller identities (exact
 //! or glob) to RPCs, pipelines, KMS keys, a maximum key length, plaintext
-//! export and a rate limit. Default deny; the first rule whose identity
-//! matches governs the call.
+//! export, a rate limit and a cap on calls in flight. Default deny; the
+//! first rule whose identity matches governs the call.
 //!
 //! Owns parsing (errors name the line), matching and per-identity rate
 //! limiting. Knows nothing of protobuf or keys.
@@ -67,6 +67,8 @@ struct RuleFile {
     rate_per_second: Option<Spanned<u32>>,
     #[serde(default)]
     burst: Option<Spanned<u32>>,
+    #[serde(default)]
+    max_concurrent: Option<Spanned<usize>>,
 }
 
 fn none() -> Spanned<Vec<String>> {
@@ -135,6 +137,7 @@ pub struct Rule {
     plaintext_export: bool,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     rate_per_second: u32,
+    max_concurrent: Option<usize>,
 }
 
 /// What a caller was granted for one call: checks the details the RPC
@@ -153,6 +156,8 @@ pub struct Grant {
     pub plaintext_export: bool,
     /// The server's `allow_plaintext_export`, the ceiling over every rule.
     server_export: bool,
+    /// The rule's cap on the identity's calls in flight.
+    max_concurrent: Option<usize>,
 }
 
 /// A refusal, naming the missing permission.
@@ -186,7 +191,14 @@ impl Grant {
             max_key_bits: 256,
             plaintext_export: server_export,
             server_export,
+            max_concurrent: None,
         }
+    }
+
+    /// The rule's cap on the identity's calls in flight (`None`: the
+    /// server's `limits.max_concurrent_per_identity`).
+    pub fn max_concurrent(&self) -> Option<usize> {
+        self.max_concurrent
     }
 
     fn rule_text(&self) -> String {
@@ -335,6 +347,12 @@ impl Policy {
                     return Err(format!("{}: burst: needs rate_per_second", at(burst.span())));
                 }
             };
+            let max_concurrent = match &rule.max_concurrent {
+                Some(cap) if *cap.get_ref() == 0 => {
+                    return Err(format!("{}: max_concurrent: must be at least 1", at(cap.span())));
+                }
+                cap => cap.as_ref().map(|cap| *cap.get_ref()),
+            };
             rules.push(Rule {
                 number: index + 1,
                 identity: rule.identity.into_inner(),
@@ -346,6 +364,7 @@ impl Policy {
                 plaintext_export: rule.plaintext_export,
                 rate_per_second: rule.rate_per_second.as_ref().map_or(0, |r| *r.get_ref()),
                 limiter,
+                max_concurrent,
             });
         }
         Ok(Policy { rules })
@@ -405,6 +424,7 @@ impl Policy {
             max_key_bits: rule.max_key_bits,
             plaintext_export: rule.plaintext_export,
             server_export: true,
+            max_concurrent: rule.max_concurrent,
         })
     }
 }
@@ -507,6 +527,16 @@ burst = 2
         assert!(err.contains("may not call UnwrapKey (policy rule 1)"), "{err}");
         let err = policy.authorize("spiffe://evil.org/x", Rpc::IssueDataKey).unwrap_err().to_string();
         assert_eq!(err, "no policy rule matches identity spiffe://evil.org/x");
+    }
+
+    #[test]
+    fn max_concurrent_is_a_rules_cap_and_must_be_positive() {
+        let policy = Policy::parse("[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"*\"]\nmax_concurrent = 3\n").unwrap();
+        assert_eq!(policy.authorize("dns:a", Rpc::IssueDataKey).unwrap().max_concurrent(), Some(3));
+        let open = Policy::parse("[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"*\"]\n").unwrap();
+        assert_eq!(open.authorize("dns:a", Rpc::IssueDataKey).unwrap().max_concurrent(), None);
+        let err = Policy::parse("[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"*\"]\nmax_concurrent = 0\n").unwrap_err();
+        assert!(err.starts_with("line 4: max_concurrent: must be at least 1"), "{err}");
     }
 
     #[test]

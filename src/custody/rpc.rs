@@ -52,6 +52,12 @@ impl Rpc {
         Rpc::ALL.into_iter().find(|rpc| rpc.name() == name)
     }
 
+    /// Whether the call streams its request (the object RPCs), so its
+    /// messages arrive over the call's life rather than in one body.
+    pub const fn is_streaming(self) -> bool {
+        matches!(self, Rpc::EncryptObject | Rpc::DecryptObject)
+    }
+
     /// Whether every successful call hands plaintext key material out, so
     /// the caller needs plaintext export before anything else is read.
     pub const fn always_exports_plaintext(self) -> bool {

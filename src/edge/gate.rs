@@ -10,17 +10,20 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditLog, AuditRecord, Expected, Timestamp};
 use crate::custody::policy::{ANONYMOUS, Denial, Grant, PolicyStore};
 use crate::custody::rpc::Rpc;
+use crate::edge::conn::ConnInfo;
 use crate::edge::status::{bounded, denial_status};
 
 /// What an RPC learned that belongs in its audit record.
@@ -52,23 +55,55 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Reads the caller from a request's TLS session and metadata.
+    /// Reads the caller from a request's connection and metadata.
     pub fn of<T>(request: &Request<T>) -> Caller {
-        let (identity, identified) = match request.peer_certs() {
+        Caller::from_parts(request.metadata().as_ref(), request.extensions())
+    }
+
+    /// Reads the caller from a call's headers and the [`ConnInfo`] of its
+    /// connection (without one, an in-process call: `anonymous`).
+    pub fn from_parts(headers: &http::HeaderMap, extensions: &http::Extensions) -> Caller {
+        let conn = extensions.get::<ConnInfo>();
+        let (identity, identified) = match conn.and_then(|conn| conn.certs.as_deref()) {
             Some(certs) if !certs.is_empty() => match certs.first().and_then(crate::edge::tls::identity_of) {
                 Some(identity) => (identity, true),
                 None => (UNIDENTIFIED.to_owned(), false),
             },
             _ => (ANONYMOUS.to_owned(), true),
         };
-        let request_id = request
-            .metadata()
+        let request_id = headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
             .unwrap_or_else(next_request_id);
-        Caller { identity, identified, peer: request.remote_addr(), request_id }
+        Caller { identity, identified, peer: conn.and_then(|conn| conn.peer), request_id }
+    }
+}
+
+/// A call the admission layer ([`crate::edge::admit`]) admitted, for the
+/// gate to pick up from the request's extensions instead of admitting it
+/// again.
+#[derive(Clone)]
+pub struct Admitted {
+    /// The caller, as admitted (with its request id).
+    pub caller: Caller,
+    /// What the policy granted.
+    pub grant: Grant,
+    /// Set when the gate takes the call over (it then audits it).
+    reached: Arc<AtomicBool>,
+}
+
+impl Admitted {
+    /// `caller`, admitted with `grant`; `reached` is set when the gate
+    /// takes the call over.
+    pub fn new(caller: Caller, grant: Grant, reached: Arc<AtomicBool>) -> Self {
+        Admitted { caller, grant, reached }
+    }
+
+    /// Marks the call as taken over by the gate.
+    pub fn reached(&self) {
+        self.reached.store(true, Ordering::Release);
     }
 }
 
@@ -99,6 +134,11 @@ pub struct Gate {
     pub request_timeout: Duration,
     /// The longest an object stream may run (`limits.stream_timeout_ms`).
     pub stream_timeout: Duration,
+    /// The longest a stream's next message may take to arrive
+    /// (`limits.read_timeout_ms`).
+    pub read_timeout: Duration,
+    /// The largest request message (`limits.max_message_bytes`).
+    pub max_message_bytes: usize,
 }
 
 /// A call's deadline: the caller's `grpc-timeout`, capped by `cap`.
@@ -220,8 +260,10 @@ struct Scope {
 }
 
 impl Scope {
-    fn open<T>(gate: &Arc<Gate>, rpc: Rpc, request: &Request<T>) -> Scope {
-        let caller = Caller::of(request);
+    /// Opens the call's scope; `admitted` is the admission layer's
+    /// decision, when the call came through it.
+    fn open<T>(gate: &Arc<Gate>, rpc: Rpc, request: &Request<T>, admitted: Option<&Admitted>) -> Scope {
+        let caller = admitted.map_or_else(|| Caller::of(request), |admitted| admitted.caller.clone());
         Scope {
             gate: gate.clone(),
             rpc,
@@ -236,9 +278,17 @@ impl Scope {
         self.caller.as_ref().unwrap_or_else(|| unreachable!("taken only when recorded"))
     }
 
-    /// Admits the caller; a refusal is audited (with `expected`) and ends
-    /// the call.
-    async fn admit(&mut self, expected: &mut Option<Expected<'_>>) -> Result<Grant, Status> {
+    /// Admits the caller, unless the admission layer already did; a refusal
+    /// is audited (with `expected`) and ends the call.
+    async fn admit(
+        &mut self,
+        admitted: Option<Admitted>,
+        expected: &mut Option<Expected<'_>>,
+    ) -> Result<Grant, Status> {
+        if let Some(admitted) = admitted {
+            admitted.reached();
+            return Ok(admitted.grant);
+        }
         let refused = match self.gate.admit(self.rpc, self.caller(), expected).await {
             Ok(grant) => return Ok(grant),
             Err(refused) => refused,
@@ -418,10 +468,12 @@ impl Gate {
     where
         Fut: Future<Output = Result<Resp, Status>>,
     {
-        let mut scope = Scope::open(self, rpc, &request);
+        let mut request = request;
+        let admitted = request.extensions_mut().remove::<Admitted>();
+        let mut scope = Scope::open(self, rpc, &request, admitted.as_ref());
         let limit = deadline_of(&request, self.request_timeout);
         let mut expected = self.expect();
-        let grant = scope.admit(&mut expected).await?;
+        let grant = scope.admit(admitted, &mut expected).await?;
         let notes = Notes::default();
         let result = tokio::time::timeout(limit, run(request.into_inner(), grant, notes.clone()))
             .await
@@ -449,9 +501,11 @@ impl Gate {
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
         Resp: Send + 'static,
     {
-        let mut scope = Scope::open(self, rpc, &request);
+        let mut request = request;
+        let admitted = request.extensions_mut().remove::<Admitted>();
+        let mut scope = Scope::open(self, rpc, &request, admitted.as_ref());
         let limit = deadline_of(&request, self.stream_timeout);
-        let grant = scope.admit(&mut None).await?;
+        let grant = scope.admit(admitted, &mut None).await?;
         let (tx, rx) = mpsc::channel(RESPONSE_DEPTH);
         let notes = Notes::default();
         let call = run(request.into_inner(), grant, notes.clone(), tx.clone());

@@ -1,19 +1,24 @@
 //! The edge: the gRPC service, from bytes on a connection to domain calls
 //! and back.
 //!
-//! A call arrives on a [`conn`] (TLS from [`tls`] names the caller), passes
-//! load shedding ([`shed`]), then the one call [`gate`] (identity, policy,
-//! deadline, audit record, metrics, request id); its [`rpc`] file parses
-//! the protobuf into domain types, calls the domain, and maps the answer
-//! back; [`status`] maps every domain error to its gRPC status.
+//! A connection is accepted within the connection limits ([`listen`]) and
+//! carries its peer and identity ([`conn`]; TLS from [`tls`] names the
+//! caller). A call on it is authorised and placed under the concurrency
+//! limits before its body is read ([`admit`]), decoded ([`codec`]), then
+//! passes the one call [`gate`] (deadline, audit record, metrics, request
+//! id); its [`rpc`] file parses the protobuf into domain types, calls the
+//! domain, and maps the answer back; [`status`] maps every domain error to
+//! its gRPC status.
 //!
 //! Must never put plaintext key bytes in a status message or a log line.
 
+pub mod admit;
+pub mod codec;
 pub mod conn;
 pub mod gate;
+pub mod listen;
 pub mod pb;
 pub mod rpc;
-pub mod shed;
 pub mod status;
 pub mod tls;
 

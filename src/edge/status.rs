@@ -6,7 +6,7 @@
 //! answer an opaque message with an incident id; the whole cause goes to
 //! the server log. Must never put key bytes in a message.
 
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::custody::broker::BrokerError;
 use crate::custody::keys::KeyError;
@@ -31,6 +31,27 @@ pub fn bounded(status: Status) -> Status {
     }
     let cut = (0..=MAX_MESSAGE_BYTES).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
     Status::new(status.code(), format!("{}… (message cut; {} bytes in all)", &message[..cut], message.len()))
+}
+
+/// The status of a request body (or stream message) that could not be
+/// read, as the caller should see it: the body's fault is the caller's.
+///
+/// tonic answers a message over `limits.max_message_bytes` with
+/// `OUT_OF_RANGE` and a bad compression flag with `INTERNAL`; here they are
+/// `RESOURCE_EXHAUSTED` naming the limit and `INVALID_ARGUMENT`. A body
+/// that is not protobuf is already `INVALID_ARGUMENT`
+/// ([`crate::edge::codec`]); its mark is dropped here.
+pub fn unreadable_body(status: &Status, max_message_bytes: usize) -> Status {
+    match status.code() {
+        Code::OutOfRange => Status::resource_exhausted(format!(
+            "the request message is larger than the server's limit of {max_message_bytes} bytes \
+             (limits.max_message_bytes)"
+        )),
+        Code::Internal if status.message().starts_with("protocol error") => {
+            Status::invalid_argument(format!("the request body is not valid gRPC framing: {}", status.message()))
+        }
+        _ => bounded(Status::new(status.code(), status.message())),
+    }
 }
 
 /// The status of a denial.

@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use x509_parser::extensions::GeneralName;
@@ -141,44 +141,16 @@ impl ReloadableTls {
     }
 }
 
-/// Accepts TCP connections and completes TLS handshakes concurrently,
-/// yielding established TLS streams. Failed handshakes (no client
-/// certificate, an unknown CA, an expired certificate) are logged and
-/// dropped.
-pub fn accept_tls(
-    listener: TcpListener,
-    tls: ReloadableTls,
-    handshake_timeout: Duration,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if tx.is_closed() {
-                break;
-            }
-            let _ = stream.set_nodelay(true);
-            let acceptor = tls.acceptor();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        let _ = tx.send(Ok(tls_stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+/// A TLS handshake with the certificates loaded now: a connection keeps
+/// the configuration it was accepted with across reloads.
+impl crate::edge::listen::Handshake for ReloadableTls {
+    type Io = TlsStream<TcpStream>;
+
+    async fn handshake(&self, tcp: TcpStream) -> std::io::Result<(Self::Io, Option<crate::edge::conn::PeerCerts>)> {
+        let stream = self.acceptor().accept(tcp).await?;
+        let certs = stream.get_ref().1.peer_certificates().map(|certs| Arc::new(certs.to_vec()));
+        Ok((stream, certs))
+    }
 }
 
 /// The caller's identity from its leaf certificate. Identities are typed,

@@ -518,7 +518,8 @@ async fn oversized_messages_are_refused() {
     let mut client = c.client_as(ENCODER).await;
     let err =
         client.wrap_key(pb::WrapKeyRequest { plaintext_key: vec![1; 4096], ..Default::default() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(err.message().contains("limit of 1024 bytes (limits.max_message_bytes)"), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,11 +12,13 @@
 mod support;
 
 mod binary;
+mod bodies;
 mod cipher_interop;
 mod custody;
 mod deploy_lint;
 mod et_endpoint;
 mod examples;
+mod exhaustion;
 mod key_rpcs;
 mod object_rpcs;
 mod submit_job;

@@ -250,12 +250,7 @@ impl Config {
                 }
             }
         }
-        if self.limits.max_concurrent_requests == 0 || self.limits.max_message_bytes == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits.max_concurrent_requests",
-                rule: "limits must be greater than 0".to_owned(),
-            });
-        }
+        self.limits.validate()?;
         match (&self.policy.file, self.policy.allow_all) {
             (None, false) if !self.dev => {
                 return Err(ConfigError::Invalid {
@@ -272,14 +267,6 @@ impl Config {
                 });
             }
             _ => {}
-        }
-        for (key, value) in [
-            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
-            ("limits.stream_timeout_ms", self.limits.stream_timeout_ms),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid { key, rule: "must be greater than 0 (milliseconds)".to_owned() });
-            }
         }
         if !(5..=5120).contains(&self.s3.part_size_mib) {
             return Err(ConfigError::Invalid { key: "s3.part_size_mib", rule: "must be 5 to 5120".to_owned() });

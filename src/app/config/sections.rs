@@ -121,8 +121,29 @@ pub struct LimitsConfig {
     /// The most an object stream (`EncryptObject`, `DecryptObject`) may
     /// run, in milliseconds; a shorter `grpc-timeout` from the caller wins.
     pub stream_timeout_ms: u64,
-    /// The largest request message, in bytes.
+    /// The largest request message, in bytes; larger ones are refused with
+    /// `RESOURCE_EXHAUSTED` before they are read.
     pub max_message_bytes: usize,
+    /// Calls in flight at once per caller identity, unless its policy rule
+    /// sets `max_concurrent`; more are shed with `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_per_identity: usize,
+    /// The longest, in milliseconds, a unary call's body and each message
+    /// of a stream may take to arrive (separate from the call's deadline).
+    pub read_timeout_ms: u64,
+    /// Calls (HTTP/2 streams) open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Connections open at once; the broker lowers it to fit under its
+    /// open-file limit, keeping a tenth of that for its own files.
+    pub max_connections: usize,
+    /// Connections open at once from one peer address.
+    pub max_connections_per_peer: usize,
+    /// TLS handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// The longest a TLS handshake may take, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// The longest a connection may stay open with no call in flight, in
+    /// milliseconds, on every port (the health port too).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -132,6 +153,41 @@ impl Default for LimitsConfig {
             request_timeout_ms: 30_000,
             stream_timeout_ms: 3_600_000,
             max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_per_identity: 64,
+            read_timeout_ms: 10_000,
+            max_streams_per_connection: 128,
+            max_connections: 4096,
+            max_connections_per_peer: 512,
+            max_handshakes: 128,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Checks that every limit is positive.
+    ///
+    /// # Errors
+    /// [`super::ConfigError::Invalid`] naming the first limit that is 0.
+    pub fn validate(&self) -> Result<(), super::ConfigError> {
+        let limits = [
+            ("limits.max_concurrent_requests", self.max_concurrent_requests as u64),
+            ("limits.request_timeout_ms", self.request_timeout_ms),
+            ("limits.stream_timeout_ms", self.stream_timeout_ms),
+            ("limits.max_message_bytes", self.max_message_bytes as u64),
+            ("limits.max_concurrent_per_identity", self.max_concurrent_per_identity as u64),
+            ("limits.read_timeout_ms", self.read_timeout_ms),
+            ("limits.max_streams_per_connection", u64::from(self.max_streams_per_connection)),
+            ("limits.max_connections", self.max_connections as u64),
+            ("limits.max_connections_per_peer", self.max_connections_per_peer as u64),
+            ("limits.max_handshakes", self.max_handshakes as u64),
+            ("limits.handshake_timeout_ms", self.handshake_timeout_ms),
+            ("limits.idle_timeout_ms", self.idle_timeout_ms),
+        ];
+        match limits.into_iter().find(|(_, value)| *value == 0) {
+            Some((key, _)) => Err(super::ConfigError::Invalid { key, rule: "must be greater than 0".to_owned() }),
+            None => Ok(()),
         }
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::object_stream::{Incoming, Wire, empty_message, first_start, in_start, parse_transfer, run_session};
+use super::object_stream::{
+    Inbound, Incoming, Wire, empty_message, first_start, in_start, parse_transfer, run_session,
+};
 use crate::custody::broker::UnwrapRequest;
 use crate::custody::keys::{EncryptionMode, Iv16, decode_base64};
 use crate::custody::policy::Grant;
@@ -56,9 +58,9 @@ pub async fn handle(
     objects: &Arc<Objects>,
     request: Request<Streaming<pb::DecryptObjectRequest>>,
 ) -> Result<Response<ResponseStream<pb::DecryptObjectResponse>>, Status> {
-    let objects = objects.clone();
+    let (objects, limits) = (objects.clone(), gate.clone());
     gate.stream(Rpc::DecryptObject, request, |inbound, grant, notes, tx| async move {
-        let done = decrypt(&objects, &grant, inbound, &tx, &notes).await?;
+        let done = decrypt(&objects, &grant, Inbound::new(inbound, &limits), &tx, &notes).await?;
         Ok(pb::DecryptObjectResponse { message: Some(pb::decrypt_object_response::Message::Result(done)) })
     })
     .await
@@ -67,7 +69,7 @@ pub async fn handle(
 async fn decrypt(
     objects: &Objects,
     grant: &Grant,
-    mut inbound: Streaming<pb::DecryptObjectRequest>,
+    mut inbound: Inbound<pb::DecryptObjectRequest>,
     tx: &Outbound<pb::DecryptObjectResponse>,
     notes: &Notes,
 ) -> Result<pb::DecryptObjectResult, Status> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::object_stream::{Incoming, Wire, empty_message, first_start, parse_transfer, run_session};
+use super::object_stream::{Inbound, Incoming, Wire, empty_message, first_start, parse_transfer, run_session};
 use super::{encryption_to_proto, parse_context, parse_optional_key_id};
 use crate::custody::keys::{EncryptionMode, KeyBits};
 use crate::custody::policy::Grant;
@@ -53,9 +53,9 @@ pub async fn handle(
     objects: &Arc<Objects>,
     request: Request<Streaming<pb::EncryptObjectRequest>>,
 ) -> Result<Response<ResponseStream<pb::EncryptObjectResponse>>, Status> {
-    let objects = objects.clone();
+    let (objects, limits) = (objects.clone(), gate.clone());
     gate.stream(Rpc::EncryptObject, request, |inbound, grant, notes, tx| async move {
-        let done = encrypt(&objects, &grant, inbound, &tx, &notes).await?;
+        let done = encrypt(&objects, &grant, Inbound::new(inbound, &limits), &tx, &notes).await?;
         Ok(pb::EncryptObjectResponse { message: Some(pb::encrypt_object_response::Message::Result(done)) })
     })
     .await
@@ -64,7 +64,7 @@ pub async fn handle(
 async fn encrypt(
     objects: &Objects,
     grant: &Grant,
-    mut inbound: Streaming<pb::EncryptObjectRequest>,
+    mut inbound: Inbound<pb::EncryptObjectRequest>,
     tx: &Outbound<pb::EncryptObjectResponse>,
     notes: &Notes,
 ) -> Result<pb::EncryptObjectResult, Status> {

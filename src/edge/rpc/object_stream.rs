@@ -7,13 +7,16 @@
 //! Must never put key bytes in a message, a status or a log line: the key
 //! stays inside the session.
 
+use std::time::Duration;
+
 use tonic::{Status, Streaming};
 
 use crate::custody::broker::BrokerError;
 use crate::custody::keys::KeyError;
+use crate::edge::gate::Gate;
 use crate::edge::gate::Outbound;
 use crate::edge::pb;
-use crate::edge::status::{Direction, object_status, status_of};
+use crate::edge::status::{Direction, object_status, status_of, unreadable_body};
 use crate::objects::cipher::BLOCK_LEN;
 use crate::objects::{Cancel, ObjectError, Objects, PIECE_LEN, S3Location, S3Transfer, Session};
 
@@ -47,12 +50,47 @@ fn chunk_in_s3_mode() -> Status {
     )
 }
 
+/// A call's request messages, each of which must arrive within the read
+/// timeout (`limits.read_timeout_ms`), so an idle stream cannot hold its
+/// places for the whole stream deadline.
+pub(super) struct Inbound<M> {
+    messages: Streaming<M>,
+    read_timeout: Duration,
+    max_message_bytes: usize,
+}
+
+impl<M> Inbound<M> {
+    /// `messages` under `gate`'s limits.
+    pub(super) fn new(messages: Streaming<M>, gate: &Gate) -> Self {
+        Inbound { messages, read_timeout: gate.read_timeout, max_message_bytes: gate.max_message_bytes }
+    }
+
+    /// The next message, or `None` at the end of the client's stream;
+    /// `DEADLINE_EXCEEDED` when it does not arrive within the read timeout
+    /// (when `timed`).
+    async fn next(&mut self, timed: bool) -> Result<Option<M>, Status> {
+        let message = self.messages.message();
+        let result = if timed {
+            tokio::time::timeout(self.read_timeout, message).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no request message arrived within {} ms (limits.read_timeout_ms)",
+                    self.read_timeout.as_millis()
+                ))
+            })?
+        } else {
+            message.await
+        };
+        result.map_err(|status| unreadable_body(&status, self.max_message_bytes))
+    }
+}
+
 /// The next message, or `None` at the end of the client's stream.
 async fn next_incoming<M, S>(
-    inbound: &mut Streaming<M>,
+    inbound: &mut Inbound<M>,
     split: fn(M) -> Result<Incoming<S>, Status>,
+    timed: bool,
 ) -> Result<Option<Incoming<S>>, Status> {
-    match inbound.message().await? {
+    match inbound.next(timed).await? {
         Some(message) => split(message).map(Some),
         None => Ok(None),
     }
@@ -118,8 +156,8 @@ pub(super) struct Wire<M, St, R> {
 }
 
 /// The call's first message, which must be a start.
-pub(super) async fn first_start<M, St, R>(inbound: &mut Streaming<M>, wire: &Wire<M, St, R>) -> Result<St, Status> {
-    match next_incoming(inbound, wire.split).await?.ok_or_else(no_start)? {
+pub(super) async fn first_start<M, St, R>(inbound: &mut Inbound<M>, wire: &Wire<M, St, R>) -> Result<St, Status> {
+    match next_incoming(inbound, wire.split, true).await?.ok_or_else(no_start)? {
         Incoming::Start(start) => Ok(start),
         Incoming::Chunk(_) => Err(chunk_before_start()),
     }
@@ -131,7 +169,7 @@ pub(super) async fn run_session<S: Session, M, St, R>(
     objects: &Objects,
     session: S,
     transfer: Option<S3Transfer>,
-    inbound: &mut Streaming<M>,
+    inbound: &mut Inbound<M>,
     tx: &Outbound<R>,
     wire: &Wire<M, St, R>,
 ) -> Result<S::Done, Status> {
@@ -145,12 +183,12 @@ pub(super) async fn run_session<S: Session, M, St, R>(
 /// each piece as it is ready; then finishes the session.
 async fn stream_chunks<S: Session, M, St, R>(
     mut session: S,
-    inbound: &mut Streaming<M>,
+    inbound: &mut Inbound<M>,
     tx: &Outbound<R>,
     wire: &Wire<M, St, R>,
 ) -> Result<S::Done, Status> {
     let (wrap, direction) = (wire.wrap, wire.direction);
-    while let Some(incoming) = next_incoming(inbound, wire.split).await? {
+    while let Some(incoming) = next_incoming(inbound, wire.split, true).await? {
         let chunk = match incoming {
             Incoming::Start(_) => return Err(second_start()),
             Incoming::Chunk(chunk) => chunk,
@@ -176,7 +214,7 @@ async fn stream_chunks<S: Session, M, St, R>(
 /// upload) and becomes the call's status. The transfer is never dropped
 /// half-way, so its clean-up always runs.
 async fn run_s3<M, St, R, T, F>(
-    inbound: &mut Streaming<M>,
+    inbound: &mut Inbound<M>,
     wire: &Wire<M, St, R>,
     work: impl FnOnce(Cancel) -> F,
 ) -> Result<T, Status>
@@ -191,7 +229,8 @@ where
     let result = loop {
         tokio::select! {
             result = &mut work => break result,
-            incoming = next_incoming(inbound, wire.split), if open && broken.is_none() => {
+            // No read timeout here: the caller waits for the transfer.
+            incoming = next_incoming(inbound, wire.split, false), if open && broken.is_none() => {
                 let why = match incoming {
                     Ok(None) => {
                         open = false;
