@@ -41,6 +41,11 @@ fn describe() {
     metrics::describe_counter!("keybroker_rate_limited_total", "calls refused by a per-identity rate limit");
     metrics::describe_counter!("keybroker_load_shed_total", "calls shed at the global concurrency limit");
     metrics::describe_counter!("keybroker_audit_write_failures_total", "audit records that could not be written");
+    metrics::describe_gauge!("keybroker_audit_checkpoint_sequence", "the seq of the last audit checkpoint");
+    metrics::describe_counter!(
+        "keybroker_audit_checkpoint_failures_total",
+        "audit checkpoints not written to audit.checkpoint_path"
+    );
 }
 
 /// One RPC answered.

@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::support;
 use crate::support::moto::Moto;
-use crate::support::process::{BIN, Served, serve};
+use crate::support::process::{BIN, Served, free_addr, serve};
 
 /// Writes the broker's configuration: plaintext gRPC, every caller
 /// allowed, the audit log in `dir`, a checkpoint every 4 records.
@@ -117,7 +117,8 @@ fn the_keyed_chain_catches_every_rewrite_and_a_cut_tail_with_the_local_keyring()
     let d = dir.path();
     let config = write_config(d, &local_kms(d));
     let config_arg = config.to_str().unwrap();
-    let server = serve(d, &["--config", config_arg], &[]);
+    let metrics = free_addr();
+    let server = serve(d, &["--config", config_arg, "--metrics-listen", &metrics], &[]);
     issue_keys(&server, 5);
     // Rotation: the log is renamed away and SIGHUP reopens the path; the new
     // file continues the chain.
@@ -126,6 +127,8 @@ fn the_keyed_chain_catches_every_rewrite_and_a_cut_tail_with_the_local_keyring()
     assert!(Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap().success());
     wait_for(&current);
     issue_keys(&server, 4);
+    let scraped = crate::binary::scrape(&metrics);
+    assert_eq!(crate::binary::sample(&scraped, "keybroker_audit_checkpoint_sequence"), 8.0, "{scraped}");
     let (status, log) = server.terminate();
     assert!(status.success(), "{log}");
 
@@ -143,7 +146,7 @@ fn the_keyed_chain_catches_every_rewrite_and_a_cut_tail_with_the_local_keyring()
     assert!(said.contains("ok: 9 records, keyed chain intact"), "{said}");
     assert!(said.contains("reaches the checkpoint of audit.jsonl at seq 8"), "{said}");
     // The checkpoints were taken every 4 records and at the rotation, and
-    // the server log carries them too.
+    // the server log (and the gauge, above) carries them too.
     let taken: Vec<u64> = lines(&checkpoints).iter().map(|l| Checkpoint::find(l).unwrap().seq).collect();
     assert_eq!(taken, [3, 4, 8]);
     let from_log = Checkpoint::find(&log).unwrap();
