@@ -210,6 +210,9 @@ fn the_keyed_chain_catches_every_rewrite_and_a_cut_tail_with_the_local_keyring()
     let unanchored = verify(&legacy, false);
     assert!(!unanchored.status.success());
     assert!(text(&unanchored).contains("8 of 8 records are unkeyed legacy records"), "{}", text(&unanchored));
+    let accepted = audit(&["verify", "--key-file", key_arg, "--allow-legacy", tampered_arg], &[]);
+    assert!(accepted.status.success(), "{}", text(&accepted));
+    assert!(text(&accepted).contains("warning: 8 of 8 records are unkeyed legacy records"), "{}", text(&accepted));
     caught(&legacy, "the chain ends at seq 7 but the checkpoint covers seq 8");
     caught(&rechain(&fewer, sha256, true), "line 1: record seq 0 was edited or forged");
     // Re-chained under a guessed key, and a log made up from scratch.
