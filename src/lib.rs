@@ -41,8 +41,9 @@
 //! formats), or the S3 mode in which the broker reads and writes the
 //! objects itself.
 //!
-//! **Afterwards.** `keybroker audit verify` checks the audit log's chain
-//! ([`audit`]); [`app::hygiene`] keeps keys out of core dumps and swap.
+//! **Afterwards.** `keybroker audit verify` checks the audit log's keyed
+//! chain and its checkpoints ([`audit`]); [`app::hygiene`] keeps keys out of
+//! core dumps and swap.
 
 #![deny(unsafe_code)]
 

@@ -50,6 +50,11 @@ fn describe() {
         "connections refused or closed by a connection limit, by reason"
     );
     metrics::describe_counter!("keybroker_audit_write_failures_total", "audit records that could not be written");
+    metrics::describe_gauge!("keybroker_audit_checkpoint_sequence", "the seq of the last audit checkpoint");
+    metrics::describe_counter!(
+        "keybroker_audit_checkpoint_failures_total",
+        "audit checkpoints not written to audit.checkpoint_path"
+    );
 }
 
 /// One RPC answered.

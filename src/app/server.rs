@@ -16,7 +16,7 @@ use tonic_health::ServingStatus;
 
 use crate::app::config::TlsMode;
 use crate::app::config::{Config, ConfigError, KmsBackend};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, ChainKey};
 use crate::custody::broker::{Broker, BrokerSettings};
 use crate::custody::fingerprint::Fingerprinter;
 use crate::custody::kms::{AwsKms, Kms, KmsKeyId, LocalKeyring};
@@ -67,6 +67,9 @@ pub enum ServerError {
     /// The audit log cannot be opened.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The audit chain key cannot be made or unwrapped.
+    #[error(transparent)]
+    ChainKey(#[from] crate::audit::ChainKeyError),
     /// TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] crate::edge::tls::TlsError),
@@ -112,8 +115,21 @@ impl Peers {
         let et = self
             .et
             .or_else(|| sdk.as_ref().filter(|_| config.transcoder.submit).map(aws_sdk_elastictranscoder::Client::new));
-        Services::new(config, kms, et, s3)
+        let chain_key = chain_key(config, kms.as_ref()).await?;
+        Services::new(config, kms, et, s3, chain_key)
     }
+}
+
+/// The audit log's chain key, when there is a log: unwrapped by `kms`
+/// from its file, or made and wrapped there on first start.
+async fn chain_key(config: &Config, kms: &dyn Kms) -> Result<Option<ChainKey>, ServerError> {
+    let (Some(wrapped), Some(key_id)) = (config.audit.wrapped_chain_key_path(), config.audit.chain_key_id(&config.kms))
+    else {
+        return Ok(None);
+    };
+    let key_id = KmsKeyId::parse(key_id, "audit.chain_key_id")
+        .map_err(|e| ConfigError::Invalid { key: "audit.chain_key_id", rule: e.rule })?;
+    Ok(Some(ChainKey::load_or_create(kms, &key_id, &wrapped).await?))
 }
 
 /// The whole server, built from a configuration: what `keybroker serve`
@@ -173,11 +189,12 @@ impl Services {
         kms: Arc<dyn Kms>,
         et: Option<aws_sdk_elastictranscoder::Client>,
         s3: Option<aws_sdk_s3::Client>,
+        chain_key: Option<ChainKey>,
     ) -> Result<Self, ServerError> {
         let broker = build_broker(config, kms)?;
         let transcoder = build_transcoder(config, broker.clone(), et);
         let objects = Arc::new(Objects::new(broker.clone(), s3, ObjectsSettings::from_config(&config.s3)));
-        let gate = build_gate(config)?;
+        let gate = build_gate(config, chain_key)?;
         Ok(Services { broker, transcoder, objects, gate })
     }
 }
@@ -219,11 +236,12 @@ fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, Serve
     Ok(Arc::new(Broker::new(kms, settings, fingerprints)))
 }
 
-/// The custody boundary the configuration describes: policy and audit log.
+/// The custody boundary the configuration describes: policy and audit log
+/// (chained under `chain_key`).
 ///
 /// The server refuses to start when the policy is invalid (naming the
 /// line) or the audit log cannot be opened.
-fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
+fn build_gate(config: &Config, chain_key: Option<ChainKey>) -> Result<Arc<Gate>, ServerError> {
     let policy = match &config.policy.file {
         Some(path) => {
             let store = PolicyStore::load(path)?;
@@ -240,14 +258,29 @@ fn build_gate(config: &Config) -> Result<Arc<Gate>, ServerError> {
             PolicyStore::none()
         }
     };
-    let audit = match &config.audit.file {
-        Some(path) => {
+    let audit = match (&config.audit.file, chain_key) {
+        (Some(path), Some(key)) => {
             let group = config.audit.group_commit();
-            let log = AuditLog::open(path, group)?;
-            tracing::info!(path = %path.display(), group_commit_delay = ?group.delay, "audit log open");
+            let checkpoints = config.audit.checkpoints();
+            let log = AuditLog::open(path, key, group, checkpoints.clone())?;
+            tracing::info!(
+                path = %path.display(),
+                group_commit_delay = ?group.delay,
+                checkpoint_every = checkpoints.every,
+                checkpoint_interval = ?checkpoints.interval,
+                checkpoint_path = ?checkpoints.path,
+                "audit log open, chained under its KMS-wrapped key"
+            );
             Some(log)
         }
-        None => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid {
+                key: "audit.chain_key_id",
+                rule: "no KMS key to wrap the audit chain key".to_owned(),
+            }
+            .into());
+        }
+        (None, _) => None,
     };
     Ok(Arc::new(Gate {
         policy,
@@ -421,6 +454,9 @@ async fn serve(
             tracing::warn!(?grace, "in-flight calls did not finish within the grace period; closing them");
             server.abort();
         }
+    }
+    if let Some(audit) = &gate.audit {
+        audit.checkpoint().await;
     }
     tracing::info!("keybroker stopped");
     Ok(())

@@ -1,16 +1,24 @@
-//! The hash chain: how a record becomes a chained line, where an existing
+//! The keyed chain: how a record becomes a chained line, where an existing
 //! log's chain ends, and what hash a line should carry.
 //!
-//! Owns the line format the module header documents (`seq`, `prev`, the
-//! record's members, then `hash` over the exact bytes before it). Must never
-//! open, write or sync files (the committer does) nor judge a whole log
-//! (verification does): it chains and hashes one line at a time.
+//! Owns the line format the module header documents (`v`, `seq`, `prev`,
+//! the record's members, then `hash` over the exact bytes before it: an
+//! HMAC-SHA256 under the chain key for version 2, a plain SHA-256 for the
+//! unversioned legacy lines of older logs). Must never open, write or sync
+//! files (the committer does) nor judge a whole log (verification does): it
+//! chains and hashes one line at a time.
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+
+use crate::audit::key::ChainKey;
+
+/// The record format version keyed lines carry as `v`; lines without `v`
+/// are legacy (plain SHA-256, unauthenticated).
+pub const RECORD_VERSION: u64 = 2;
 
 /// The `prev` of the first record of a log.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -24,18 +32,40 @@ pub(super) struct Chain {
     pub(super) prev: String,
 }
 
-/// Appends `fields` (a JSON object) to `out` as the chained line at
-/// `chain`, newline included, and moves `chain` past it.
-pub(super) fn push_chained(out: &mut Vec<u8>, fields: &[u8], chain: &mut Chain) {
+/// How a line's `hash` is computed.
+#[derive(Clone, Copy)]
+pub(super) enum Seal<'a> {
+    /// HMAC-SHA256 under the chain key (version 2).
+    Keyed(&'a ChainKey),
+    /// Plain SHA-256 (legacy lines, which anyone can recompute).
+    Legacy,
+}
+
+impl Seal<'_> {
+    fn digest(self, parts: &[&[u8]]) -> String {
+        match self {
+            Seal::Keyed(key) => hex::encode(key.mac(parts)),
+            Seal::Legacy => {
+                let mut digest = Sha256::new();
+                parts.iter().for_each(|part| digest.update(part));
+                hex::encode(digest.finalize())
+            }
+        }
+    }
+}
+
+/// Appends `fields` (a JSON object) to `out` as the keyed line at `chain`,
+/// newline included, and moves `chain` past it.
+pub(super) fn push_chained(out: &mut Vec<u8>, fields: &[u8], chain: &mut Chain, key: &ChainKey) {
     let start = out.len();
     let members = fields.strip_prefix(b"{").and_then(|f| f.strip_suffix(b"}")).unwrap_or_default();
-    let _ = write!(out, "{{\"seq\":{},\"prev\":\"{}\"", chain.seq, chain.prev);
+    let _ = write!(out, "{{\"v\":{RECORD_VERSION},\"seq\":{},\"prev\":\"{}\"", chain.seq, chain.prev);
     if !members.is_empty() {
         out.push(b',');
         out.extend_from_slice(members);
     }
     out.push(b'}');
-    let hash = hex::encode(Sha256::digest(&out[start..]));
+    let hash = Seal::Keyed(key).digest(&[&out[start..]]);
     out.pop();
     out.extend_from_slice(HASH_MEMBER.as_bytes());
     out.extend_from_slice(hash.as_bytes());
@@ -71,10 +101,10 @@ pub(super) fn tail_of(file: &mut File) -> std::io::Result<Chain> {
     }
 }
 
-/// The hash a line should carry: SHA-256 of its bytes up to its last
-/// member, closed with `}`; `None` when the line does not end with a
+/// The hash a line should carry under `seal`: over its bytes up to its
+/// last member, closed with `}`; `None` when the line does not end with a
 /// `"hash"` member of 64 hex digits.
-pub(super) fn hash_of_line(line: &str) -> Option<String> {
+pub(super) fn hash_of_line(line: &str, seal: Seal<'_>) -> Option<String> {
     let bytes = line.as_bytes();
     let cut = bytes.len().checked_sub(HASH_SUFFIX_LEN)?;
     let (hashed, suffix) = bytes.split_at(cut);
@@ -82,8 +112,5 @@ pub(super) fn hash_of_line(line: &str) -> Option<String> {
     if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
-    let mut digest = Sha256::new();
-    digest.update(hashed);
-    digest.update(b"}");
-    Some(hex::encode(digest.finalize()))
+    Some(seal.digest(&[hashed, b"}"]))
 }

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::audit::chain::{Chain, push_chained, tail_of};
+use crate::audit::checkpoint::{CheckpointSettings, Checkpointer};
+use crate::audit::key::ChainKey;
 
 /// How the committer groups records.
 ///
@@ -70,6 +72,8 @@ pub(super) struct Pending {
 pub(super) struct Queue {
     pub(super) pending: Vec<Pending>,
     pub(super) reopen: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Callers waiting for a checkpoint of everything committed so far.
+    pub(super) checkpoint: Vec<oneshot::Sender<()>>,
     /// The committer is waiting for work (a caller must wake it).
     pub(super) idle: bool,
     /// Calls in the server that will hand in a record ([`Expected`](crate::audit::Expected)).
@@ -147,17 +151,20 @@ impl Drop for StopGuard<'_> {
         queue.stopped = true;
         let pending = std::mem::take(&mut queue.pending);
         let reopen = std::mem::take(&mut queue.reopen);
+        let checkpoint = std::mem::take(&mut queue.checkpoint);
         drop(queue);
         // Dropping the senders answers every waiting call with an error.
-        drop((pending, reopen));
+        drop((pending, reopen, checkpoint));
     }
 }
 
-/// The file and the chain; owned by the committer thread.
+/// The file, the chain and its key; owned by the committer thread.
 struct Writer {
     path: PathBuf,
     file: File,
     chain: Chain,
+    key: ChainKey,
+    checkpoints: Checkpointer,
     /// The batch being written (kept to reuse its allocation).
     out: Vec<u8>,
 }
@@ -183,7 +190,7 @@ impl Writer {
         let mut chain = Chain { seq: self.chain.seq, prev: self.chain.prev.clone() };
         self.out.clear();
         for record in batch {
-            push_chained(&mut self.out, &record.fields, &mut chain);
+            push_chained(&mut self.out, &record.fields, &mut chain, &self.key);
         }
         let written = self.file.write_all(&self.out).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
@@ -194,12 +201,22 @@ impl Writer {
             return Err(format!("{}: {e}", self.path.display()));
         }
         self.chain = chain;
+        self.checkpoints.committed(batch.len(), &self.key, &self.chain);
         Ok(())
     }
 
+    /// Checkpoints the chain's end now (when records were written since
+    /// the last checkpoint).
+    fn checkpoint(&mut self) {
+        self.checkpoints.emit(&self.key, &self.chain);
+    }
+
     /// Opens the path again and continues the chain from its last record
-    /// (a fresh file after rotation starts from the chain so far).
+    /// (a fresh file after rotation starts from the chain so far, its first
+    /// record carrying the rotated file's last hash). The rotated file's
+    /// end is checkpointed first.
     fn reopen(&mut self) -> Result<(), String> {
+        self.checkpoint();
         let describe = |e: std::io::Error| format!("{}: {e}", self.path.display());
         let mut file = open_file(&self.path).map_err(describe)?;
         let tail = tail_of(&mut file).map_err(describe)?;
@@ -230,12 +247,40 @@ impl Writer {
                 queue = lock(&shared.queue);
                 continue;
             }
+            if !queue.checkpoint.is_empty() && queue.pending.is_empty() {
+                let asked = std::mem::take(&mut queue.checkpoint);
+                drop(queue);
+                self.checkpoint();
+                for done in asked {
+                    let _ = done.send(());
+                }
+                queue = lock(&shared.queue);
+                continue;
+            }
             if queue.pending.is_empty() {
                 if queue.closed {
+                    drop(queue);
+                    self.checkpoint();
                     return;
                 }
                 queue.idle = true;
-                queue = shared.work.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner);
+                queue = match self.checkpoints.due() {
+                    None => shared.work.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner),
+                    Some(due) => {
+                        let wait = due.saturating_duration_since(Instant::now());
+                        let (queue, timeout) = match shared.work.wait_timeout(queue, wait) {
+                            Ok((queue, timeout)) => (queue, timeout),
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        if timeout.timed_out() && queue.pending.is_empty() {
+                            drop(queue);
+                            self.checkpoint();
+                            lock(&shared.queue)
+                        } else {
+                            queue
+                        }
+                    }
+                };
                 continue;
             }
             if let Some(last) = last_start
@@ -311,12 +356,18 @@ pub(super) fn gather<'a>(
 /// thread on it; the thread commits until every handle is gone.
 ///
 /// # Errors
-/// When the file cannot be opened, its last record is unreadable, or the
-/// thread cannot start.
-pub(super) fn start(path: &Path, group: GroupCommit) -> std::io::Result<Arc<Shared>> {
+/// When the file (or the checkpoint file) cannot be opened, its last
+/// record is unreadable, or the thread cannot start.
+pub(super) fn start(
+    path: &Path,
+    key: ChainKey,
+    group: GroupCommit,
+    checkpoints: CheckpointSettings,
+) -> std::io::Result<Arc<Shared>> {
     let mut file = open_file(path)?;
     let chain = tail_of(&mut file)?;
-    let writer = Writer { path: path.to_owned(), file, chain, out: Vec::new() };
+    let checkpoints = Checkpointer::open(checkpoints, path)?;
+    let writer = Writer { path: path.to_owned(), file, chain, key, checkpoints, out: Vec::new() };
     let shared = Shared::new(group);
     let committer = shared.clone();
     std::thread::Builder::new().name("audit-commit".to_owned()).spawn(move || writer.run(&committer))?;

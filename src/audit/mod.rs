@@ -1,6 +1,8 @@
 //! The audit log: one JSON line per RPC, allowed or denied, each carrying
-//! the hash of the record before it, so `keybroker audit verify` finds the
-//! first edited, deleted, inserted or reordered record.
+//! an HMAC that chains it to the record before it, under a key only KMS
+//! can unwrap, so `keybroker audit verify` finds the first edited, forged,
+//! deleted, inserted or reordered record, and, against a checkpoint,
+//! records cut from the tail.
 //!
 //! Durable without capping throughput: a record is on disk (fdatasync)
 //! before its RPC answers. Each call serialises its own record; one
@@ -11,17 +13,24 @@
 //! CPU as well as time, and fewer, larger groups leave more of the CPU to
 //! the calls. Fails closed: when a record cannot be written, the RPC fails
 //! and no key leaves. Records name keys by fingerprint (a keyed hash of the
-//! wrapped key), never by plaintext.
+//! wrapped key), never by plaintext, and are bounded in size
+//! ([`MAX_RECORD_BYTES`]).
 //!
-//! A line is `{"seq":N,"prev":"<hex>",<the record's fields>,"hash":"<hex>"}`
-//! where `hash` is the SHA-256 of the line's exact bytes without its
-//! `,"hash":"…"` member (that is, up to the last field, then `}`).
+//! A line is `{"v":2,"seq":N,"prev":"<hex>",<the record's fields>,"hash":"<hex>"}`
+//! where `hash` is the HMAC-SHA256, under the chain key ([`ChainKey`]), of
+//! the line's exact bytes without its `,"hash":"…"` member (that is, up to
+//! the last field, then `}`). Lines without `v` are the legacy format of
+//! older logs, whose `hash` is a plain SHA-256 that anyone can recompute:
+//! verification reports them as unkeyed. The committer also emits signed
+//! [`Checkpoint`]s of the chain's end (see [`checkpoint`]).
 //!
-//! The files: `record` (what a record says, as JSON), `chain` (the line
-//! format and its hash), `commit` (the committer thread and how it groups
-//! records), `verify` (reading a log back, one file or rotated files as one
-//! chain). This file is the public face, [`AuditLog`]; it owns no file and
-//! no chain, and must never answer a write before the committer does.
+//! The files: `record` (what a record says, as JSON), `key` (the chain key
+//! and KMS), `chain` (the line format and its MAC), `checkpoint` (the
+//! chain's end, signed, written elsewhere), `commit` (the committer thread
+//! and how it groups records), `verify` (reading a log back, one file or
+//! rotated files as one chain). This file is the public face, [`AuditLog`];
+//! it owns no file and no chain, and must never answer a write before the
+//! committer does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,13 +39,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::oneshot;
 
 mod chain;
+pub mod checkpoint;
 mod commit;
+mod key;
 mod record;
 mod verify;
 
-pub use chain::GENESIS;
+pub use chain::{GENESIS, RECORD_VERSION};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointSettings};
 pub use commit::{CommitStats, GroupCommit, MAX_GROUP};
-pub use record::{AuditRecord, Timestamp};
+pub use key::{CHAIN_KEY_LEN, ChainKey, ChainKeyError};
+pub use record::{AuditRecord, MAX_RECORD_BYTES, Timestamp};
 pub use verify::{ChainFault, ChainReport, Verdict, VerifiedFile, verify, verify_files};
 
 use commit::{Pending, Queue, Shared, end_gathering, lock};
@@ -79,14 +92,31 @@ impl Drop for Handle {
 
 impl AuditLog {
     /// Opens (or creates, mode 0600) the log at `path`, continuing its
-    /// chain, and starts its committer thread.
+    /// chain under `key`, and starts its committer thread, which groups
+    /// records as `group` says and checkpoints as `checkpoints` says.
     ///
     /// # Errors
-    /// [`AuditError::Open`] when the file cannot be opened or its last record
-    /// is unreadable: the server must not start without its audit log.
-    pub fn open(path: &Path, group: GroupCommit) -> Result<Self, AuditError> {
-        let shared = commit::start(path, group).map_err(|source| AuditError::Open { path: path.to_owned(), source })?;
+    /// [`AuditError::Open`] when the file (or the checkpoint file) cannot be
+    /// opened or its last record is unreadable: the server must not start
+    /// without its audit log.
+    pub fn open(
+        path: &Path,
+        key: ChainKey,
+        group: GroupCommit,
+        checkpoints: CheckpointSettings,
+    ) -> Result<Self, AuditError> {
+        let shared = commit::start(path, key, group, checkpoints)
+            .map_err(|source| AuditError::Open { path: path.to_owned(), source })?;
         Ok(AuditLog { handle: Arc::new(Handle { shared }) })
+    }
+
+    /// Checkpoints every record committed so far (at shutdown); returns
+    /// once the checkpoint is out.
+    pub async fn checkpoint(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.enqueue(true, |queue| queue.checkpoint.push(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Queues work for the committer, waking it if it sleeps, or if it
@@ -203,24 +233,27 @@ impl Drop for Expected<'_> {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use hmac::{Hmac, KeyInit as _, Mac as _};
     use serde_json::Value;
-    use sha2::{Digest as _, Sha256};
+    use sha2::Sha256;
 
     use super::*;
+    use crate::audit::chain::Seal;
     use crate::audit::commit::gather;
     use crate::audit::commit::tests::{FOREVER, pending};
+    use crate::audit::key::tests::fixed;
     use crate::audit::record::tests::record;
-    use crate::audit::verify::tests::{lines, rewrite};
+    use crate::audit::verify::tests::{lines, rechained, rewrite};
 
     fn open(path: &Path) -> AuditLog {
-        AuditLog::open(path, GroupCommit::default()).unwrap()
+        AuditLog::open(path, fixed(), GroupCommit::default(), CheckpointSettings::default()).unwrap()
     }
 
     /// A log in a fresh directory whose commits may wait up to `delay`.
     fn log_with(delay: Duration) -> (tempfile::TempDir, PathBuf, AuditLog) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = AuditLog::open(&path, GroupCommit { delay }).unwrap();
+        let log = AuditLog::open(&path, fixed(), GroupCommit { delay }, CheckpointSettings::default()).unwrap();
         (dir, path, log)
     }
 
@@ -239,10 +272,10 @@ mod tests {
     #[tokio::test]
     async fn an_intact_log_verifies_and_reopening_continues_the_chain() {
         let (_dir, path) = log_of(20).await;
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 20, first_seq: 0, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 20, first_seq: 0, .. }));
         let log = open(&path);
         log.write(&record(9), None).await.unwrap();
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 21, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 21, .. }));
     }
 
     #[tokio::test]
@@ -254,19 +287,23 @@ mod tests {
         log.write(&record(1), None).await.unwrap();
         let lines = lines(&path);
         let first: Value = serde_json::from_str(&lines[0]).unwrap();
-        assert!(lines[0].starts_with(&format!("{{\"seq\":0,\"prev\":\"{GENESIS}\",\"time\":")), "{}", lines[0]);
+        assert!(lines[0].starts_with(&format!("{{\"v\":2,\"seq\":0,\"prev\":\"{GENESIS}\",\"time\":")), "{}", lines[0]);
         let hash = first["hash"].as_str().unwrap();
         let unhashed = lines[0].replace(&format!(",\"hash\":\"{hash}\""), "");
-        assert_eq!(hex::encode(Sha256::digest(unhashed.as_bytes())), hash);
+        let mac = <Hmac<Sha256>>::new_from_slice(&[7; 32]).unwrap().chain_update(unhashed.as_bytes()).finalize();
+        assert_eq!(hex::encode(mac.into_bytes()), hash, "the HMAC-SHA256 of the line under the chain key");
         assert_eq!(first["message"], "d\u{e9}j\u{e0} \"vu\"\n");
         let second: Value = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(second["prev"], hash);
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 2, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 2, .. }));
 
         let mut spaced = lines.clone();
         spaced[1] = spaced[1].replacen("\"rpc\":", "\"rpc\": ", 1);
         rewrite(&path, &spaced);
-        assert!(matches!(verify(&path).unwrap(), Verdict::Broken { line: 2, .. }), "a byte-level edit is an edit");
+        assert!(
+            matches!(verify(&path, &fixed()).unwrap(), Verdict::Broken { line: 2, .. }),
+            "a byte-level edit is an edit"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -283,7 +320,7 @@ mod tests {
         for writer in writers {
             writer.await.unwrap().unwrap();
         }
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 400, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 400, .. }));
         let (records, commits) = log.stats();
         assert_eq!(records, 400);
         assert!(commits < 400, "group commit batched nothing ({commits} commits)");
@@ -303,6 +340,57 @@ mod tests {
         log.write(&record(3), None).await.unwrap();
     }
 
+    #[tokio::test]
+    async fn a_legacy_log_is_continued_keyed_and_its_old_records_reported_unkeyed() {
+        let (_dir, path) = log_of(3).await;
+        rewrite(&path, &rechained(&lines(&path), Seal::Legacy, false));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 3, legacy: 3, .. }));
+        let log = open(&path);
+        log.write(&record(3), None).await.unwrap();
+        log.write(&record(4), None).await.unwrap();
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 5, legacy: 3, .. }));
+        assert!(lines(&path)[3].starts_with("{\"v\":2,\"seq\":3,"));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_log_is_checkpointed_after_the_interval_and_a_rotated_one_chains_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, checkpoints) = (dir.path().join("audit.jsonl"), dir.path().join("checkpoints"));
+        let settings =
+            CheckpointSettings { every: 1000, interval: Duration::from_millis(200), path: Some(checkpoints.clone()) };
+        let log = AuditLog::open(&path, fixed(), GroupCommit::default(), settings).unwrap();
+        let last = |n: usize| {
+            let text = std::fs::read_to_string(&checkpoints).unwrap();
+            assert_eq!(text.lines().count(), n, "{text}");
+            Checkpoint::find(&text).unwrap()
+        };
+        log.write(&record(0), None).await.unwrap();
+        log.write(&record(1), None).await.unwrap();
+        let started = Instant::now();
+        while std::fs::read_to_string(&checkpoints).unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(20), "no checkpoint after the interval");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let first = last(1);
+        assert_eq!((first.seq, first.file.as_str()), (1, "audit.jsonl"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last(1); // Nothing new, no checkpoint.
+
+        // Rotation: the rotated file's end is checkpointed, and the new file
+        // continues the chain from it.
+        let rotated = dir.path().join("audit.jsonl.1");
+        log.write(&record(2), None).await.unwrap();
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen().await.unwrap();
+        assert_eq!(last(2).seq, 2);
+        log.write(&record(3), None).await.unwrap();
+        log.checkpoint().await;
+        let end = last(3);
+        let report = verify_files(&[rotated, path], None, &fixed(), Some(&end));
+        assert!(report.fault.is_none(), "{:?}", report.fault);
+        assert_eq!((report.records, end.seq), (4, 3));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_nobody_else_is_expected_with_are_committed_at_once() {
         let (_dir, path, log) = log_with(FOREVER);
@@ -312,7 +400,7 @@ mod tests {
             let expected = (i % 2 == 0).then(|| log.expect());
             tokio::time::timeout(quick, log.write(&record(i), expected)).await.expect("a lone record waited").unwrap();
         }
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 20, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 20, .. }));
     }
 
     /// Starts a commit, then queues a record while another call is still
@@ -343,17 +431,23 @@ mod tests {
         let (records, commits) = log.stats();
         assert_eq!((records, commits), (3, 2), "the held record and the expected one share a commit");
 
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 3, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 3, .. }));
 
         // A call that ends without a record releases the hold too (on a
         // fresh log: the shared commit above made this one busy).
         let path = dir.path().join("audit-2.jsonl");
-        let log = AuditLog::open(&path, GroupCommit { delay: Duration::from_secs(10) }).unwrap();
+        let log = AuditLog::open(
+            &path,
+            fixed(),
+            GroupCommit { delay: Duration::from_secs(10) },
+            CheckpointSettings::default(),
+        )
+        .unwrap();
         let (expected, held) = held_for_an_expected_call(&log).await;
         let dropped = Instant::now();
         drop(expected);
         assert!(held.await.unwrap().duration_since(dropped) < Duration::from_secs(5));
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 2, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 2, .. }));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +468,7 @@ mod tests {
         let started = Instant::now();
         log.write(&record(4), None).await.unwrap();
         assert!(started.elapsed() < delay * 3 / 4, "an idle log held a lone record");
-        assert!(matches!(verify(&path).unwrap(), Verdict::Intact { records: 5, .. }));
+        assert!(matches!(verify(&path, &fixed()).unwrap(), Verdict::Intact { records: 5, .. }));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,8 +78,9 @@ pub struct DecryptArgs {
 /// `keybroker audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check an audit log's hash chain; report the first edited, deleted,
-    /// inserted or reordered record (exit 1 when broken).
+    /// Check an audit log's keyed chain; report the first edited, forged,
+    /// deleted, inserted or reordered record, and with `--checkpoint` a cut
+    /// tail (exit 1 when broken, or when records are unkeyed legacy ones).
     Verify {
         /// The audit log; several files are checked as one chain, oldest
         /// first (rotated files, then the current one).
@@ -90,7 +91,66 @@ pub enum AuditCommand {
         /// the first file must start the chain (seq 0).
         #[arg(long, value_name = "HASH")]
         after: Option<String>,
+        /// A checkpoint the chain must reach: the checkpoint file (or a
+        /// server log), whose last checkpoint is used, or a `kbcp1.…` token.
+        #[arg(long, value_name = "FILE|TOKEN")]
+        checkpoint: Option<String>,
+        /// Accept legacy records (plain SHA-256, written before the chain
+        /// was keyed) ahead of the keyed ones, reporting them as unkeyed.
+        #[arg(long)]
+        allow_legacy: bool,
+        #[command(flatten)]
+        key: ChainKeyArgs,
     },
+    /// Unwrap the chain key through KMS and write it to a new file (mode
+    /// 0600), for `audit verify --key-file` on a machine without KMS access.
+    ExportKey {
+        /// The file to create; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        kms: ChainKmsArgs,
+    },
+}
+
+/// Where `keybroker audit` gets the chain key: a key file, or KMS.
+#[derive(Debug, Args)]
+pub struct ChainKeyArgs {
+    /// The chain key itself, as `audit export-key` wrote it (32 bytes,
+    /// mode 0600); without it, the key is unwrapped through KMS.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kms: ChainKmsArgs,
+}
+
+/// How `keybroker audit` reaches KMS: the configuration `serve` runs with
+/// (its file, `KEYBROKER_*` variables, these flags).
+#[derive(Debug, Args)]
+pub struct ChainKmsArgs {
+    /// The TOML configuration the broker runs with.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// KMS backend.
+    #[arg(long, value_enum)]
+    pub kms: Option<KmsBackend>,
+    /// The KMS-wrapped chain key (default: `audit.wrapped_chain_key_file`,
+    /// or `<audit.file>.chain-key`).
+    #[arg(long, value_name = "FILE")]
+    pub wrapped_key: Option<PathBuf>,
+}
+
+impl ChainKmsArgs {
+    /// The flags given, by configuration key, laid over the file and the
+    /// environment.
+    pub fn overrides(&self) -> figment::providers::Serialized<serde_json::Value> {
+        let mut flags = serde_json::json!({
+            "kms": { "backend": self.kms },
+            "audit": { "wrapped_chain_key_file": self.wrapped_key },
+        });
+        drop_unset(&mut flags);
+        figment::providers::Serialized::defaults(flags)
+    }
 }
 
 /// `keybroker submit-job`.

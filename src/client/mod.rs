@@ -10,7 +10,7 @@
 //! - [`args`]: the flags; [`connect`]: the channel to the broker.
 //! - [`keys`]: `issue-key`, `wrap-key`; [`job`]: `submit-job`.
 //! - [`files`]: `encrypt`, `decrypt`; [`health`]: `health`.
-//! - [`audit`]: `audit verify`; [`loadgen`]: `bench`.
+//! - [`audit`]: `audit verify`, `audit export-key`; [`loadgen`]: `bench`.
 //! - [`error`]: how a command fails.
 
 pub mod args;
@@ -83,7 +83,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Encrypt(args) => interruptible(files::encrypt_file(args)).await,
         Command::Decrypt(args) => interruptible(files::decrypt_file(args)).await,
         Command::Health(args) => health::health(args).await,
-        Command::Audit(AuditCommand::Verify { files, after }) => audit::audit_verify(&files, after.as_deref()),
+        Command::Audit(AuditCommand::Verify { files, after, checkpoint, allow_legacy, key }) => {
+            audit::audit_verify(&files, after.as_deref(), checkpoint.as_deref(), allow_legacy, &key).await
+        }
+        Command::Audit(AuditCommand::ExportKey { out, kms }) => audit::export_key(&out, &kms).await,
         Command::Bench(args) => loadgen::bench_command(args).await,
     }
 }

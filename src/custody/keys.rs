@@ -159,7 +159,8 @@ impl EncryptionMode {
     }
 }
 
-/// The service whose KMS encryption context binds a wrapped key.
+/// The KMS encryption context that binds a wrapped key: the service that
+/// will decrypt it, or the broker's own purpose for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ServiceContext {
     /// `{"service":"elastictranscoder.amazonaws.com"}`
@@ -167,20 +168,25 @@ pub enum ServiceContext {
     ElasticTranscoder,
     /// `{"service":"mediaconvert.amazonaws.com"}`
     MediaConvert,
+    /// `{"purpose":"keybroker-audit-chain"}`: the audit log's chain key,
+    /// which only the broker (and `keybroker audit`) unwraps.
+    AuditChain,
 }
 
 impl ServiceContext {
-    /// The value of the context's `service` entry.
-    pub fn service(self) -> &'static str {
+    /// The context's one entry, name and value.
+    pub fn entry(self) -> (&'static str, &'static str) {
         match self {
-            ServiceContext::ElasticTranscoder => "elastictranscoder.amazonaws.com",
-            ServiceContext::MediaConvert => "mediaconvert.amazonaws.com",
+            ServiceContext::ElasticTranscoder => ("service", "elastictranscoder.amazonaws.com"),
+            ServiceContext::MediaConvert => ("service", "mediaconvert.amazonaws.com"),
+            ServiceContext::AuditChain => ("purpose", "keybroker-audit-chain"),
         }
     }
 
     /// The KMS encryption context, exactly as the service decrypts with it.
     pub fn encryption_context(self) -> HashMap<String, String> {
-        HashMap::from([("service".to_owned(), self.service().to_owned())])
+        let (name, value) = self.entry();
+        HashMap::from([(name.to_owned(), value.to_owned())])
     }
 }
 

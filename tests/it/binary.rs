@@ -378,7 +378,7 @@ fn the_server_cannot_dump_core_and_health_answers() {
     assert!(log.contains("process memory hygiene applied") && log.contains("core_dumps_off=true"), "{log}\n{status}");
 }
 
-fn scrape(addr: &str) -> String {
+pub(crate) fn scrape(addr: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
@@ -388,7 +388,7 @@ fn scrape(addr: &str) -> String {
     text
 }
 
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find(|l| l.starts_with(series))

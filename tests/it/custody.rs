@@ -543,13 +543,21 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     }
     let _ = c.client_as(STRANGER).await.issue_data_key(issue(128, "aes-gcm")).await;
     let bin = env!("CARGO_BIN_EXE_keybroker");
+    // The chain key, unwrapped by the broker's local keyring.
+    let wrapped = c.dir.path().join("audit.jsonl.chain-key");
     let verify_args = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(bin).args(["audit", "verify"]).args(args).output().unwrap()
+        std::process::Command::new(bin)
+            .args(["audit", "verify", "--kms", "local", "--wrapped-key"])
+            .arg(&wrapped)
+            .env("KEYBROKER_KMS__LOCAL__MASTER_KEY_FILE", c.dir.path().join("master.key"))
+            .args(args)
+            .output()
+            .unwrap()
     };
     let verify = |path: &std::path::Path| verify_args(&[path.as_os_str()]);
     let ok = verify(&c.audit);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok: 7 records, chain intact"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok: 7 records, keyed chain intact"));
 
     let lines: Vec<String> = std::fs::read_to_string(&c.audit).unwrap().lines().map(str::to_owned).collect();
     let copy = c.dir.path().join("tampered.jsonl");
@@ -580,7 +588,7 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     write(&new, &lines[3..]);
     let both = verify_args(&[old.as_os_str(), new.as_os_str()]);
     assert!(both.status.success(), "{}", String::from_utf8_lossy(&both.stderr));
-    assert!(String::from_utf8_lossy(&both.stdout).contains("ok: 7 records, chain intact"));
+    assert!(String::from_utf8_lossy(&both.stdout).contains("ok: 7 records, keyed chain intact"));
     let reversed = verify_args(&[new.as_os_str(), old.as_os_str()]);
     assert!(!reversed.status.success());
     let last_of_old =

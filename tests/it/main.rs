@@ -11,6 +11,7 @@
 
 mod support;
 
+mod audit_chain;
 mod binary;
 mod bodies;
 mod cipher_interop;

@@ -277,6 +277,18 @@ impl Config {
                 rule: format!("must be at most {MAX_GROUP_COMMIT_DELAY_US} (every audited call may wait this long)"),
             });
         }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_every",
+                rule: "checkpoint_every and checkpoint_interval_ms must be greater than 0".to_owned(),
+            });
+        }
+        if self.audit.file.is_some() && self.audit.chain_key_id(&self.kms).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "audit.chain_key_id",
+                rule: "must be set (or kms.default_key_id): a KMS key wraps the audit chain key".to_owned(),
+            });
+        }
         if self.aws.max_attempts == 0 {
             return Err(ConfigError::Invalid { key: "aws.max_attempts", rule: "must be at least 1".to_owned() });
         }

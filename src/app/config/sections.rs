@@ -89,15 +89,39 @@ pub struct AuditConfig {
     /// server, counted from the start of the previous commit, in
     /// microseconds (0: commit at once). See [`crate::audit::GroupCommit`].
     pub group_commit_delay_us: u64,
+    /// The KMS key that wraps the chain key (made on first start); unset:
+    /// `kms.default_key_id`, or with the local keyring
+    /// `alias/keybroker-audit-chain`.
+    pub chain_key_id: Option<String>,
+    /// Where the KMS-wrapped chain key is kept; unset: beside the log, as
+    /// `<file>.chain-key`.
+    pub wrapped_chain_key_file: Option<PathBuf>,
+    /// Checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// Checkpoint when records were written and this many milliseconds
+    /// passed since the last checkpoint.
+    pub checkpoint_interval_ms: u64,
+    /// An append-only file every checkpoint is also written to; unset:
+    /// checkpoints go to the server log and the metric only.
+    pub checkpoint_path: Option<PathBuf>,
 }
+
+/// The chain key's KMS key with the local keyring when none is configured.
+const LOCAL_CHAIN_KEY_ID: &str = "alias/keybroker-audit-chain";
 
 impl Default for AuditConfig {
     fn default() -> Self {
         let group = crate::audit::GroupCommit::default();
+        let checkpoints = crate::audit::CheckpointSettings::default();
         AuditConfig {
             file: None,
             fingerprint_key_file: None,
             group_commit_delay_us: u64::try_from(group.delay.as_micros()).unwrap_or(u64::MAX),
+            chain_key_id: None,
+            wrapped_chain_key_file: None,
+            checkpoint_every: checkpoints.every,
+            checkpoint_interval_ms: u64::try_from(checkpoints.interval.as_millis()).unwrap_or(u64::MAX),
+            checkpoint_path: None,
         }
     }
 }
@@ -106,6 +130,35 @@ impl AuditConfig {
     /// The group-commit settings these keys describe.
     pub fn group_commit(&self) -> crate::audit::GroupCommit {
         crate::audit::GroupCommit { delay: std::time::Duration::from_micros(self.group_commit_delay_us) }
+    }
+
+    /// The checkpoint settings these keys describe.
+    pub fn checkpoints(&self) -> crate::audit::CheckpointSettings {
+        crate::audit::CheckpointSettings {
+            every: self.checkpoint_every,
+            interval: Duration::from_millis(self.checkpoint_interval_ms),
+            path: self.checkpoint_path.clone(),
+        }
+    }
+
+    /// The KMS key that wraps the chain key under `kms`; `None` when the
+    /// configuration names none (AWS KMS without a default key).
+    pub fn chain_key_id<'a>(&'a self, kms: &'a KmsConfig) -> Option<&'a str> {
+        self.chain_key_id.as_deref().or(kms.default_key_id.as_deref()).or(match kms.backend {
+            KmsBackend::Local => Some(LOCAL_CHAIN_KEY_ID),
+            KmsBackend::Aws => None,
+        })
+    }
+
+    /// Where the wrapped chain key is kept; `None` without a log.
+    pub fn wrapped_chain_key_path(&self) -> Option<PathBuf> {
+        self.wrapped_chain_key_file.clone().or_else(|| {
+            self.file.as_ref().map(|log| {
+                let mut name = log.as_os_str().to_owned();
+                name.push(".chain-key");
+                PathBuf::from(name)
+            })
+        })
     }
 }
 
