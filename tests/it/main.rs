@@ -17,6 +17,7 @@ mod custody;
 mod deploy_lint;
 mod et_endpoint;
 mod examples;
+mod field_bounds;
 mod key_rpcs;
 mod object_rpcs;
 mod submit_job;
