@@ -52,6 +52,8 @@ pub mod audit;
 pub mod client;
 pub mod custody;
 pub mod edge;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
 pub mod objects;
 

@@ -175,3 +175,38 @@ async fn keys_from_the_broker_are_zeroed_and_never_debug_printed() {
 
     assert_eq!(freed_blocks_holding(&plaintext, move || drop((issued, unwrapped))), 0);
 }
+
+/// A request refused for a field over its length limit has its key
+/// material wiped before it is dropped, whichever field was too long.
+#[test]
+fn a_request_refused_at_the_field_limits_has_its_key_material_zeroed() {
+    use keybroker::edge::rpc::bounds;
+    use keybroker::pb;
+
+    let marker: Vec<u8> = (0..32).map(|i| 0x6D ^ (i * 7)).collect();
+    let mut request =
+        pb::WrapKeyRequest { kms_key_id: "k".repeat(5000), plaintext_key: marker.clone(), ..Default::default() };
+    assert_eq!(
+        freed_blocks_holding(&marker, move || {
+            assert!(bounds::check(&mut request, "").is_err());
+            drop(request);
+        }),
+        0
+    );
+
+    let mut job = pb::SubmitEncryptedJobRequest {
+        pipeline_id: "p".repeat(100),
+        playlists: vec![pb::Playlist {
+            play_ready_drm: Some(pb::PlayReadyDrm { content_key: marker.clone(), ..Default::default() }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(
+        freed_blocks_holding(&marker, move || {
+            assert!(bounds::check(&mut job, "").is_err());
+            drop(job);
+        }),
+        0
+    );
+}

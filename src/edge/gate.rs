@@ -153,7 +153,7 @@ pub fn deadline_of<T>(request: &Request<T>, cap: Duration) -> Duration {
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`,
 /// `S`, `m`, `u`, `n`), as the gRPC over HTTP/2 specification defines it.
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if !value.is_ascii() {
         return None;
     }

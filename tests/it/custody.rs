@@ -481,16 +481,19 @@ async fn the_callers_deadline_is_capped_by_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_megabyte_of_input_comes_back_as_a_short_prefix_in_the_answer_and_the_audit_record() {
+async fn a_megabyte_of_input_is_refused_at_its_field_limit_and_a_long_value_echoed_as_a_short_prefix() {
     let c = custody().await;
     let huge = "m".repeat(1 << 20);
 
-    // A unary call.
+    // A unary call: over the field's limit, named with its length only.
     let mut encoder = c.client_as(ENCODER).await;
     let err = encoder.issue_data_key(issue(128, &huge)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("mode: must be aes-cbc-pkcs7, aes-ctr or aes-gcm"), "{}", &err.message()[..80]);
-    assert!(err.message().ends_with(&format!("(lower case), got \"{}\"… (1048576 bytes)", "m".repeat(32))));
+    assert_eq!(err.message(), "mode: must be at most 64 bytes (a word of the field's grammar), got 1048576");
+    // Within the limit, a bad value is echoed as a short prefix.
+    let err = encoder.issue_data_key(issue(128, &"m".repeat(60))).await.unwrap_err();
+    assert!(err.message().starts_with("mode: must be aes-cbc-pkcs7, aes-ctr or aes-gcm"), "{}", err.message());
+    assert!(err.message().ends_with(&format!("(lower case), got \"{}\"… (60 bytes)", "m".repeat(32))));
 
     // A streaming call, through the same gate.
     let mut ops = c.client_as(OPS).await;
@@ -502,13 +505,13 @@ async fn a_megabyte_of_input_comes_back_as_a_short_prefix_in_the_answer_and_the_
     assert!(err.message().starts_with("start.mode: must be"), "{}", &err.message()[..80]);
     assert!(err.message().len() < 256, "{} bytes", err.message().len());
 
-    let records = c.audit_records_when(|r| r.iter().filter(|r| r["code"] == "InvalidArgument").count() == 2).await;
+    let records = c.audit_records_when(|r| r.iter().filter(|r| r["code"] == "InvalidArgument").count() == 3).await;
     let refused: Vec<_> = records.iter().filter(|r| r["code"] == "InvalidArgument").collect();
-    assert_eq!(refused.len(), 2, "{records:?}");
-    for record in refused {
+    assert_eq!(refused.len(), 3, "{records:?}");
+    for (record, length) in refused.into_iter().zip(["got 1048576", "… (60 bytes)", "got 1048576"]) {
         let line = serde_json::to_string(record).unwrap();
         assert!(line.len() < 1024, "an audit record of {} bytes", line.len());
-        assert!(record["message"].as_str().unwrap().contains("… (1048576 bytes)"), "{line}");
+        assert!(record["message"].as_str().unwrap().contains(length), "{line}");
     }
 }
 

@@ -294,7 +294,7 @@ async fn every_invalid_field_is_named() {
         (pb::IssueDataKeyRequest { kms_key_id: String::new(), ..Default::default() }, "kms_key_id: required"),
         (
             pb::IssueDataKeyRequest { kms_key_id: "k".repeat(2049), ..Default::default() },
-            "kms_key_id: must be at most 2048 characters",
+            "kms_key_id: must be at most 2048 bytes",
         ),
         (
             pb::IssueDataKeyRequest { kms_key_id: "alias/has space".into(), ..Default::default() },

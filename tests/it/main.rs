@@ -20,6 +20,7 @@ mod deploy_lint;
 mod et_endpoint;
 mod examples;
 mod exhaustion;
+mod field_bounds;
 mod key_rpcs;
 mod object_rpcs;
 mod submit_job;

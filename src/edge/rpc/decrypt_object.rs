@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use super::bounds;
 use super::object_stream::{
     Inbound, Incoming, Wire, empty_message, first_start, in_start, parse_transfer, run_session,
 };
@@ -74,7 +75,8 @@ async fn decrypt(
     notes: &Notes,
 ) -> Result<pb::DecryptObjectResult, Status> {
     let inbound = &mut inbound;
-    let start = first_start(inbound, &WIRE).await?;
+    let mut start = first_start(inbound, &WIRE).await?;
+    bounds::check(&mut start, "start")?;
     let (params, transfer) = parse_decrypt_start(&start)?;
     notes.key(&objects.fingerprint(&params.key.wrapped));
     let session = objects.begin_decryption(params, grant).await.map_err(|e| object_status(&e, WIRE.direction))?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use super::bounds;
 use super::object_stream::{Inbound, Incoming, Wire, empty_message, first_start, parse_transfer, run_session};
 use super::{encryption_to_proto, parse_context, parse_optional_key_id};
 use crate::custody::keys::{EncryptionMode, KeyBits};
@@ -69,7 +70,8 @@ async fn encrypt(
     notes: &Notes,
 ) -> Result<pb::EncryptObjectResult, Status> {
     let inbound = &mut inbound;
-    let start = first_start(inbound, &WIRE).await?;
+    let mut start = first_start(inbound, &WIRE).await?;
+    bounds::check(&mut start, "start")?;
     let (params, transfer) = parse_encrypt_start(&start)?;
     let session = objects.begin_encryption(params, grant).await.map_err(|e| object_status(&e, WIRE.direction))?;
     notes.kms_key_arn(session.key_arn());

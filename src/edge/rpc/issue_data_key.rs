@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::bounds;
 use super::{encryption_to_proto, parse_context, parse_optional_key_id};
 use crate::custody::broker::{Broker, BrokerError, IssueRequest};
 use crate::custody::keys::{EncryptionMode, KeyBits};
@@ -21,7 +22,8 @@ pub async fn handle(
     broker: &Broker,
     request: Request<pb::IssueDataKeyRequest>,
 ) -> Result<Response<pb::IssueDataKeyResponse>, Status> {
-    gate.call(Rpc::IssueDataKey, request, |req, grant, notes| async move {
+    gate.call(Rpc::IssueDataKey, request, |mut req, grant, notes| async move {
+        bounds::check(&mut req, "")?;
         let parsed = IssueRequest {
             key_id: parse_optional_key_id(&req.kms_key_id, "kms_key_id")?,
             bits: KeyBits::parse(req.key_bits, "key_bits").map_err(BrokerError::from)?,

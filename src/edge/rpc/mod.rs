@@ -1,8 +1,10 @@
 //! One file per RPC: each parses its protobuf request into domain types
 //! (a bad field is `INVALID_ARGUMENT` naming it), calls the domain through
-//! the [`gate`](crate::edge::gate), and maps the answer back. This file
-//! holds the parsing the RPCs share.
+//! the [`gate`](crate::edge::gate), and maps the answer back. Before any
+//! parsing, every string and bytes field is held to its length limit
+//! ([`bounds`]). This file holds the parsing the RPCs share.
 
+pub mod bounds;
 pub mod decrypt_object;
 pub mod encrypt_object;
 pub mod issue_data_key;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::bounds;
 use super::job::job_request_from_proto;
 use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
@@ -21,7 +22,8 @@ pub async fn handle(
     transcoder: &Transcoder,
     request: Request<pb::SubmitEncryptedJobRequest>,
 ) -> Result<Response<pb::SubmitEncryptedJobResponse>, Status> {
-    gate.call(Rpc::SubmitEncryptedJob, request, |req, grant, notes| async move {
+    gate.call(Rpc::SubmitEncryptedJob, request, |mut req, grant, notes| async move {
+        bounds::check(&mut req, "")?;
         notes.pipeline(&req.pipeline_id);
         let parsed = job_request_from_proto(req)?;
         let assembled = transcoder.submit(parsed, &grant).await?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::bounds;
 use super::parse_unwrap;
 use crate::custody::broker::{Broker, BrokerError};
 use crate::custody::keys::{Iv16, KeyError, decode_base64};
@@ -21,7 +22,8 @@ pub async fn handle(
     broker: &Broker,
     request: Request<pb::UnwrapKeyRequest>,
 ) -> Result<Response<pb::UnwrapKeyResponse>, Status> {
-    gate.call(Rpc::UnwrapKey, request, |req, grant, notes| async move {
+    gate.call(Rpc::UnwrapKey, request, |mut req, grant, notes| async move {
+        bounds::check(&mut req, "")?;
         let block =
             req.encryption.ok_or_else(|| KeyError::invalid("encryption", "required")).map_err(BrokerError::from)?;
         let parsed = parse_unwrap(&block, req.context, &req.kms_key_id)?;

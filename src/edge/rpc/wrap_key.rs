@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::bounds;
 use super::{encryption_to_proto, parse_context, parse_optional_key_id};
 use crate::custody::broker::{Broker, BrokerError, WrapRequest};
 use crate::custody::keys::{DataKey, EncryptionMode, Iv16};
@@ -21,7 +22,8 @@ pub async fn handle(
     broker: &Broker,
     request: Request<pb::WrapKeyRequest>,
 ) -> Result<Response<pb::WrapKeyResponse>, Status> {
-    gate.call(Rpc::WrapKey, request, |req, grant, notes| async move {
+    gate.call(Rpc::WrapKey, request, |mut req, grant, notes| async move {
+        bounds::check(&mut req, "")?;
         let iv = if req.initialization_vector.is_empty() {
             None
         } else {

@@ -140,7 +140,9 @@ enum Outcome {
     Verified { fingerprint: String },
 }
 
-struct Planned {
+/// A block's place and what the broker does for it (nothing for a
+/// server-side mode).
+pub(crate) struct Planned {
     place: Place,
     task: Option<Task>,
 }
@@ -171,8 +173,7 @@ impl Transcoder {
     /// [`JobError`]; on any error nothing was submitted.
     pub async fn submit(&self, request: JobRequest, grant: &Grant) -> Result<AssembledJob, JobError> {
         let JobRequest { mut job, mut playready_content_keys, kms_key_id, validate_only } = request;
-        validate::check_structure(&job)?;
-        let planned = plan_tasks(&mut job, &mut playready_content_keys)?;
+        let planned = check_and_plan(&mut job, &mut playready_content_keys)?;
         grant.check_pipeline(&job.pipeline_id)?;
         for task in planned.iter().filter_map(|p| p.task.as_ref()) {
             match task {
@@ -356,6 +357,20 @@ fn decode_md5(text: &str) -> [u8; 16] {
 
 fn decode_wrapped(text: &str) -> WrappedKey {
     WrappedKey::new(decode_base64(text, "key").unwrap_or_default())
+}
+
+/// Validates a job against the ET model and decides each block's task:
+/// everything `submit` does before the policy, the pipeline and KMS, and
+/// pure. Also the entry point of the fuzz targets ([`crate::fuzzing`]).
+///
+/// # Errors
+/// [`JobError::Invalid`] naming the first bad field.
+pub(crate) fn check_and_plan(
+    job: &mut model::CreateJob,
+    content_keys: &mut BTreeMap<usize, DataKey>,
+) -> Result<Vec<Planned>, JobError> {
+    validate::check_structure(job)?;
+    plan_tasks(job, content_keys)
 }
 
 /// Checks every block and decides its task, before any KMS call.
