@@ -305,7 +305,8 @@ fn tls_files(config: &Config) -> Option<TlsFiles> {
 }
 
 /// Reloads policy, certificates and the audit file on SIGHUP, and the
-/// certificates when their files change. Failures keep what was loaded.
+/// certificates when their files change (failures keep what was loaded),
+/// and prunes the policy's rate-limit state once a minute.
 fn spawn_reloaders(gate: Arc<Gate>, tls: Option<ReloadableTls>, poll: Duration) {
     let reload_tls = |tls: &ReloadableTls, why: &str| match tls.reload() {
         Ok(()) => tracing::info!(why, "TLS certificates and trust bundle reloaded"),
@@ -325,6 +326,19 @@ fn spawn_reloaders(gate: Arc<Gate>, tls: Option<ReloadableTls>, poll: Duration) 
             }
         });
     }
+    // Rate-limit state of identities that stopped calling is dropped once
+    // a minute, so it cannot grow with every identity ever seen.
+    let policy = gate.policy.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Some(policy) = policy.current() {
+                let tracked = policy.forget_idle_identities();
+                tracing::debug!(tracked, "rate-limit state pruned to the identities calling now");
+            }
+        }
+    });
     tokio::spawn(async move {
         let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload by restarting");

@@ -389,6 +389,22 @@ impl Policy {
         self.rules.is_empty()
     }
 
+    /// Forgets the rate-limit state of identities whose buckets are full
+    /// again (as if never seen), so the state grows with the identities
+    /// calling now, not with every identity ever seen; answers how many
+    /// identities are still tracked.
+    pub fn forget_idle_identities(&self) -> usize {
+        self.rules
+            .iter()
+            .filter_map(|rule| rule.limiter.as_ref())
+            .map(|limiter| {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+                limiter.len()
+            })
+            .sum()
+    }
+
     /// Decides whether `identity` may call `rpc`, and spends one token of its
     /// rate limit.
     ///
@@ -548,6 +564,21 @@ burst = 2
         assert!(policy.authorize(a, Rpc::UnwrapKey).is_ok());
         assert!(matches!(policy.authorize(a, Rpc::UnwrapKey), Err(Denial::RateLimited { .. })));
         assert!(policy.authorize(b, Rpc::UnwrapKey).is_ok(), "another identity has its own bucket");
+    }
+
+    #[test]
+    fn rate_limit_state_is_kept_only_for_identities_with_recent_calls() {
+        let policy =
+            Policy::parse("[[rule]]\nidentity = \"*\"\nrpcs = [\"*\"]\nrate_per_second = 2\nburst = 1\n").unwrap();
+        for n in 0..500 {
+            policy.authorize(&format!("dns:caller-{n}.example"), Rpc::IssueDataKey).unwrap();
+        }
+        // A token comes back every 500 ms.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        policy.authorize("dns:busy.example", Rpc::IssueDataKey).unwrap();
+        // 500 buckets full again are forgotten; the one spent now is kept.
+        assert_eq!(policy.forget_idle_identities(), 1);
+        assert!(matches!(policy.authorize("dns:busy.example", Rpc::IssueDataKey), Err(Denial::RateLimited { .. })));
     }
 
     #[test]
