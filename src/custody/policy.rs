@@ -573,8 +573,9 @@ burst = 2
         for n in 0..500 {
             policy.authorize(&format!("dns:caller-{n}.example"), Rpc::IssueDataKey).unwrap();
         }
-        // A token comes back every 500 ms.
-        std::thread::sleep(std::time::Duration::from_millis(600));
+        // A token comes back every 500 ms; a bucket counts as fresh (and is
+        // forgotten) two intervals after its last call.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         policy.authorize("dns:busy.example", Rpc::IssueDataKey).unwrap();
         // 500 buckets full again are forgotten; the one spent now is kept.
         assert_eq!(policy.forget_idle_identities(), 1);
