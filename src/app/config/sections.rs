@@ -195,7 +195,7 @@ pub struct LimitsConfig {
     /// The longest a TLS handshake may take, in milliseconds.
     pub handshake_timeout_ms: u64,
     /// The longest a connection may stay open with no call in flight, in
-    /// milliseconds, on every port (the health port too).
+    /// milliseconds, on the gRPC and health ports.
     pub idle_timeout_ms: u64,
 }
 
