@@ -43,7 +43,7 @@ pub struct EncryptArgs {
     #[arg(long)]
     pub mode: String,
     /// 128, 192 or 256.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = key_bits)]
     pub key_bits: u32,
     /// KMS key id, ARN or alias (default: the server's).
     #[arg(long, value_name = "ID", default_value = "")]
@@ -167,7 +167,7 @@ pub struct SubmitJobArgs {
     #[arg(long)]
     pub validate_only: bool,
     /// Length of the keys the broker makes: 128, 192 or 256.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = key_bits)]
     pub key_bits: u32,
 }
 
@@ -302,7 +302,7 @@ pub struct IssueKeyArgs {
     #[arg(long, value_name = "ID", default_value = "")]
     pub kms_key_id: String,
     /// 128, 192 or 256.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = key_bits)]
     pub key_bits: u32,
     /// aes-cbc-pkcs7, aes-ctr or aes-gcm.
     #[arg(long, default_value = "aes-cbc-pkcs7")]
@@ -346,4 +346,32 @@ pub struct WrapKeyArgs {
     /// The service that will decrypt the key.
     #[arg(long, value_enum, default_value = "elastic-transcoder")]
     pub context: ContextArg,
+}
+
+/// `--key-bits`: 128, 192 or 256, refused here before any call.
+fn key_bits(text: &str) -> Result<u32, String> {
+    match text.parse() {
+        Ok(bits @ (128 | 192 | 256)) => Ok(bits),
+        _ => Err(format!("must be 128, 192 or 256, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::client::Cli;
+
+    #[test]
+    fn key_lengths_are_checked_before_any_call() {
+        for command in ["issue-key", "submit-job"] {
+            let mut argv = vec!["keybroker", command, "--key-bits", "64"];
+            if command == "submit-job" {
+                argv.extend(["--spec", "job.json"]);
+            }
+            let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(err.contains("must be 128, 192 or 256, got \"64\""), "{command}: {err}");
+        }
+        assert!(Cli::try_parse_from(["keybroker", "issue-key", "--key-bits", "192"]).is_ok());
+    }
 }

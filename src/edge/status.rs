@@ -103,7 +103,7 @@ impl From<JobError> for Status {
             JobError::Deadline(_) => Status::deadline_exceeded(err.to_string()),
             JobError::Et(et) => match et.kind {
                 EtErrorKind::Unavailable => Status::unavailable(err.to_string()),
-                EtErrorKind::NotFound => Status::failed_precondition(err.to_string()),
+                EtErrorKind::NotFound | EtErrorKind::NotConfigured => Status::failed_precondition(err.to_string()),
                 EtErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
                 EtErrorKind::Rejected => Status::invalid_argument(err.to_string()),
                 EtErrorKind::Internal => internal(&err),

@@ -593,3 +593,31 @@ async fn key_md5_of_the_ciphertext_is_a_deployment_option() {
         assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::custody::keys::md5_of(&blob).to_vec());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_submits_nothing_refuses_a_job_as_a_precondition_before_any_key_is_made() {
+    // The local keyring, whose keys Elastic Transcoder cannot unwrap: no
+    // ET client is made, even with transcoder.submit on.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::broker::local_config(dir.path());
+    config.transcoder.submit = true;
+    config.transcoder.pipelines = vec![keybroker::jobs::et::pipeline::Pipeline {
+        id: PIPELINE.into(),
+        kms_key_arn: Some("arn:aws:kms:us-east-1:111122223333:key/local".into()),
+        role: String::new(),
+        region: None,
+    }];
+    let kms = ScriptedKms::counting(support::broker::local_keyring(&config));
+    let broker = TestBroker::start(config, Some(kms.clone() as Arc<dyn Kms>)).await;
+    let mut client = broker.client().await;
+
+    let err = client.submit_encrypted_job(minimal_job(2)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("send validate_only"), "{}", err.message());
+    assert_eq!(kms.count(), 0, "keys were made for a job that could not be submitted");
+
+    let mut request = minimal_job(2);
+    request.validate_only = true;
+    let answer = client.submit_encrypted_job(request).await.unwrap().into_inner();
+    assert!(answer.job_id.is_empty() && !answer.create_job_request_json.is_empty());
+}

@@ -11,6 +11,9 @@ pub enum EtErrorKind {
     Unavailable,
     /// The pipeline or job does not exist (`FAILED_PRECONDITION`).
     NotFound,
+    /// The broker has no Elastic Transcoder to call: a configuration
+    /// matter, not one a retry fixes (`FAILED_PRECONDITION`).
+    NotConfigured,
     /// The broker's credentials may not do this (`PERMISSION_DENIED`).
     AccessDenied,
     /// ET refused the job as invalid (`INVALID_ARGUMENT`).

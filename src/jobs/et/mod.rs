@@ -147,6 +147,18 @@ pub(crate) struct Planned {
     task: Option<Task>,
 }
 
+/// The refusal of a job to submit by a broker that submits none.
+fn no_submission() -> JobError {
+    EtError::new(
+        "CreateJob",
+        EtErrorKind::NotConfigured,
+        "this broker submits no jobs (transcoder.submit = false, as with --dev, or kms.backend = \"local\", \
+         whose keys Elastic Transcoder cannot unwrap): send validate_only, or run with kms.backend = \"aws\" \
+         and transcoder.submit = true",
+    )
+    .into()
+}
+
 /// Assembles and submits Elastic Transcoder jobs.
 pub struct Transcoder {
     broker: Arc<Broker>,
@@ -183,6 +195,10 @@ impl Transcoder {
             }
         }
 
+        if !validate_only && self.et.is_none() {
+            // Refused before any key is made.
+            return Err(no_submission());
+        }
         let pipeline = self.pipelines.resolve(&job.pipeline_id).await?;
         let needs_kms = planned.iter().any(|p| p.task.is_some());
         let key_arn = if needs_kms || kms_key_id.is_some() {
@@ -223,12 +239,7 @@ impl Transcoder {
         }
 
         let Some(client) = &self.et else {
-            return Err(EtError::new(
-                "CreateJob",
-                EtErrorKind::Unavailable,
-                "no Elastic Transcoder endpoint is configured (--dev and offline configurations validate only)",
-            )
-            .into());
+            return Err(no_submission());
         };
         let answer =
             request::create_job_request(client, &job).send().await.map_err(|e| map_et_error("CreateJob", &e))?;
