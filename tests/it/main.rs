@@ -18,5 +18,7 @@ mod deploy_lint;
 mod et_endpoint;
 mod examples;
 mod key_rpcs;
+mod ledger;
+mod ledger_tokens;
 mod object_rpcs;
 mod submit_job;
