@@ -36,6 +36,11 @@
 //! places named by [`jobs::place`]), keys them concurrently through the
 //! broker, and submits `CreateJob` through the AWS SDK.
 //!
+//! Every key that leaves (issued, wrapped, in a job or an S3 object) is
+//! first recorded in the key ledger ([`ledger`], SQLite or PostgreSQL); a
+//! job with a request token is claimed there, so a repeat answers the
+//! first answer ([`jobs::et`]'s idempotent submission).
+//!
 //! **Files.** `EncryptObject` and `DecryptObject` stream through
 //! [`objects`]: sessions over [`objects::cipher`] (ET's CBC, CTR and GCM
 //! formats), or the S3 mode in which the broker reads and writes the
@@ -55,6 +60,7 @@ pub mod edge;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jobs;
+pub mod ledger;
 pub mod objects;
 
 pub use edge::pb;

@@ -30,6 +30,7 @@ use crate::edge::pb::key_broker_server::KeyBrokerServer;
 use crate::edge::tls::{ReloadableTls, TlsFiles};
 use crate::jobs::et::pipeline::Pipelines;
 use crate::jobs::et::{Transcoder, TranscoderSettings};
+use crate::ledger::Ledger;
 use crate::objects::{Objects, ObjectsSettings};
 
 /// Why the server could not start or stopped with an error.
@@ -76,6 +77,9 @@ pub enum ServerError {
     /// A listener could not bind.
     #[error("cannot listen: {0}")]
     Bind(std::io::Error),
+    /// The key ledger cannot be opened.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 /// The peers the broker talks to. Each left `None` is made from the
@@ -119,7 +123,8 @@ impl Peers {
             .et
             .or_else(|| sdk.as_ref().filter(|_| config.transcoder.submit).map(aws_sdk_elastictranscoder::Client::new));
         let chain_key = chain_key(config, kms.as_ref()).await?;
-        Services::new(config, kms, et, s3, chain_key)
+        let ledger = open_ledger(config).await?;
+        Services::new(config, kms, et, s3, chain_key, ledger)
     }
 }
 
@@ -193,8 +198,9 @@ impl Services {
         et: Option<aws_sdk_elastictranscoder::Client>,
         s3: Option<aws_sdk_s3::Client>,
         chain_key: Option<ChainKey>,
+        ledger: Ledger,
     ) -> Result<Self, ServerError> {
-        let broker = build_broker(config, kms)?;
+        let broker = build_broker(config, kms, ledger)?;
         let transcoder = build_transcoder(config, broker.clone(), et);
         let objects = Arc::new(Objects::new(broker.clone(), s3, ObjectsSettings::from_config(&config.s3)));
         let gate = build_gate(config, chain_key)?;
@@ -212,6 +218,8 @@ fn build_transcoder(
     let settings = TranscoderSettings {
         max_concurrent_kms_calls: config.transcoder.max_concurrent_kms_calls,
         job_deadline: Duration::from_millis(config.transcoder.job_deadline_ms),
+        // The keys, then up to three CreateJob attempts and their look-ups.
+        token_lease: Duration::from_millis(config.transcoder.job_deadline_ms) + config.aws.call_timeout() * 8,
     };
     let pipelines = Pipelines::new(
         config.transcoder.pipelines.clone(),
@@ -222,7 +230,7 @@ fn build_transcoder(
 }
 
 /// The custody domain over `kms`, with the configuration's settings.
-fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, ServerError> {
+fn build_broker(config: &Config, kms: Arc<dyn Kms>, ledger: Ledger) -> Result<Arc<Broker>, ServerError> {
     let default_key = config
         .kms
         .default_key_id
@@ -236,7 +244,21 @@ fn build_broker(config: &Config, kms: Arc<dyn Kms>) -> Result<Arc<Broker>, Serve
             .map_err(|source| ServerError::FingerprintKey { path: path.clone(), source })?,
         None => Fingerprinter::ephemeral().map_err(ServerError::Random)?,
     };
-    Ok(Arc::new(Broker::new(kms, settings, fingerprints)))
+    Ok(Arc::new(Broker::new(kms, settings, fingerprints).with_ledger(ledger)))
+}
+
+/// The key ledger the configuration describes: PostgreSQL at
+/// `ledger.url`, else the SQLite file `ledger.file`; its migrations run
+/// here, and the server refuses to start when it cannot be opened.
+async fn open_ledger(config: &Config) -> Result<Ledger, ServerError> {
+    let settings = &config.ledger;
+    if !settings.enabled {
+        tracing::warn!("ledger.enabled = false: keys handed out are not recorded and cannot be looked up");
+        return Ok(Ledger::disabled());
+    }
+    let timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let ledger = Ledger::open(settings.url.as_deref(), &settings.file, timeout).await?;
+    Ok(ledger.with_token_retention(Duration::from_secs(settings.token_retention_secs)))
 }
 
 /// The custody boundary the configuration describes: policy and audit log

@@ -14,6 +14,7 @@ use crate::custody::keys::{
 use crate::custody::kms::{Kms, KmsError, KmsKeyId};
 use crate::custody::policy::{Denial, Grant};
 use crate::custody::rpc::Rpc;
+use crate::ledger::Ledger;
 
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,12 +147,25 @@ pub struct Broker {
     kms: Arc<dyn Kms>,
     settings: BrokerSettings,
     fingerprints: Fingerprinter,
+    ledger: Ledger,
 }
 
 impl Broker {
     /// A broker over `kms`.
     pub fn new(kms: Arc<dyn Kms>, settings: BrokerSettings, fingerprints: Fingerprinter) -> Self {
-        Broker { kms, settings, fingerprints }
+        Broker { kms, settings, fingerprints, ledger: Ledger::disabled() }
+    }
+
+    /// The same broker, recording the keys it hands out in `ledger`.
+    #[must_use]
+    pub fn with_ledger(self, ledger: Ledger) -> Self {
+        Broker { ledger, ..self }
+    }
+
+    /// The ledger every key this broker hands out is recorded in before it
+    /// leaves.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// The server's settings.

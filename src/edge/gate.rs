@@ -201,9 +201,19 @@ pub fn deadline_exceeded(limit: Duration) -> Status {
 /// What a call learned that belongs in its audit record, noted by the
 /// handler as it goes (so a failure still records what was known).
 #[derive(Clone, Default)]
-pub struct Notes(Arc<Mutex<Facts>>);
+pub struct Notes(Arc<Mutex<Facts>>, Arc<str>);
 
 impl Notes {
+    /// The notes of the call `request_id` names.
+    fn for_request(request_id: &str) -> Notes {
+        Notes(Arc::default(), Arc::from(request_id))
+    }
+
+    /// The call's request id, as its audit record and the key ledger name it.
+    pub fn request_id(&self) -> &str {
+        &self.1
+    }
+
     fn with(&self, note: impl FnOnce(&mut Facts)) {
         note(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
@@ -474,7 +484,7 @@ impl Gate {
         let limit = deadline_of(&request, self.request_timeout);
         let mut expected = self.expect();
         let grant = scope.admit(admitted, &mut expected).await?;
-        let notes = Notes::default();
+        let notes = Notes::for_request(&scope.request_id);
         let result = tokio::time::timeout(limit, run(request.into_inner(), grant, notes.clone()))
             .await
             .unwrap_or_else(|_| Err(deadline_exceeded(limit)));
@@ -507,7 +517,7 @@ impl Gate {
         let limit = deadline_of(&request, self.stream_timeout);
         let grant = scope.admit(admitted, &mut None).await?;
         let (tx, rx) = mpsc::channel(RESPONSE_DEPTH);
-        let notes = Notes::default();
+        let notes = Notes::for_request(&scope.request_id);
         let call = run(request.into_inner(), grant, notes.clone(), tx.clone());
         let response = respond(&scope.request_id, Box::pin(ReceiverStream::new(rx)) as ResponseStream<Resp>);
         tokio::spawn(async move {

@@ -14,6 +14,7 @@ use crate::custody::kms::KmsErrorKind;
 use crate::custody::policy::Denial;
 use crate::jobs::et::JobError;
 use crate::jobs::et::error::EtErrorKind;
+use crate::ledger::LedgerError;
 use crate::objects::cipher::CipherError;
 use crate::objects::{ObjectError, S3ErrorKind};
 
@@ -109,7 +110,30 @@ impl From<JobError> for Status {
                 EtErrorKind::Internal => internal(&err),
             },
             JobError::Serialise(_) => internal(&err),
+            JobError::Ledger(ledger) => ledger_status(ledger),
+            JobError::TokenReused(_) => Status::already_exists(err.to_string()),
+            JobError::TokenInFlight(_) => Status::aborted(err.to_string()),
         }
+    }
+}
+
+impl From<LedgerError> for Status {
+    fn from(err: LedgerError) -> Self {
+        ledger_status(&err)
+    }
+}
+
+/// The status of a ledger failure: the call released nothing, and may be
+/// retried once the database is back.
+pub fn ledger_status(err: &LedgerError) -> Status {
+    match err {
+        LedgerError::Corrupt(_) => internal(err),
+        LedgerError::Disabled => Status::failed_precondition(err.to_string()),
+        LedgerError::Database(_)
+        | LedgerError::Migrate(_)
+        | LedgerError::File { .. }
+        | LedgerError::Commit(_)
+        | LedgerError::Stopped => Status::unavailable(format!("{err}; nothing was released, retry later")),
     }
 }
 

@@ -118,6 +118,11 @@ impl Objects {
         Objects { broker, s3, settings }
     }
 
+    /// The key ledger sessions record their keys in.
+    pub fn ledger(&self) -> &crate::ledger::Ledger {
+        self.broker.ledger()
+    }
+
     /// The keyed fingerprint of a wrapped key, for the audit record of a
     /// call that fails before its key is unwrapped.
     pub fn fingerprint(&self, wrapped: &WrappedKey) -> String {

@@ -16,6 +16,7 @@ use crate::custody::keys::{DataKey, EncryptionBlock, EncryptionMode, Iv16, KeyBi
 use crate::custody::kms::KmsKeyId;
 use crate::custody::policy::Grant;
 use crate::custody::rpc::Rpc;
+use crate::ledger::{KeyRow, Usage, Wrapping};
 use crate::objects::cipher::{Decryptor, Encryptor};
 use crate::objects::error::ObjectError;
 
@@ -74,6 +75,8 @@ pub struct EncryptSession {
     block: EncryptionBlock,
     key_arn: String,
     fingerprint: String,
+    context: ServiceContext,
+    bits: KeyBits,
     plaintext_bytes: u64,
     ciphertext_bytes: u64,
 }
@@ -110,6 +113,8 @@ impl EncryptSession {
             block: issued.block,
             key_arn: issued.key_arn,
             fingerprint: issued.fingerprint,
+            context: params.context,
+            bits: params.bits,
             plaintext_bytes: 0,
             ciphertext_bytes: 0,
         })
@@ -123,6 +128,13 @@ impl EncryptSession {
     /// The keyed fingerprint of the wrapped key, as the audit log names it.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The key ledger's row for the session's key, used as `usage` says.
+    pub fn ledger_row(&self, usage: Usage) -> KeyRow {
+        let wrapping =
+            Wrapping { kms_key_arn: self.key_arn.clone(), context: self.context, key_bits: Some(self.bits.bits()) };
+        KeyRow::from_block(self.block.to_text(), wrapping, self.fingerprint.clone(), usage)
     }
 }
 

@@ -87,6 +87,19 @@ print(arn.decode(), key.hex(), base64.b64encode(hashlib.md5(key).digest()).decod
     assert_eq!(fields[1], hex::encode(&material));
     assert_eq!(fields[2], wrapped["KeyMd5"].as_str().unwrap());
 
+    // --dev records both keys in its SQLite ledger with no set-up.
+    let ledger = dir.path().join(".keybroker/ledger.sqlite");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ledger = keybroker::ledger::Ledger::open(None, &ledger, std::time::Duration::from_secs(5)).await.unwrap();
+        for (text, rpc) in [(&block, "IssueDataKey"), (&wrapped, "WrapKey")] {
+            let key = text["Key"].as_str().unwrap().to_owned();
+            let rows = ledger.find(&keybroker::ledger::Filter::WrappedKey(key)).await.unwrap();
+            assert_eq!(rows.len(), 1, "{rows:?}");
+            assert_eq!(rows[0].origin.rpc.name(), rpc);
+        }
+        ledger.close().await;
+    });
+
     let (status, log) = server.terminate();
     assert!(status.success(), "SIGTERM must exit 0, got {status:?}\n{log}");
     assert!(log.contains("SIGTERM received") && log.contains("keybroker stopped"), "{log}");

@@ -22,5 +22,7 @@ mod examples;
 mod exhaustion;
 mod field_bounds;
 mod key_rpcs;
+mod ledger;
+mod ledger_tokens;
 mod object_rpcs;
 mod submit_job;

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 mod sections;
 
 pub use sections::{
-    AuditConfig, AwsConfig, KmsBackend, KmsConfig, LimitsConfig, LocalKmsConfig, LogConfig, LogFormat, MemoryConfig,
-    PolicyConfig, S3Config, TlsConfig, TlsMode, TranscoderConfig,
+    AuditConfig, AwsConfig, KmsBackend, KmsConfig, LedgerConfig, LimitsConfig, LocalKmsConfig, LogConfig, LogFormat,
+    MemoryConfig, PolicyConfig, S3Config, TlsConfig, TlsMode, TranscoderConfig,
 };
 
 /// Why a configuration was refused.
@@ -73,6 +73,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// S3 mode of EncryptObject/DecryptObject.
     pub s3: S3Config,
+    /// The key ledger.
+    pub ledger: LedgerConfig,
     /// What loading noticed that the operator should hear about (renamed
     /// keys), logged once telemetry is up. Not configuration.
     #[serde(skip)]
@@ -98,6 +100,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             memory: MemoryConfig::default(),
             s3: S3Config::default(),
+            ledger: LedgerConfig::default(),
             notices: Vec::new(),
         }
     }

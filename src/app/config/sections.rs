@@ -419,3 +419,37 @@ impl Default for TranscoderConfig {
         }
     }
 }
+
+/// The key ledger: the durable record of every key the broker hands out
+/// or uses (see [`crate::ledger`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Whether keys are recorded. Off, nothing is recorded and nothing
+    /// can be looked up or replayed.
+    pub enabled: bool,
+    /// A shared PostgreSQL ledger (`postgres://user@host/db`), which every
+    /// replica behind one Service must share; unset: the embedded SQLite
+    /// file [`LedgerConfig::file`].
+    pub url: Option<String>,
+    /// The embedded SQLite ledger, used when no `url` is set.
+    pub file: PathBuf,
+    /// How long a call waits for a database connection before it fails
+    /// `UNAVAILABLE`, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long `SubmitEncryptedJob` request tokens are kept, in seconds
+    /// (a repeat after that is a new request).
+    pub token_retention_secs: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            enabled: true,
+            url: None,
+            file: PathBuf::from(".keybroker/ledger.sqlite"),
+            connect_timeout_ms: 3_000,
+            token_retention_secs: 7 * 24 * 3600,
+        }
+    }
+}

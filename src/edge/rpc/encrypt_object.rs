@@ -8,13 +8,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::bounds;
 use super::object_stream::{Inbound, Incoming, Wire, empty_message, first_start, parse_transfer, run_session};
-use super::{encryption_to_proto, parse_context, parse_optional_key_id};
+use super::{encryption_to_proto, origin, parse_context, parse_optional_key_id};
 use crate::custody::keys::{EncryptionMode, KeyBits};
 use crate::custody::policy::Grant;
 use crate::custody::rpc::Rpc;
 use crate::edge::gate::{Gate, Notes, Outbound, ResponseStream};
 use crate::edge::pb;
 use crate::edge::status::{Direction, object_status, status_of};
+use crate::ledger::{S3Object, Usage};
 use crate::objects::{EncryptParams, Objects, S3Transfer};
 
 fn encrypt_incoming(message: pb::EncryptObjectRequest) -> Result<Incoming<pb::EncryptObjectStart>, Status> {
@@ -76,6 +77,16 @@ async fn encrypt(
     let session = objects.begin_encryption(params, grant).await.map_err(|e| object_status(&e, WIRE.direction))?;
     notes.kms_key_arn(session.key_arn());
     notes.key(session.fingerprint());
+    // Recorded before any byte is written: an S3 object appears only after
+    // its key is durable.
+    let usage = transfer.as_ref().map_or(Usage::Unattached, |t| {
+        Usage::Object(S3Object {
+            bucket: t.destination.bucket().to_owned(),
+            key: t.destination.key().to_owned(),
+            ..S3Object::default()
+        })
+    });
+    objects.ledger().record(&origin(Rpc::EncryptObject, grant, notes), vec![session.ledger_row(usage)]).await?;
     let done = run_session(objects, session, transfer, inbound, tx, &WIRE).await?;
     Ok(pb::EncryptObjectResult {
         encryption: Some(encryption_to_proto(&done.block)),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::bounds;
-use super::{encryption_to_proto, parse_context, parse_optional_key_id};
+use super::{encryption_to_proto, origin, parse_context, parse_optional_key_id, record_issued};
 use crate::custody::broker::{Broker, BrokerError, IssueRequest};
 use crate::custody::keys::{EncryptionMode, KeyBits};
 use crate::custody::rpc::Rpc;
@@ -31,9 +31,11 @@ pub async fn handle(
             return_plaintext: req.return_plaintext,
             context: parse_context(req.context, "context").map_err(BrokerError::from)?,
         };
+        let (context, bits) = (parsed.context, parsed.bits);
         let issued = broker.issue_data_key(parsed, &grant).await?;
         notes.kms_key_arn(&issued.key_arn);
         notes.key(&issued.fingerprint);
+        record_issued(broker, &origin(Rpc::IssueDataKey, &grant, &notes), &issued, context, bits).await?;
         Ok(pb::IssueDataKeyResponse {
             encryption: Some(encryption_to_proto(&issued.block)),
             kms_key_arn: issued.key_arn,

@@ -17,6 +17,7 @@ use crate::custody::keys::{DataKey, KeyError};
 use crate::edge::pb;
 use crate::jobs::et::JobRequest;
 use crate::jobs::et::model;
+use crate::ledger::RequestToken;
 
 /// Parses a `SubmitEncryptedJob` request into the domain's CreateJob spec.
 ///
@@ -33,6 +34,7 @@ pub fn job_request_from_proto(mut req: pb::SubmitEncryptedJobRequest) -> Result<
     // First, and infallibly: move every content key into zeroizing storage.
     let content_keys = take_content_keys(&mut req.playlists);
     let kms_key_id = parse_optional_key_id(&req.kms_key_id, "kms_key_id")?;
+    let request_token = RequestToken::parse_optional(&req.request_token, "request_token")?;
 
     let mut playready_content_keys = std::collections::BTreeMap::new();
     for (index, mut content_key) in content_keys {
@@ -61,7 +63,7 @@ pub fn job_request_from_proto(mut req: pb::SubmitEncryptedJobRequest) -> Result<
         playlists: playlists.collect(),
         user_metadata: req.user_metadata.into_iter().collect(),
     };
-    Ok(JobRequest { job, playready_content_keys, kms_key_id, validate_only: req.validate_only })
+    Ok(JobRequest { job, playready_content_keys, kms_key_id, validate_only: req.validate_only, request_token })
 }
 
 /// The RPC request for a job spec, so the CLI can submit ET's JSON form.
@@ -79,6 +81,7 @@ pub fn job_request_to_proto(job: &model::CreateJob, validate_only: bool) -> pb::
         user_metadata: job.user_metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         validate_only,
         kms_key_id: String::new(),
+        request_token: String::new(),
     }
 }
 

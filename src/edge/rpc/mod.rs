@@ -14,10 +14,38 @@ pub mod submit_encrypted_job;
 pub mod unwrap_key;
 pub mod wrap_key;
 
-use crate::custody::broker::{BrokerError, UnwrapRequest};
-use crate::custody::keys::{EncryptionBlock, EncryptionMode, KeyError, ServiceContext, WrappedKey, decode_base64};
+use crate::custody::broker::{Broker, BrokerError, IssuedKey, UnwrapRequest};
+use crate::custody::keys::{
+    EncryptionBlock, EncryptionMode, KeyBits, KeyError, ServiceContext, WrappedKey, decode_base64,
+};
 use crate::custody::kms::KmsKeyId;
+use crate::custody::policy::Grant;
+use crate::custody::rpc::Rpc;
+use crate::edge::gate::Notes;
 use crate::edge::pb;
+use crate::ledger::{KeyRow, LedgerError, Origin, Usage, Wrapping};
+
+/// Who is making the call, as the key ledger records it.
+pub fn origin(rpc: Rpc, grant: &Grant, notes: &Notes) -> Origin {
+    Origin { identity: grant.identity.clone(), rpc, request_id: notes.request_id().to_owned() }
+}
+
+/// Records a key the call hands its caller alone, durable before the
+/// answer leaves.
+///
+/// # Errors
+/// [`LedgerError`]: the call must fail and release nothing.
+pub async fn record_issued(
+    broker: &Broker,
+    origin: &Origin,
+    issued: &IssuedKey,
+    context: ServiceContext,
+    bits: KeyBits,
+) -> Result<(), LedgerError> {
+    let wrapping = Wrapping { kms_key_arn: issued.key_arn.clone(), context, key_bits: Some(bits.bits()) };
+    let row = KeyRow::from_block(issued.block.to_text(), wrapping, issued.fingerprint.clone(), Usage::Unattached);
+    broker.ledger().record(origin, vec![row]).await.map(drop)
+}
 
 /// Parses a `ServiceContext` enum value; unknown numbers are refused.
 ///

@@ -26,7 +26,8 @@ pub async fn handle(
         bounds::check(&mut req, "")?;
         notes.pipeline(&req.pipeline_id);
         let parsed = job_request_from_proto(req)?;
-        let assembled = transcoder.submit(parsed, &grant).await?;
+        let origin = super::origin(Rpc::SubmitEncryptedJob, &grant, &notes);
+        let assembled = transcoder.submit(parsed, &grant, &origin).await?;
         notes.kms_key_arn(&assembled.kms_key_arn);
         if let Some(job_id) = &assembled.job_id {
             notes.job_id(job_id);

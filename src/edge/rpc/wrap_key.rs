@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::bounds;
-use super::{encryption_to_proto, parse_context, parse_optional_key_id};
+use super::{encryption_to_proto, origin, parse_context, parse_optional_key_id, record_issued};
 use crate::custody::broker::{Broker, BrokerError, WrapRequest};
 use crate::custody::keys::{DataKey, EncryptionMode, Iv16};
 use crate::custody::rpc::Rpc;
@@ -36,9 +36,11 @@ pub async fn handle(
             iv,
             key: DataKey::from_vec(req.plaintext_key, "plaintext_key").map_err(BrokerError::from)?,
         };
+        let (context, bits) = (parsed.context, parsed.key.bits());
         let issued = broker.wrap_key(parsed, &grant).await?;
         notes.kms_key_arn(&issued.key_arn);
         notes.key(&issued.fingerprint);
+        record_issued(broker, &origin(Rpc::WrapKey, &grant, &notes), &issued, context, bits).await?;
         Ok(pb::WrapKeyResponse {
             encryption: Some(encryption_to_proto(&issued.block)),
             kms_key_arn: issued.key_arn,

@@ -3,6 +3,9 @@
 use aws_sdk_elastictranscoder::error::{ProvideErrorMetadata, SdkError};
 
 use crate::app::aws::sdk_failure;
+use crate::custody::broker::BrokerError;
+use crate::custody::field::{FieldError, echo};
+use crate::custody::policy::Denial;
 
 /// What kind of ET failure happened; decides the gRPC code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,4 +71,44 @@ where
         _ => EtErrorKind::Internal,
     };
     EtError::new(operation, kind, failure.message)
+}
+
+/// Why a job was not assembled or submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The request breaks an ET model rule.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The caller's grant does not cover this job.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// The pipeline cannot take this job; the message says how to fix it.
+    #[error("{0}")]
+    Precondition(String),
+    /// A key could not be made, wrapped or verified.
+    #[error("{path}: {source}")]
+    Key {
+        /// The block's v1 API path.
+        path: String,
+        /// The cause.
+        source: BrokerError,
+    },
+    /// The job's KMS calls did not finish within the job deadline.
+    #[error("the job's KMS calls did not finish within {0:?}")]
+    Deadline(std::time::Duration),
+    /// Elastic Transcoder failed or refused.
+    #[error(transparent)]
+    Et(#[from] EtError),
+    /// Serialising the body failed.
+    #[error("cannot serialise the CreateJob body: {0}")]
+    Serialise(#[from] serde_json::Error),
+    /// The job's keys could not be recorded; nothing was submitted.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// The caller used the request token before, for another request.
+    #[error("request_token {}: already used by this caller for a different request", echo(.0))]
+    TokenReused(String),
+    /// The first call with this request token is still submitting.
+    #[error("request_token {}: the first submission with this token is still in flight; retry later", echo(.0))]
+    TokenInFlight(String),
 }

@@ -9,9 +9,11 @@
 //! (zeroized) as soon as they are wrapped. Never logs key material.
 
 pub mod answer;
+mod assembled;
 pub mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod idempotent;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
@@ -24,7 +26,10 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
+pub use self::assembled::{AssembledJob, ProtectedFile};
+pub use self::error::JobError;
 use self::error::{EtError, EtErrorKind, map_et_error};
+use self::idempotent::{Start, Ticket, Tokens, et_client};
 use self::pipeline::Pipelines;
 use self::plan::Block;
 use self::validate::BlockKind;
@@ -34,8 +39,9 @@ use crate::custody::keys::{
     DataKey, EncryptionMode, EncryptionText, Iv16, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
 };
 use crate::custody::kms::{KmsErrorKind, KmsKeyId};
-use crate::custody::policy::{Denial, Grant};
+use crate::custody::policy::Grant;
 use crate::jobs::place::Place;
+use crate::ledger::{KeyRow, Origin, RequestToken, Usage, Wrapping};
 
 /// A `SubmitEncryptedJob` request in domain terms.
 #[derive(Debug, Default)]
@@ -50,68 +56,8 @@ pub struct JobRequest {
     pub kms_key_id: Option<KmsKeyId>,
     /// Assemble and validate only; submit nothing.
     pub validate_only: bool,
-}
-
-/// A file whose key the broker made or checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtectedFile {
-    /// JSON path in the CreateJob body, e.g. `Outputs[3].ThumbnailEncryption`.
-    pub path: String,
-    /// The object key, pattern or playlist name the block protects.
-    pub object_key: String,
-    /// The block as it stands in the body (`Mode` is `aes-128` for HLS, the
-    /// DRM format for PlayReady).
-    pub encryption: EncryptionText,
-    /// Whether the broker made the key (or wrapped a PlayReady content key).
-    pub issued_by_broker: bool,
-    /// The keyed hash of the wrapped key.
-    pub fingerprint: String,
-}
-
-/// The outcome of a job.
-#[derive(Debug)]
-pub struct AssembledJob {
-    /// ET's job id; `None` with `validate_only`.
-    pub job_id: Option<String>,
-    /// The rest-json body POSTed (or that would be) to `/2012-09-25/jobs`.
-    pub request_json: String,
-    /// The job as ET answered it; `None` with `validate_only`.
-    pub job_json: Option<String>,
-    /// Every protected file.
-    pub protected_files: Vec<ProtectedFile>,
-    /// The pipeline's KMS key, when the job has AES blocks.
-    pub kms_key_arn: String,
-}
-
-/// Why a job was not assembled or submitted.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// The request breaks an ET model rule.
-    #[error(transparent)]
-    Invalid(#[from] FieldError),
-    /// The caller's grant does not cover this job.
-    #[error(transparent)]
-    Denied(#[from] Denial),
-    /// The pipeline cannot take this job; the message says how to fix it.
-    #[error("{0}")]
-    Precondition(String),
-    /// A key could not be made, wrapped or verified.
-    #[error("{path}: {source}")]
-    Key {
-        /// The block's v1 API path.
-        path: String,
-        /// The cause.
-        source: BrokerError,
-    },
-    /// The job's KMS calls did not finish within the job deadline.
-    #[error("the job's KMS calls did not finish within {0:?}")]
-    Deadline(Duration),
-    /// Elastic Transcoder failed or refused.
-    #[error(transparent)]
-    Et(#[from] EtError),
-    /// Serialising the body failed.
-    #[error("cannot serialise the CreateJob body: {0}")]
-    Serialise(#[from] serde_json::Error),
+    /// The caller's idempotency token.
+    pub request_token: Option<RequestToken>,
 }
 
 /// How jobs are assembled.
@@ -121,6 +67,9 @@ pub struct TranscoderSettings {
     pub max_concurrent_kms_calls: usize,
     /// The deadline of all of one job's KMS calls.
     pub job_deadline: Duration,
+    /// How long a call owns a request token it claimed before another
+    /// call may take the submission over: longer than any one submission.
+    pub token_lease: Duration,
 }
 
 /// What one block needs from KMS.
@@ -136,8 +85,8 @@ enum Task {
 
 /// What KMS answered for one block.
 enum Outcome {
-    Made { key: String, key_md5: String, iv: Option<String>, fingerprint: String },
-    Verified { fingerprint: String },
+    Made { key: String, key_md5: String, iv: Option<String>, fingerprint: String, bits: KeyBits },
+    Verified { fingerprint: String, bits: KeyBits },
 }
 
 /// A block's place and what the broker does for it (nothing for a
@@ -183,9 +132,30 @@ impl Transcoder {
     ///
     /// # Errors
     /// [`JobError`]; on any error nothing was submitted.
-    pub async fn submit(&self, request: JobRequest, grant: &Grant) -> Result<AssembledJob, JobError> {
-        let JobRequest { mut job, mut playready_content_keys, kms_key_id, validate_only } = request;
-        let planned = check_and_plan(&mut job, &mut playready_content_keys)?;
+    pub async fn submit(&self, request: JobRequest, grant: &Grant, origin: &Origin) -> Result<AssembledJob, JobError> {
+        let JobRequest { mut job, mut playready_content_keys, kms_key_id, validate_only, request_token } = request;
+        validate::check_structure(&job)?;
+        if !validate_only && self.et.is_none() {
+            // Refused before any key is made or any token claimed.
+            return Err(no_submission());
+        }
+        let ticket = match request_token {
+            None => None,
+            Some(token) => {
+                let named = kms_key_id.as_ref().map(KmsKeyId::as_str);
+                let content_keys = !playready_content_keys.is_empty();
+                let ticket = Ticket::new(&origin.identity, token, &job, named, validate_only, content_keys)?;
+                grant.check_pipeline(&job.pipeline_id)?;
+                match self.tokens().claim(&ticket, &job.pipeline_id).await? {
+                    Start::Fresh => {}
+                    Start::Answer(answer) => return Ok(*answer),
+                    Start::Resubmit(planned, entry) => return self.tokens().resubmit(&ticket, *planned, &entry).await,
+                }
+                job.user_metadata.insert(crate::ledger::METADATA_KEY.to_owned(), ticket.marker.clone());
+                Some(ticket)
+            }
+        };
+        let planned = plan_tasks(&mut job, &mut playready_content_keys)?;
         grant.check_pipeline(&job.pipeline_id)?;
         for task in planned.iter().filter_map(|p| p.task.as_ref()) {
             match task {
@@ -195,10 +165,6 @@ impl Transcoder {
             }
         }
 
-        if !validate_only && self.et.is_none() {
-            // Refused before any key is made.
-            return Err(no_submission());
-        }
         let pipeline = self.pipelines.resolve(&job.pipeline_id).await?;
         let needs_kms = planned.iter().any(|p| p.task.is_some());
         let key_arn = if needs_kms || kms_key_id.is_some() {
@@ -220,6 +186,8 @@ impl Transcoder {
         };
         let protected_files = fill_in(&mut job, outcomes)?;
         let request_json = serde_json::to_string(&job)?;
+        let ledger = self.broker.ledger();
+        let entry = ledger.record(origin, ledger_rows(&protected_files, &key_arn)).await?;
         tracing::info!(
             pipeline_id = %job.pipeline_id,
             kms_key_arn = %key_arn,
@@ -238,22 +206,41 @@ impl Transcoder {
             });
         }
 
-        let Some(client) = &self.et else {
-            return Err(no_submission());
-        };
+        let mut assembled =
+            AssembledJob { job_id: None, request_json, job_json: None, protected_files, kms_key_arn: key_arn };
+        if let Some(ticket) = &ticket {
+            let tokens = self.tokens();
+            tokens.mark_planned(ticket, &assembled, &entry).await?;
+            let created = tokens.create_job_once(&job, &ticket.marker).await?;
+            tracing::info!(job_id = ?created.id(), pipeline_id = %job.pipeline_id, "submitted an Elastic Transcoder job");
+            tokens.mark_submitted(ticket, &mut assembled, &created, &entry).await;
+            return Ok(assembled);
+        }
+        let client = et_client(self.et.as_ref())?;
         let answer =
             request::create_job_request(client, &job).send().await.map_err(|e| map_et_error("CreateJob", &e))?;
         let submitted =
             answer.job().ok_or_else(|| EtError::new("CreateJob", EtErrorKind::Internal, "no Job in the answer"))?;
         let job_id = submitted.id().unwrap_or_default().to_owned();
         tracing::info!(job_id = %job_id, pipeline_id = %job.pipeline_id, "submitted an Elastic Transcoder job");
-        Ok(AssembledJob {
-            job_id: Some(job_id),
-            request_json,
-            job_json: Some(answer::job_to_json(submitted).to_string()),
-            protected_files,
-            kms_key_arn: key_arn,
-        })
+        if let Err(e) = ledger.attach_job(&entry, &job_id).await {
+            // The keys are recorded; only the job id is missing from their
+            // rows. Failing now would have the caller submit a second job.
+            tracing::error!(job_id = %job_id, ledger_entry = %entry, error = %e, "key ledger: job id not recorded");
+        }
+        assembled.job_json = Some(answer::job_to_json(submitted).to_string());
+        assembled.job_id = Some(job_id);
+        Ok(assembled)
+    }
+
+    /// The ledger and ET as tokened submissions use them.
+    fn tokens(&self) -> Tokens<'_> {
+        Tokens {
+            ledger: self.broker.ledger(),
+            et: self.et.as_ref(),
+            lease: self.settings.token_lease,
+            wait: self.settings.job_deadline,
+        }
     }
 
     /// Runs every task, at most `max_concurrent_kms_calls` at a time, under
@@ -295,6 +282,7 @@ impl Transcoder {
                     key_md5: text.key_md5,
                     iv: Some(text.initialization_vector),
                     fingerprint: issued.fingerprint,
+                    bits: *bits,
                 })
             }
             Task::WrapContentKey(content_key) => {
@@ -304,6 +292,7 @@ impl Transcoder {
                     key_md5: encode_base64(&sealed.key_md5),
                     iv: None,
                     fingerprint: sealed.fingerprint,
+                    bits: content_key.bits(),
                 })
             }
             Task::Verify { wrapped, key_md5, need } => {
@@ -323,7 +312,7 @@ impl Transcoder {
                     )
                     .into());
                 }
-                Ok(Outcome::Verified { fingerprint: opened.fingerprint })
+                Ok(Outcome::Verified { fingerprint: opened.fingerprint, bits: opened.key.bits() })
             }
         }
     }
@@ -382,6 +371,22 @@ pub(crate) fn check_and_plan(
 ) -> Result<Vec<Planned>, JobError> {
     validate::check_structure(job)?;
     plan_tasks(job, content_keys)
+}
+
+/// The ledger rows of a job's protected files, before ET has named the job.
+fn ledger_rows(files: &[ProtectedFile], key_arn: &str) -> Vec<KeyRow> {
+    files
+        .iter()
+        .map(|file| {
+            let wrapping = Wrapping {
+                kms_key_arn: key_arn.to_owned(),
+                context: ServiceContext::ElasticTranscoder,
+                key_bits: Some(file.key_bits),
+            };
+            let usage = Usage::Job { job_id: None, place: file.path.clone() };
+            KeyRow::from_block(file.encryption.clone(), wrapping, file.fingerprint.clone(), usage)
+        })
+        .collect()
 }
 
 /// Checks every block and decides its task, before any KMS call.
@@ -446,9 +451,9 @@ fn fill_in(job: &mut model::CreateJob, outcomes: Vec<Option<Outcome>>) -> Result
         let Some(outcome) = outcomes.next().flatten() else {
             return Ok::<(), JobError>(());
         };
-        let (issued_by_broker, fingerprint) = match &outcome {
-            Outcome::Made { fingerprint, .. } => (true, fingerprint.clone()),
-            Outcome::Verified { fingerprint } => (false, fingerprint.clone()),
+        let (issued_by_broker, fingerprint, key_bits) = match &outcome {
+            Outcome::Made { fingerprint, bits, .. } => (true, fingerprint.clone(), bits.bits()),
+            Outcome::Verified { fingerprint, bits } => (false, fingerprint.clone(), bits.bits()),
         };
         let encryption = match block {
             Block::Supplied(enc) | Block::Written(enc) => {
@@ -496,6 +501,7 @@ fn fill_in(job: &mut model::CreateJob, outcomes: Vec<Option<Outcome>>) -> Result
             object_key: object.to_owned(),
             encryption,
             issued_by_broker,
+            key_bits,
             fingerprint,
         });
         Ok(())

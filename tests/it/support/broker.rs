@@ -22,6 +22,8 @@ pub struct TestBroker {
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), keybroker::app::server::ServerError>>>,
+    /// Holds the SQLite key ledger of a configuration that names none.
+    _ledger_dir: Option<tempfile::TempDir>,
 }
 
 /// A configuration for the local keyring in `dir`, plaintext export on.
@@ -114,6 +116,14 @@ impl TestBroker {
         // Without an ET endpoint of the suite, the broker talks to no
         // Elastic Transcoder at all.
         config.transcoder.submit &= peers.et.is_some();
+        // A ledger left at its default file gets one of its own, not one
+        // shared with every other test in the working directory.
+        let ledger_dir = (config.ledger.url.is_none()
+            && config.ledger.file == keybroker::app::config::LedgerConfig::default().file)
+            .then(|| tempfile::tempdir().unwrap());
+        if let Some(dir) = &ledger_dir {
+            config.ledger.file = dir.path().join("ledger.sqlite");
+        }
         let app = Application::build(config.clone(), peers).await.unwrap();
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -122,7 +132,7 @@ impl TestBroker {
             })
             .await
         });
-        TestBroker { addr, config, stop: Some(stop_tx), task: Some(task) }
+        TestBroker { addr, config, stop: Some(stop_tx), task: Some(task), _ledger_dir: ledger_dir }
     }
 
     pub fn url(&self) -> String {

@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_sdk_kms::error::ProvideErrorMetadata as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -127,7 +127,12 @@ struct Record {
     rejections: Vec<String>,
     verified_keys: Vec<VerifiedKey>,
     jobs: HashMap<String, Value>,
+    /// Job ids in creation order, for ListJobsByPipeline.
+    job_order: Vec<String>,
     injected_failures: VecDeque<(u16, String)>,
+    /// CreateJob answers to lose: the job is created, then the answer is
+    /// held back past any attempt timeout, as a lost response looks.
+    lost_answers: usize,
 }
 
 struct Shared {
@@ -177,6 +182,7 @@ impl EtEndpoint {
             .route("/2012-09-25/pipelines/{id}", get(read_pipeline))
             .route("/2012-09-25/jobs", post(create_job))
             .route("/2012-09-25/jobs/{id}", get(read_job))
+            .route("/2012-09-25/jobsByPipeline/{id}", get(list_jobs_by_pipeline))
             .fallback(unknown_operation)
             .layer(middleware::from_fn_with_state(shared.clone(), count_and_authenticate))
             .with_state(shared.clone());
@@ -226,6 +232,13 @@ impl EtEndpoint {
     /// the caller; use [`EtEndpoint::fail_next_create_jobs`] to outlast it.
     pub fn fail_next_create_job(&self, status: u16, error_type: &str) {
         self.fail_next_create_jobs(1, status, error_type);
+    }
+
+    /// Creates the next `times` jobs but loses their answers: each is held
+    /// back for a minute, as a dropped response looks to the caller, whose
+    /// attempt times out.
+    pub fn lose_next_create_job_answers(&self, times: usize) {
+        self.shared.record().lost_answers += times;
     }
 
     /// Queues `times` injected failures; see [`EtEndpoint::fail_next_create_job`].
@@ -371,6 +384,67 @@ async fn read_job(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> 
     }
 }
 
+/// The most jobs one ListJobsByPipeline page holds.
+const JOBS_PAGE: usize = 50;
+
+/// ListJobsByPipeline (`GET /2012-09-25/jobsByPipeline/{PipelineId}`), per
+/// ET's API model: `PipelineId` `^\d{13}-\w{6}$`, `Ascending` `true` or
+/// `false` (default newest first), `PageToken` a job id `^\d{13}-\w{6}$`
+/// naming where the page starts; the answer is `Jobs` and, when more
+/// remain, `NextPageToken`.
+async fn list_jobs_by_pipeline(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !is_et_id(&id) {
+        return validation_error(&shared, format!("PipelineId: {id:?} does not match ^\\d{{13}}-\\w{{6}}$"));
+    }
+    if let Some(unknown) = query.keys().find(|k| !["Ascending", "PageToken"].contains(&k.as_str())) {
+        return validation_error(&shared, format!("unknown query parameter {unknown:?}"));
+    }
+    let ascending = match query.get("Ascending").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return validation_error(&shared, format!("Ascending: {other:?} must be true or false")),
+    };
+    if let Some(token) = query.get("PageToken")
+        && !is_et_id(token)
+    {
+        return validation_error(&shared, format!("PageToken: {token:?} does not match ^\\d{{13}}-\\w{{6}}$"));
+    }
+    if !shared.pipelines.contains_key(&id) {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("The specified pipeline was not found: account={ACCOUNT_ID}, pipelineId={id}."),
+        );
+    }
+    let record = shared.record();
+    let mut jobs: Vec<&Value> = record
+        .job_order
+        .iter()
+        .filter_map(|job_id| record.jobs.get(job_id))
+        .filter(|job| job["PipelineId"] == id.as_str())
+        .collect();
+    if !ascending {
+        jobs.reverse();
+    }
+    let start = match query.get("PageToken") {
+        Some(token) => match jobs.iter().position(|job| job["Id"] == token.as_str()) {
+            Some(at) => at,
+            None => return validation_error(&shared, format!("PageToken: {token:?} names no job of this pipeline")),
+        },
+        None => 0,
+    };
+    let page: Vec<Value> = jobs.iter().skip(start).take(JOBS_PAGE).map(|job| (*job).clone()).collect();
+    let mut body = json!({ "Jobs": page });
+    if let Some(next) = jobs.get(start + JOBS_PAGE) {
+        body["NextPageToken"] = next["Id"].clone();
+    }
+    json_response(StatusCode::OK, &body)
+}
+
 async fn create_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let injected = shared.record().injected_failures.pop_front();
     if let Some((status, error_type)) = injected {
@@ -401,14 +475,21 @@ async fn create_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     }
     let job = job_json(&request, pipeline);
     let job_id = job["Id"].as_str().unwrap_or_default().to_owned();
-    {
+    let lose_answer = {
         let mut record = shared.record();
         record.created_jobs.push(request);
         record.verified_keys.extend(verified.into_iter().map(|mut key| {
             key.job_id.clone_from(&job_id);
             key
         }));
+        record.job_order.push(job_id.clone());
         record.jobs.insert(job_id, job.clone());
+        let lose = record.lost_answers > 0;
+        record.lost_answers = record.lost_answers.saturating_sub(1);
+        lose
+    };
+    if lose_answer {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     }
     json_response(StatusCode::CREATED, &json!({ "Job": job }))
 }

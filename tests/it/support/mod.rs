@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod et;
 pub mod kms;
+pub mod ledger_db;
 pub mod logs;
 pub mod moto;
 pub mod pki;
