@@ -112,3 +112,15 @@ pub enum JobError {
     #[error("request_token {}: the first submission with this token is still in flight; retry later", echo(.0))]
     TokenInFlight(String),
 }
+
+/// The refusal of a job to submit by a broker that submits none.
+pub(crate) fn no_submission() -> JobError {
+    EtError::new(
+        "CreateJob",
+        EtErrorKind::NotConfigured,
+        "this broker submits no jobs (transcoder.submit = false, as with --dev, or kms.backend = \"local\", \
+         whose keys Elastic Transcoder cannot unwrap): send validate_only, or run with kms.backend = \"aws\" \
+         and transcoder.submit = true",
+    )
+    .into()
+}

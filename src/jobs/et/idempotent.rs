@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::assembled::AssembledJob;
 use super::error::JobError;
-use super::error::{EtError, EtErrorKind, map_et_error};
+use super::error::{EtError, EtErrorKind, map_et_error, no_submission};
 use super::{model, request};
 use crate::ledger::{Claim, Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer, TokenKey};
 
@@ -121,7 +121,7 @@ pub(super) struct Tokens<'a> {
 pub(super) fn et_client(
     et: Option<&aws_sdk_elastictranscoder::Client>,
 ) -> Result<&aws_sdk_elastictranscoder::Client, JobError> {
-    et.ok_or_else(super::no_submission)
+    et.ok_or_else(no_submission)
 }
 
 impl Tokens<'_> {

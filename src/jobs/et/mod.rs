@@ -28,7 +28,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 pub use self::assembled::{AssembledJob, ProtectedFile};
 pub use self::error::JobError;
-use self::error::{EtError, EtErrorKind, map_et_error};
+use self::error::{EtError, EtErrorKind, map_et_error, no_submission};
 use self::idempotent::{Start, Ticket, Tokens, et_client};
 use self::pipeline::Pipelines;
 use self::plan::Block;
@@ -94,18 +94,6 @@ enum Outcome {
 pub(crate) struct Planned {
     place: Place,
     task: Option<Task>,
-}
-
-/// The refusal of a job to submit by a broker that submits none.
-fn no_submission() -> JobError {
-    EtError::new(
-        "CreateJob",
-        EtErrorKind::NotConfigured,
-        "this broker submits no jobs (transcoder.submit = false, as with --dev, or kms.backend = \"local\", \
-         whose keys Elastic Transcoder cannot unwrap): send validate_only, or run with kms.backend = \"aws\" \
-         and transcoder.submit = true",
-    )
-    .into()
 }
 
 /// Assembles and submits Elastic Transcoder jobs.
