@@ -42,9 +42,13 @@ fn dev_quick_start_issue_and_wrap_with_the_cli() {
         keybroker::custody::keys::md5_of(&material).to_vec()
     );
 
+    // A bad length is refused by the CLI itself; a bad mode by the broker.
     let bad = server.cli(&["issue-key", "--key-bits", "64"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("key_bits: must be 128, 192 or 256"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must be 128, 192 or 256, got \"64\""));
+    let bad = server.cli(&["issue-key", "--mode", "aes-ecb"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("mode: "), "{}", String::from_utf8_lossy(&bad.stderr));
 
     // The keyring file the quick start made, and its format, read by an
     // independent implementation (Python cryptography).
@@ -419,7 +423,7 @@ fn metrics_are_exposed_and_move() {
     for _ in 0..3 {
         assert!(server.cli(&["issue-key"]).status.success());
     }
-    assert!(!server.cli(&["issue-key", "--key-bits", "64"]).status.success());
+    assert!(!server.cli(&["issue-key", "--mode", "aes-ecb"]).status.success());
     let first = scrape(&metrics_addr);
     let ok = r#"keybroker_requests_total{rpc="IssueDataKey",code="Ok"}"#;
     let invalid = r#"keybroker_requests_total{rpc="IssueDataKey",code="InvalidArgument"}"#;

@@ -301,6 +301,7 @@ impl Fields for pb::SubmitEncryptedJobRequest {
         walk.messages("playlists", &mut self.playlists);
         walk.map("user_metadata", Limit::Text, &mut self.user_metadata);
         walk.text("kms_key_id", Limit::KmsKeyId, &mut self.kms_key_id);
+        walk.text("request_token", Limit::Word, &mut self.request_token);
     }
 }
 
