@@ -13,12 +13,15 @@
 //! the audit log) and serves it until SIGTERM, then drains. The tests start
 //! the same `Application`.
 //!
-//! **An `IssueDataKey` call.** A connection is accepted ([`edge::conn`]);
-//! with mutual TLS, [`edge::tls`] names the caller from its certificate.
-//! Load shedding ([`edge::shed`]) refuses calls beyond the limit. The call
-//! gate ([`edge::gate`]) is the one scope every RPC passes, unary or
-//! streaming: identity, the policy's grant ([`custody::policy`], by
-//! [`custody::rpc::Rpc`]), the deadline, metrics ([`app::metrics`]), the
+//! **An `IssueDataKey` call.** A connection is accepted within the
+//! connection limits ([`edge::listen`]) and carries its peer and calls
+//! ([`edge::conn`]); with mutual TLS, [`edge::tls`] names the caller from its
+//! certificate. Before the body is read, the admission layer
+//! ([`edge::admit`]) has the policy grant the call ([`custody::policy`], by
+//! [`custody::rpc::Rpc`]) and places it under the identity's and the
+//! server's concurrency limits; the body is decoded ([`edge::codec`]). The
+//! call gate ([`edge::gate`]) is the one scope every RPC passes, unary or
+//! streaming: the grant, the deadline, metrics ([`app::metrics`]), the
 //! request id, and one audit record per call ([`audit`]), durable before the
 //! answer leaves. The RPC's own file, [`edge::rpc::issue_data_key`], parses
 //! the protobuf ([`edge::pb`]) into domain types and calls the custody

@@ -18,7 +18,7 @@ use tonic_prost::ProstEncoder;
 /// The metadata key marking a status made here (stripped before it leaves).
 pub const UNDECODABLE: &str = "x-keybroker-undecodable";
 
-/// prost's codec with [`Undecodable`] errors (see the module documentation).
+/// prost's codec with `INVALID_ARGUMENT` for undecodable bodies (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct ProtoCodec<T, U>(PhantomData<(T, U)>);
 

@@ -2,9 +2,9 @@
 //! or uses, written before the key (or the job or object that uses it)
 //! leaves.
 //!
-//! Owns recording ([`Ledger::record`], group-committed by [`commit`]) and
+//! Owns recording ([`Ledger::record`], group-committed by `commit`) and
 //! reading back ([`Ledger::find`]), over SQLite embedded or PostgreSQL
-//! shared ([`store`]). Fails closed: a row that cannot be recorded is an
+//! shared (`store`). Fails closed: a row that cannot be recorded is an
 //! error the caller must answer `UNAVAILABLE` with, releasing nothing.
 //! Must never hold plaintext key material: rows carry the wrapped key as
 //! handed out ([`KeyRow`]).

@@ -8,7 +8,7 @@ use crate::custody::keys::EncryptionMode;
 pub const BLOCK_LEN: usize = 16;
 
 /// The GCM tag the `aes-gcm` format appends, and the bytes a GCM
-/// [`Decryptor`] must hold back because they may be that tag.
+/// [`Decryptor`](super::Decryptor) must hold back because they may be that tag.
 pub const GCM_TAG_LEN: usize = 16;
 
 /// Bytes copied and then transformed in place in one go, so the cipher pass
