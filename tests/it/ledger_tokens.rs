@@ -114,7 +114,7 @@ async fn bad_tokens_are_refused_naming_the_field_before_anything_happens() {
     let broker = broker(&rig, &db).await;
     let mut client = broker.client().await;
     for (request, field, rule) in [
-        (job(&"t".repeat(65), 1), "request_token", "at most 64 characters"),
+        (job(&"t".repeat(65), 1), "request_token", "at most 64"),
         (job("tab\there", 1), "request_token", "printable ASCII"),
         (pb::SubmitEncryptedJobRequest { validate_only: true, ..job("t-1", 1) }, "request_token", "validate_only"),
         (
