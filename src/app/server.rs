@@ -102,10 +102,7 @@ impl Peers {
     /// is loaded once, and only when an AWS peer is missing).
     async fn complete(self, config: &Config) -> Result<Services, ServerError> {
         let aws_kms_missing = self.kms.is_none() && config.kms.backend == KmsBackend::Aws;
-        // Elastic Transcoder cannot unwrap the local keyring's keys, so a
-        // broker on the local keyring submits nothing and needs no AWS set-up
-        // (no region lookup through the EC2 metadata service).
-        let et_missing = self.et.is_none() && config.transcoder.submit && config.kms.backend == KmsBackend::Aws;
+        let et_missing = self.et.is_none() && config.transcoder.submit;
         let sdk = if aws_kms_missing || et_missing {
             Some(crate::app::aws::load_sdk_config(&config.aws).await)
         } else {

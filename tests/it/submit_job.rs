@@ -596,11 +596,10 @@ async fn key_md5_of_the_ciphertext_is_a_deployment_option() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_submits_nothing_refuses_a_job_as_a_precondition_before_any_key_is_made() {
-    // The local keyring, whose keys Elastic Transcoder cannot unwrap: no
-    // ET client is made, even with transcoder.submit on.
+    // transcoder.submit off, as with --dev: no ET client is made.
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::broker::local_config(dir.path());
-    config.transcoder.submit = true;
+    config.transcoder.submit = false;
     config.transcoder.pipelines = vec![keybroker::jobs::et::pipeline::Pipeline {
         id: PIPELINE.into(),
         kms_key_arn: Some("arn:aws:kms:us-east-1:111122223333:key/local".into()),

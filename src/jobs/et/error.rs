@@ -118,9 +118,9 @@ pub(crate) fn no_submission() -> JobError {
     EtError::new(
         "CreateJob",
         EtErrorKind::NotConfigured,
-        "this broker submits no jobs (transcoder.submit = false, as with --dev, or kms.backend = \"local\", \
-         whose keys Elastic Transcoder cannot unwrap): send validate_only, or run with kms.backend = \"aws\" \
-         and transcoder.submit = true",
+        "this broker submits no jobs (transcoder.submit = false, as with --dev): send validate_only, or run \
+         with transcoder.submit = true and kms.backend = \"aws\" (Elastic Transcoder cannot unwrap the local \
+         keyring's keys)",
     )
     .into()
 }
