@@ -170,7 +170,7 @@ impl State {
     /// Authorises the call and takes its places, or answers why not
     /// (audited).
     async fn admit(&self, rpc: Rpc, caller: &Caller) -> Result<(Grant, Places), Status> {
-        let grant = self.gate.admit(rpc, caller, &mut None).await?;
+        let grant = self.gate.admit(rpc, caller).await?;
         let cap = grant.max_concurrent().unwrap_or(self.limits.max_concurrent_per_identity);
         let Some(identity) = IdentityPlace::take(&self.identities, &caller.identity, cap) else {
             crate::app::metrics::record_shed("identity");

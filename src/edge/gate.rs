@@ -1,8 +1,9 @@
 //! The custody boundary every RPC passes, unary or streaming: who is
-//! calling (from the client certificate), whether the policy lets them
+//! calling (from the client certificate) and whether the policy lets them
 //! (their rate limit, and plaintext export for the RPCs that always hand it
-//! out), the call's deadline, its metrics and request id, and one audit
-//! record per call, durable before the answer leaves.
+//! out), decided by [`Gate::admit`] in the admission layer before the body
+//! is read; then the call's deadline, its metrics and request id, and one
+//! audit record per call, durable before the answer leaves.
 //!
 //! Owns the call's life from headers to record. Must never let a key out
 //! without its record: a call whose record cannot be written fails with
@@ -55,11 +56,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Reads the caller from a request's connection and metadata.
-    pub fn of<T>(request: &Request<T>) -> Caller {
-        Caller::from_parts(request.metadata().as_ref(), request.extensions())
-    }
-
     /// Reads the caller from a call's headers and the [`ConnInfo`] of its
     /// connection (without one, an in-process call: `anonymous`).
     pub fn from_parts(headers: &http::HeaderMap, extensions: &http::Extensions) -> Caller {
@@ -270,10 +266,12 @@ struct Scope {
 }
 
 impl Scope {
-    /// Opens the call's scope; `admitted` is the admission layer's
-    /// decision, when the call came through it.
-    fn open<T>(gate: &Arc<Gate>, rpc: Rpc, request: &Request<T>, admitted: Option<&Admitted>) -> Scope {
-        let caller = admitted.map_or_else(|| Caller::of(request), |admitted| admitted.caller.clone());
+    fn caller(&self) -> &Caller {
+        self.caller.as_ref().unwrap_or_else(|| unreachable!("taken only when recorded"))
+    }
+
+    /// Opens the call's scope for the caller the admission layer admitted.
+    fn open(gate: &Arc<Gate>, rpc: Rpc, caller: Caller) -> Scope {
         Scope {
             gate: gate.clone(),
             rpc,
@@ -282,31 +280,6 @@ impl Scope {
             started: Instant::now(),
             _in_flight: InFlight::begin(),
         }
-    }
-
-    fn caller(&self) -> &Caller {
-        self.caller.as_ref().unwrap_or_else(|| unreachable!("taken only when recorded"))
-    }
-
-    /// Admits the caller, unless the admission layer already did; a refusal
-    /// is audited (with `expected`) and ends the call.
-    async fn admit(
-        &mut self,
-        admitted: Option<Admitted>,
-        expected: &mut Option<Expected<'_>>,
-    ) -> Result<Grant, Status> {
-        if let Some(admitted) = admitted {
-            admitted.reached();
-            return Ok(admitted.grant);
-        }
-        let refused = match self.gate.admit(self.rpc, self.caller(), expected).await {
-            Ok(grant) => return Ok(grant),
-            Err(refused) => refused,
-        };
-        // Refusals are recorded by `Gate::admit`.
-        self.caller = None;
-        self.measure(refused.code());
-        Err(refused)
     }
 
     /// Audits the call's outcome and answers it: the result, the failure,
@@ -351,6 +324,20 @@ impl Scope {
     }
 }
 
+/// The admission layer's decision for a call, marked as taken over by the
+/// gate (which from now on audits the call).
+///
+/// # Errors
+/// `INTERNAL` for a call that did not pass the admission layer: a server
+/// built without it would otherwise serve calls no policy admitted.
+fn take_admitted<T>(mut request: Request<T>) -> Result<(Request<T>, Admitted), Status> {
+    let admitted = request.extensions_mut().remove::<Admitted>().ok_or_else(|| {
+        Status::internal("the call did not pass the admission layer (edge::admit); it was not served")
+    })?;
+    admitted.reached();
+    Ok((request, admitted))
+}
+
 /// An answer's envelope: the request id goes back to the caller.
 fn respond<T>(request_id: &str, message: T) -> Response<T> {
     let mut response = Response::new(message);
@@ -378,19 +365,20 @@ impl Drop for Scope {
 
 impl Gate {
     /// Authorizes `rpc` for the caller (plaintext export too, for the RPCs
-    /// that always hand plaintext out), or answers the denial (audited,
-    /// handing in `expected`, the call's announced record).
+    /// that always hand plaintext out), or answers the denial (audited).
+    /// The admission layer ([`crate::edge::admit`]) calls it before the
+    /// call's body is read.
     ///
     /// # Errors
     /// The denial's status, or `UNAVAILABLE` when it could not be audited.
-    pub async fn admit(&self, rpc: Rpc, caller: &Caller, expected: &mut Option<Expected<'_>>) -> Result<Grant, Status> {
+    pub async fn admit(&self, rpc: Rpc, caller: &Caller) -> Result<Grant, Status> {
         if !caller.identified {
             let status = Status::unauthenticated(
                 "the client certificate has neither a SPIFFE ID URI SAN (spiffe://...) nor a DNS SAN that is a DNS name, \
                  or it names two SPIFFE IDs: no identity to authorize",
             );
             tracing::warn!(%rpc, peer = ?caller.peer, request_id = %caller.request_id, "call from a certificate without identity");
-            self.record(rpc.name(), caller, &Facts::default(), &status, expected.take()).await?;
+            self.record(rpc.name(), caller, &Facts::default(), &status, None).await?;
             return Err(status);
         }
         let granted = self.policy.authorize(&caller.identity, rpc, self.server_export).and_then(|grant| {
@@ -407,7 +395,7 @@ impl Gate {
                 }
                 let status = bounded(denial_status(&denial));
                 tracing::warn!(%rpc, identity = %caller.identity, request_id = %caller.request_id, reason = %denial, "call denied");
-                self.record(rpc.name(), caller, &Facts::default(), &status, expected.take()).await?;
+                self.record(rpc.name(), caller, &Facts::default(), &status, None).await?;
                 Err(status)
             }
         }
@@ -478,12 +466,11 @@ impl Gate {
     where
         Fut: Future<Output = Result<Resp, Status>>,
     {
-        let mut request = request;
-        let admitted = request.extensions_mut().remove::<Admitted>();
-        let mut scope = Scope::open(self, rpc, &request, admitted.as_ref());
+        let (request, admitted) = take_admitted(request)?;
+        let scope = Scope::open(self, rpc, admitted.caller);
         let limit = deadline_of(&request, self.request_timeout);
-        let mut expected = self.expect();
-        let grant = scope.admit(admitted, &mut expected).await?;
+        let expected = self.expect();
+        let grant = admitted.grant;
         let notes = Notes::for_request(&scope.request_id);
         let result = tokio::time::timeout(limit, run(request.into_inner(), grant, notes.clone()))
             .await
@@ -511,11 +498,10 @@ impl Gate {
         Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
         Resp: Send + 'static,
     {
-        let mut request = request;
-        let admitted = request.extensions_mut().remove::<Admitted>();
-        let mut scope = Scope::open(self, rpc, &request, admitted.as_ref());
+        let (request, admitted) = take_admitted(request)?;
+        let scope = Scope::open(self, rpc, admitted.caller);
         let limit = deadline_of(&request, self.stream_timeout);
-        let grant = scope.admit(admitted, &mut None).await?;
+        let grant = admitted.grant;
         let (tx, rx) = mpsc::channel(RESPONSE_DEPTH);
         let notes = Notes::for_request(&scope.request_id);
         let call = run(request.into_inner(), grant, notes.clone(), tx.clone());
