@@ -11,6 +11,7 @@
 //! - [`keys`]: `issue-key`, `wrap-key`; [`job`]: `submit-job`.
 //! - [`files`]: `encrypt`, `decrypt`; [`health`]: `health`.
 //! - [`audit`]: `audit verify`, `audit export-key`; [`loadgen`]: `bench`.
+//! - [`records`]: `keys lookup`, `keys rewrap` (the key ledger).
 //! - [`error`]: how a command fails.
 
 pub mod args;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod job;
 pub mod keys;
 pub mod loadgen;
+pub mod records;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +64,10 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Check a broker's health (grpc.health.v1); exit 0 when SERVING.
     Health(HealthArgs),
+    /// The key ledger: look recorded keys up, or move them to another KMS
+    /// key or service context.
+    #[command(subcommand)]
+    Keys(records::KeysCommand),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -83,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Encrypt(args) => interruptible(files::encrypt_file(args)).await,
         Command::Decrypt(args) => interruptible(files::decrypt_file(args)).await,
         Command::Health(args) => health::health(args).await,
+        Command::Keys(command) => records::keys_command(command).await,
         Command::Audit(AuditCommand::Verify { files, after, checkpoint, allow_legacy, key }) => {
             audit::audit_verify(&files, after.as_deref(), checkpoint.as_deref(), allow_legacy, &key).await
         }

@@ -142,6 +142,21 @@ pub struct UnwrappedKey {
     pub fingerprint: String,
 }
 
+/// A key KMS re-encrypted for another KMS key or service context.
+#[derive(Debug)]
+pub struct RewrappedKey {
+    /// The new ciphertext.
+    pub wrapped: WrappedKey,
+    /// The ARN of the key that wraps it now.
+    pub key_arn: String,
+    /// The ARN of the key that had wrapped it.
+    pub source_key_arn: String,
+    /// The block's `KeyMd5` for the new ciphertext.
+    pub key_md5: [u8; 16],
+    /// The keyed hash of the new ciphertext.
+    pub fingerprint: String,
+}
+
 /// The custody domain over one KMS backend.
 pub struct Broker {
     kms: Arc<dyn Kms>,
@@ -300,6 +315,37 @@ impl Broker {
         // The key that wrapped it must be one the caller may use.
         grant.check_kms_key(&unwrapped.key_arn)?;
         Ok(unwrapped)
+    }
+
+    /// Has KMS re-encrypt `wrapped` from `source` (and, with `source_key`,
+    /// only if that key wrapped it) to `destination_key` under
+    /// `destination`: the plaintext never enters the broker. `key_md5` is
+    /// the block's: the same key has the same digest when `KeyMd5` digests
+    /// the plaintext; a ciphertext digest is made anew.
+    ///
+    /// # Errors
+    /// [`BrokerError::Kms`] or [`BrokerError::KmsDeadline`].
+    pub async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        (source_key, source): (Option<&KmsKeyId>, ServiceContext),
+        (destination_key, destination): (&KmsKeyId, ServiceContext),
+        key_md5: [u8; 16],
+    ) -> Result<RewrappedKey, BrokerError> {
+        let moved = self
+            .with_deadline("ReEncrypt", self.kms.rewrap(source_key, wrapped, source, destination_key, destination))
+            .await?;
+        let key_md5 = match self.settings.key_md5 {
+            KeyMd5Source::Plaintext => key_md5,
+            KeyMd5Source::Ciphertext => md5_of(moved.key.as_bytes()),
+        };
+        Ok(RewrappedKey {
+            fingerprint: self.fingerprints.of(&moved.key),
+            wrapped: moved.key,
+            key_arn: moved.key_arn,
+            source_key_arn: moved.source_key_arn,
+            key_md5,
+        })
     }
 
     async fn with_deadline<T>(

@@ -414,14 +414,22 @@ impl Policy {
         let Some(rule) = self.rules.iter().find(|r| r.identity_matcher.is_match(identity)) else {
             return Err(Denial::Forbidden(format!("no policy rule matches identity {identity}")));
         };
-        if let Some(granted) = &rule.rpcs
-            && !granted.contains(&rpc)
-        {
-            let names: Vec<&str> = granted.iter().map(|rpc| rpc.name()).collect();
-            return Err(Denial::Forbidden(format!(
-                "{identity} may not call {rpc} (policy rule {}): its rpcs are {names:?}",
-                rule.number
-            )));
+        match &rule.rpcs {
+            Some(granted) if !granted.contains(&rpc) => {
+                let names: Vec<&str> = granted.iter().map(|rpc| rpc.name()).collect();
+                return Err(Denial::Forbidden(format!(
+                    "{identity} may not call {rpc} (policy rule {}): its rpcs are {names:?}",
+                    rule.number
+                )));
+            }
+            None if !rpc.granted_by_wildcard() => {
+                return Err(Denial::Forbidden(format!(
+                    "{identity} may not call {rpc} (policy rule {}): rpcs = [\"*\"] does not grant it; name \"{rpc}\" \
+                     in the rule's rpcs",
+                    rule.number
+                )));
+            }
+            _ => {}
         }
         if let Some(limiter) = &rule.limiter
             && limiter.check_key(&identity.to_owned()).is_err()

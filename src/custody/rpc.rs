@@ -1,6 +1,6 @@
 //! The operations a caller may be granted, by name: the policy's `rpcs`,
 //! the audit log's `rpc`, the metrics' `rpc` label and the gRPC method all
-//! speak of the same six.
+//! speak of the same names.
 //!
 //! Owns the names and which operations always hand plaintext out. Lives in
 //! custody because the policy grants them; knows nothing of gRPC paths.
@@ -22,17 +22,23 @@ pub enum Rpc {
     EncryptObject,
     /// A file or S3 object decrypted: always plaintext out.
     DecryptObject,
+    /// The key ledger's records of a job, object, key or request token.
+    LookupKeys,
+    /// Recorded or given keys moved to another KMS key or service context.
+    RewrapKeys,
 }
 
 impl Rpc {
     /// Every RPC, in the order the API lists them.
-    pub const ALL: [Rpc; 6] = [
+    pub const ALL: [Rpc; 8] = [
         Rpc::IssueDataKey,
         Rpc::WrapKey,
         Rpc::UnwrapKey,
         Rpc::SubmitEncryptedJob,
         Rpc::EncryptObject,
         Rpc::DecryptObject,
+        Rpc::LookupKeys,
+        Rpc::RewrapKeys,
     ];
 
     /// The RPC's name, as the proto, the policy and the audit log write it.
@@ -44,6 +50,8 @@ impl Rpc {
             Rpc::SubmitEncryptedJob => "SubmitEncryptedJob",
             Rpc::EncryptObject => "EncryptObject",
             Rpc::DecryptObject => "DecryptObject",
+            Rpc::LookupKeys => "LookupKeys",
+            Rpc::RewrapKeys => "RewrapKeys",
         }
     }
 
@@ -56,6 +64,13 @@ impl Rpc {
     /// messages arrive over the call's life rather than in one body.
     pub const fn is_streaming(self) -> bool {
         matches!(self, Rpc::EncryptObject | Rpc::DecryptObject)
+    }
+
+    /// Whether a policy rule's `rpcs = ["*"]` grants it. `RewrapKeys` puts
+    /// a key within another service's (or KMS key's) reach, so a rule must
+    /// name it.
+    pub const fn granted_by_wildcard(self) -> bool {
+        !matches!(self, Rpc::RewrapKeys)
     }
 
     /// Whether every successful call hands plaintext key material out, so

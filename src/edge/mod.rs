@@ -94,6 +94,20 @@ impl KeyBroker for Api {
         rpc::encrypt_object::handle(&self.gate, &self.objects, request).await
     }
 
+    async fn lookup_keys(
+        &self,
+        request: Request<pb::LookupKeysRequest>,
+    ) -> Result<Response<pb::LookupKeysResponse>, Status> {
+        rpc::lookup_keys::handle(&self.gate, &self.broker, request).await
+    }
+
+    async fn rewrap_keys(
+        &self,
+        request: Request<pb::RewrapKeysRequest>,
+    ) -> Result<Response<pb::RewrapKeysResponse>, Status> {
+        rpc::rewrap_keys::handle(&self.gate, &self.broker, request).await
+    }
+
     type DecryptObjectStream = ResponseStream<pb::DecryptObjectResponse>;
 
     async fn decrypt_object(

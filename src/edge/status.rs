@@ -12,6 +12,7 @@ use crate::custody::broker::BrokerError;
 use crate::custody::keys::KeyError;
 use crate::custody::kms::KmsErrorKind;
 use crate::custody::policy::Denial;
+use crate::custody::records::RecordsError;
 use crate::jobs::et::JobError;
 use crate::jobs::et::error::EtErrorKind;
 use crate::ledger::LedgerError;
@@ -113,6 +114,22 @@ impl From<JobError> for Status {
             JobError::Ledger(ledger) => ledger_status(ledger),
             JobError::TokenReused(_) => Status::already_exists(err.to_string()),
             JobError::TokenInFlight(_) => Status::aborted(err.to_string()),
+        }
+    }
+}
+
+impl From<RecordsError> for Status {
+    fn from(err: RecordsError) -> Self {
+        match &err {
+            RecordsError::Invalid(_) => Status::invalid_argument(err.to_string()),
+            RecordsError::NotFound(_) => Status::not_found(err.to_string()),
+            RecordsError::Precondition(_) | RecordsError::NoLedger => Status::failed_precondition(err.to_string()),
+            RecordsError::Denied(denial) => denial_status(denial),
+            RecordsError::Ledger(ledger) => ledger_status(ledger),
+            RecordsError::Key { place, source } => {
+                let status = status_of(source);
+                Status::new(status.code(), format!("{place}: {}", status.message()))
+            }
         }
     }
 }

@@ -190,8 +190,16 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError`] when the database fails.
     pub async fn find(&self, filter: &Filter) -> Result<Vec<RecordedKey>, LedgerError> {
+        self.find_at_most(filter, usize::MAX).await
+    }
+
+    /// The first `limit` recorded keys `filter` selects, oldest first.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the database fails.
+    pub async fn find_at_most(&self, filter: &Filter, limit: usize) -> Result<Vec<RecordedKey>, LedgerError> {
         match &self.inner {
-            Some(open) => open.store.find(filter).await,
+            Some(open) => open.store.find(filter, i64::try_from(limit).unwrap_or(i64::MAX)).await,
             None => Ok(Vec::new()),
         }
     }

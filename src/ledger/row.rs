@@ -31,6 +31,9 @@ pub struct KeyRow {
     pub fingerprint: String,
     /// Where the key is used.
     pub usage: Usage,
+    /// For a key rewrapped to another KMS key or context: the fingerprint of
+    /// the key it came from.
+    pub rewrapped_from: Option<String>,
 }
 
 impl KeyRow {
@@ -48,6 +51,7 @@ impl KeyRow {
             key_md5,
             fingerprint,
             usage,
+            rewrapped_from: None,
         }
     }
 }

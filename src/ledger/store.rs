@@ -39,13 +39,13 @@ macro_rules! on_pool {
 
 pub(crate) use on_pool;
 
-/// The most rows one INSERT carries (20 parameters a row, well under
+/// The most rows one INSERT carries (21 parameters a row, well under
 /// SQLite's and PostgreSQL's limits).
 pub(crate) const MAX_INSERT_ROWS: usize = 1000;
 
 const COLUMNS: &str = "entry_id, recorded_at_ms, identity, rpc, request_id, kms_key_arn, service_context, mode, \
                        key_bits, wrapped_key, iv, key_md5, fingerprint, job_id, job_place, s3_bucket, s3_key, \
-                       s3_version_id, s3_etag";
+                       s3_version_id, s3_etag, rewrapped_from";
 
 /// One call's rows, as queued for a commit.
 pub(crate) struct Entry {
@@ -88,6 +88,8 @@ pub enum Filter {
     WrappedKey(String),
     /// The keys one call recorded.
     Entry(String),
+    /// The keys rewrapped from the key with this fingerprint.
+    RewrappedFrom(String),
 }
 
 impl Store {
@@ -177,7 +179,8 @@ impl Store {
                         .push_bind(some(object.bucket))
                         .push_bind(some(object.key))
                         .push_bind(object.version_id)
-                        .push_bind(object.etag);
+                        .push_bind(object.etag)
+                        .push_bind(row.rewrapped_from.clone());
                 });
                 insert.build().execute(&mut *tx).await?;
             }
@@ -191,21 +194,24 @@ impl Store {
         on_pool!(self, |pool| { Ok(sqlx::query(SQL).bind(job_id).bind(entry_id).execute(pool).await?.rows_affected()) })
     }
 
-    /// The rows `filter` selects, oldest first.
-    pub(crate) async fn find(&self, filter: &Filter) -> Result<Vec<RecordedKey>, LedgerError> {
+    /// The first `limit` rows `filter` selects, oldest first.
+    pub(crate) async fn find(&self, filter: &Filter, limit: i64) -> Result<Vec<RecordedKey>, LedgerError> {
         let (condition, first, second) = match filter {
             Filter::JobId(id) => ("job_id = $1", id.as_str(), None),
             Filter::Object { bucket, key } => ("s3_bucket = $1 AND s3_key = $2", bucket.as_str(), Some(key.as_str())),
             Filter::Fingerprint(fingerprint) => ("fingerprint = $1", fingerprint.as_str(), None),
             Filter::WrappedKey(key) => ("wrapped_key = $1", key.as_str(), None),
             Filter::Entry(entry) => ("entry_id = $1", entry.as_str(), None),
+            Filter::RewrappedFrom(fingerprint) => ("rewrapped_from = $1", fingerprint.as_str(), None),
         };
-        let sql = format!("SELECT id, {COLUMNS} FROM ledger_keys WHERE {condition} ORDER BY id");
+        let at = if second.is_some() { 3 } else { 2 };
+        let sql = format!("SELECT id, {COLUMNS} FROM ledger_keys WHERE {condition} ORDER BY id LIMIT ${at}");
         on_pool!(self, |pool| {
             let mut query = sqlx::query(&sql).bind(first);
             if let Some(second) = second {
                 query = query.bind(second);
             }
+            let query = query.bind(limit);
             let rows = query.fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
@@ -247,6 +253,7 @@ impl Store {
                             key_md5: text("key_md5")?,
                             fingerprint: text("fingerprint")?,
                             usage,
+                            rewrapped_from: optional("rewrapped_from")?,
                         },
                     })
                 })

@@ -10,7 +10,7 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 
-use super::backend::{Kms, KmsError, KmsErrorKind, Unwrapped, Wrapped};
+use super::backend::{Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
 use super::key::KmsKeyId;
 use crate::app::aws::sdk_failure;
 use crate::custody::keys::{DataKey, ServiceContext, WrappedKey};
@@ -80,6 +80,35 @@ impl Kms for AwsKms {
             )
         })?;
         Ok(Unwrapped { key, key_arn })
+    }
+
+    async fn rewrap(
+        &self,
+        source_key_id: Option<&KmsKeyId>,
+        wrapped: &WrappedKey,
+        source: ServiceContext,
+        destination_key_id: &KmsKeyId,
+        destination: ServiceContext,
+    ) -> Result<Rewrapped, KmsError> {
+        let out = self
+            .client
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(wrapped.as_bytes().to_vec()))
+            .set_source_key_id(source_key_id.map(|k| k.as_str().to_owned()))
+            .set_source_encryption_context(Some(source.encryption_context()))
+            .destination_key_id(destination_key_id.as_str())
+            .set_destination_encryption_context(Some(destination.encryption_context()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("ReEncrypt", e))?;
+        let blob = out
+            .ciphertext_blob
+            .ok_or_else(|| KmsError::new("ReEncrypt", KmsErrorKind::Internal, "no CiphertextBlob in the answer"))?;
+        Ok(Rewrapped {
+            key: WrappedKey::new(blob.into_inner()),
+            source_key_arn: out.source_key_id.unwrap_or_default(),
+            key_arn: out.key_id.unwrap_or_default(),
+        })
     }
 }
 

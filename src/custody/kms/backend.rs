@@ -61,6 +61,18 @@ pub struct Unwrapped {
     pub key_arn: String,
 }
 
+/// A key KMS re-encrypted, with the ARNs of the key that had wrapped it
+/// and the key that wraps it now.
+#[derive(Debug)]
+pub struct Rewrapped {
+    /// The new ciphertext blob.
+    pub key: WrappedKey,
+    /// The resolved ARN of the key that had wrapped it.
+    pub source_key_arn: String,
+    /// The resolved ARN of the key that wraps it now.
+    pub key_arn: String,
+}
+
 /// A KMS that wraps data keys under an encryption context.
 #[async_trait]
 pub trait Kms: Send + Sync + 'static {
@@ -84,4 +96,27 @@ pub trait Kms: Send + Sync + 'static {
         wrapped: &WrappedKey,
         context: ServiceContext,
     ) -> Result<Unwrapped, KmsError>;
+
+    /// Re-encrypts `wrapped` from the `source` context (and, with
+    /// `source_key_id`, only if that key wrapped it) to `destination_key_id`
+    /// under the `destination` context, the plaintext never leaving KMS
+    /// (AWS KMS `ReEncrypt`). A backend that cannot answers an error.
+    ///
+    /// # Errors
+    /// [`KmsError`] with the kind of failure.
+    async fn rewrap(
+        &self,
+        source_key_id: Option<&KmsKeyId>,
+        wrapped: &WrappedKey,
+        source: ServiceContext,
+        destination_key_id: &KmsKeyId,
+        destination: ServiceContext,
+    ) -> Result<Rewrapped, KmsError> {
+        let _ = (source_key_id, wrapped, source, destination_key_id, destination);
+        Err(KmsError::new(
+            "ReEncrypt",
+            KmsErrorKind::Internal,
+            format!("the {} KMS backend cannot re-encrypt keys", self.backend()),
+        ))
+    }
 }

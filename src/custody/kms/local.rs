@@ -29,7 +29,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::backend::{Kms, KmsError, KmsErrorKind, Unwrapped, Wrapped};
+use super::backend::{Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
 use super::key::KmsKeyId;
 use crate::custody::keys::{DataKey, ServiceContext, WrappedKey};
 
@@ -241,6 +241,22 @@ impl Kms for LocalKeyring {
         let key = DataKey::from_vec(plaintext, "encryption.key").map_err(|_| invalid("not an AES key"))?;
         Ok(Unwrapped { key, key_arn: arn.to_owned() })
     }
+
+    /// KMS `ReEncrypt` for the keyring: the key is opened and sealed again
+    /// inside the keyring, in zeroizing memory dropped before this returns.
+    async fn rewrap(
+        &self,
+        source_key_id: Option<&KmsKeyId>,
+        wrapped: &WrappedKey,
+        source: ServiceContext,
+        destination_key_id: &KmsKeyId,
+        destination: ServiceContext,
+    ) -> Result<Rewrapped, KmsError> {
+        let rename = |e: KmsError| KmsError { operation: "ReEncrypt", ..e };
+        let opened = self.unwrap(source_key_id, wrapped, source).await.map_err(rename)?;
+        let sealed = self.wrap(destination_key_id, &opened.key, destination).await.map_err(rename)?;
+        Ok(Rewrapped { key: sealed.key, source_key_arn: opened.key_arn, key_arn: sealed.key_arn })
+    }
 }
 
 #[cfg(test)]
@@ -289,5 +305,30 @@ mod tests {
         tampered[last] ^= 1;
         let bad = ring.unwrap(None, &WrappedKey::new(tampered), ServiceContext::ElasticTranscoder).await;
         assert_eq!(bad.unwrap_err().kind, KmsErrorKind::InvalidCiphertext);
+    }
+
+    #[tokio::test]
+    async fn a_rewrapped_key_opens_only_under_its_new_key_and_context() {
+        let (_dir, ring) = keyring();
+        let (from, to) =
+            (KmsKeyId::parse("alias/et", "k").unwrap(), KmsKeyId::parse("alias/mediaconvert", "k").unwrap());
+        let key = DataKey::generate(KeyBits::Aes256).unwrap();
+        let wrapped = ring.wrap(&from, &key, ServiceContext::ElasticTranscoder).await.unwrap();
+        let moved = ring
+            .rewrap(Some(&from), &wrapped.key, ServiceContext::ElasticTranscoder, &to, ServiceContext::MediaConvert)
+            .await
+            .unwrap();
+        assert_eq!(moved.source_key_arn, wrapped.key_arn);
+        assert_eq!(moved.key_arn, "arn:aws:kms:local:000000000000:alias/mediaconvert");
+        let back = ring.unwrap(Some(&to), &moved.key, ServiceContext::MediaConvert).await.unwrap();
+        assert_eq!(back.key.expose_secret(), key.expose_secret());
+        let old_context = ring.unwrap(None, &moved.key, ServiceContext::ElasticTranscoder).await.unwrap_err();
+        assert_eq!(old_context.kind, KmsErrorKind::InvalidCiphertext);
+
+        let wrong_source = ring
+            .rewrap(None, &wrapped.key, ServiceContext::MediaConvert, &to, ServiceContext::MediaConvert)
+            .await
+            .unwrap_err();
+        assert_eq!((wrong_source.operation, wrong_source.kind), ("ReEncrypt", KmsErrorKind::InvalidCiphertext));
     }
 }

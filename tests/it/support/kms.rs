@@ -61,4 +61,16 @@ impl Kms for ScriptedKms {
         self.enter().await;
         self.inner.unwrap(key_id, wrapped, context).await
     }
+
+    async fn rewrap(
+        &self,
+        source_key_id: Option<&KmsKeyId>,
+        wrapped: &WrappedKey,
+        source: ServiceContext,
+        destination_key_id: &KmsKeyId,
+        destination: ServiceContext,
+    ) -> Result<keybroker::custody::kms::Rewrapped, KmsError> {
+        self.enter().await;
+        self.inner.rewrap(source_key_id, wrapped, source, destination_key_id, destination).await
+    }
 }
