@@ -22,12 +22,18 @@ pub async fn load_sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
 /// time and two long warnings. Credentials are still resolved lazily, on
 /// the first AWS call.
 pub async fn load_sdk_config_without_imds_region(aws: &AwsConfig) -> aws_config::SdkConfig {
+    use aws_config::default_provider::credentials::DefaultCredentialsChain;
+    use aws_config::meta::region::RegionProviderChain;
+    let off_instance = || {
+        RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+    };
     let mut loader = sdk_config_loader(aws);
     if aws.region.is_none() {
-        use aws_config::meta::region::RegionProviderChain;
-        let chain = RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
-            .or_else(aws_config::profile::ProfileFileRegionProvider::new());
-        loader = loader.region(chain);
+        // The default credentials chain looks the region up once more when
+        // none was found, IMDS included: it gets the same chain.
+        let credentials = DefaultCredentialsChain::builder().region(off_instance()).build().await;
+        loader = loader.region(off_instance()).credentials_provider(credentials);
     }
     loader.load().await
 }
