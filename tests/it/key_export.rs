@@ -81,7 +81,7 @@ fn plaintext_keys_go_only_where_asked_and_decrypt_with_openssl() {
     // To a pipe: the key on stdout only.
     let piped = ok(server.cli(&["unwrap-key", "--encryption", &path("clip.json")]));
     assert_eq!(String::from_utf8_lossy(&piped.stdout), key_hex);
-    assert_no_key_in(&String::from_utf8_lossy(&piped.stderr), &[key.clone()], "unwrap-key's stderr");
+    assert_no_key_in(&String::from_utf8_lossy(&piped.stderr), std::slice::from_ref(&key), "unwrap-key's stderr");
     let raw = ok(server.cli(&["unwrap-key", "--encryption", &path("clip.json"), "--key-encoding", "raw"]));
     assert_eq!(raw.stdout, key);
 
@@ -89,7 +89,7 @@ fn plaintext_keys_go_only_where_asked_and_decrypt_with_openssl() {
     let refused = on_terminal(&server, &["unwrap-key", "--encryption", &path("clip.json")]);
     assert!(!refused.status.success());
     assert!(text(&refused).contains("stdout is a terminal"), "{}", text(&refused));
-    assert_no_key_in(&text(&refused), &[key.clone()], "a terminal without --force-terminal");
+    assert_no_key_in(&text(&refused), std::slice::from_ref(&key), "a terminal without --force-terminal");
     let forced = on_terminal(&server, &["unwrap-key", "--encryption", &path("clip.json"), "--force-terminal"]);
     assert!(forced.status.success(), "{}", text(&forced));
     assert!(text(&forced).contains(key_hex.trim()), "--force-terminal prints the key");
