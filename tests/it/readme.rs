@@ -77,6 +77,16 @@ fn matches_sample(sample: &Value, actual: &Value, block: &Block) {
     }
 }
 
+/// The walk-through's broker, killed if the test fails before it stops it.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits until something listens on `addr`, or the server exits.
 fn wait_listening(server: &mut Child, addr: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -132,8 +142,8 @@ fn the_readme_walkthrough_works_as_written() {
     let log = scratch.path().join("server.log");
     let file = std::fs::File::create(&log).unwrap();
     let mut server =
-        shell(&format!("exec {}", serve.text)).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
-    wait_listening(&mut server, &addr, &log);
+        Broker(shell(&format!("exec {}", serve.text)).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap());
+    wait_listening(&mut server.0, &addr, &log);
 
     let mut last: Option<(usize, Vec<u8>)> = None;
     for block in &blocks[1..] {
@@ -172,8 +182,8 @@ fn the_readme_walkthrough_works_as_written() {
         .iter()
         .map(|name| hex::decode(std::fs::read_to_string(work.join(name)).unwrap().trim()).unwrap())
         .collect();
-    assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
-    let status = server.wait().unwrap();
+    assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
+    let status = server.0.wait().unwrap();
     let server_log = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{server_log}");
     assert_no_key_in(&server_log, &keys, "the walk-through broker's output");
