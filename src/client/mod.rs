@@ -102,9 +102,10 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::IssueKey(args) => keys::issue_key(args).await,
+        // Ctrl-C drops the call, and with it a key file not yet written.
+        Command::IssueKey(args) => interruptible(keys::issue_key(args)).await,
         Command::WrapKey(args) => keys::wrap_key(args).await,
-        Command::UnwrapKey(args) => keys::unwrap_key(args).await,
+        Command::UnwrapKey(args) => interruptible(keys::unwrap_key(args)).await,
         Command::SubmitJob(args) => job::submit_job(args).await,
         Command::Encrypt(args) => interruptible(files::encrypt_file(args)).await,
         Command::Decrypt(args) => interruptible(files::decrypt_file(args)).await,
