@@ -106,6 +106,16 @@ fn serve_help_names_variables_and_defaults() {
     assert!(named >= 12, "too few variables named: {help}");
 }
 
+/// `decrypt --help` claims authentication only for the mode that has it.
+#[test]
+fn decrypt_help_says_only_aes_gcm_is_authenticated() {
+    let out = Command::new(BIN).args(["decrypt", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("for aes-gcm, once its tag verified"), "{help}");
+    assert!(help.contains("aes-cbc-pkcs7 and aes-ctr carry no authentication"), "{help}");
+    assert!(!help.contains("whole file authenticated"), "{help}");
+}
+
 /// Completion scripts and man pages come from the command tree itself:
 /// bash accepts the script and it knows the newest subcommand's flags;
 /// the man pages cover each subcommand.
