@@ -12,10 +12,23 @@ use clap::Parser as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = keybroker::client::Cli::parse();
-    match keybroker::client::run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("keybroker: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(keybroker::client::run(cli));
+    // Everything a command must finish it finished inside `run` (`serve`:
+    // the drain and the last audit checkpoint, before it logs "keybroker
+    // stopped"). Work left on the blocking pool (a file read, a DNS lookup
+    // of an SDK client) is abandoned, not waited for, so that line is the
+    // last thing the process does.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("keybroker: {err}");

@@ -15,6 +15,29 @@ pub async fn load_sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
     sdk_config_loader(aws).load().await
 }
 
+/// As [`load_sdk_config`], but the region comes only from `aws.region`,
+/// `AWS_REGION` or the profile, never from the EC2 instance metadata
+/// service: for a broker on the local keyring, which is mostly run on
+/// machines that are not EC2 instances, where asking IMDS costs start-up
+/// time and two long warnings. Credentials are still resolved lazily, on
+/// the first AWS call.
+pub async fn load_sdk_config_without_imds_region(aws: &AwsConfig) -> aws_config::SdkConfig {
+    use aws_config::default_provider::credentials::DefaultCredentialsChain;
+    use aws_config::meta::region::RegionProviderChain;
+    let off_instance = || {
+        RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+    };
+    let mut loader = sdk_config_loader(aws);
+    if aws.region.is_none() {
+        // The default credentials chain looks the region up once more when
+        // none was found, IMDS included: it gets the same chain.
+        let credentials = DefaultCredentialsChain::builder().region(off_instance()).build().await;
+        loader = loader.region(off_instance()).credentials_provider(credentials);
+    }
+    loader.load().await
+}
+
 /// The loader behind [`load_sdk_config`], for callers (tests, tools) that
 /// add an endpoint or credentials of their own before loading.
 pub fn sdk_config_loader(aws: &AwsConfig) -> aws_config::ConfigLoader {

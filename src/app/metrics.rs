@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests by RPC and gRPC code with latency, KMS calls
 //! by operation with latency and errors, calls in flight, rate-limit and
 //! load-shed rejections, connections open and dropped by a limit, audit
-//! write failures.
+//! write failures and commit times, key ledger commit times and failures.
 //!
 //! Recording goes through the `metrics` facade and costs nothing until
 //! [`install`] sets the Prometheus recorder, which serves the text format at
@@ -29,6 +29,7 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .install()
         .map_err(|e| e.to_string())?;
     describe();
+    register_counters();
     tracing::info!(%addr, "Prometheus metrics at /metrics");
     Ok(())
 }
@@ -50,11 +51,35 @@ fn describe() {
         "connections refused or closed by a connection limit, by reason"
     );
     metrics::describe_counter!("keybroker_audit_write_failures_total", "audit records that could not be written");
+    metrics::describe_histogram!("keybroker_audit_commit_records", "audit records per group commit");
+    metrics::describe_histogram!("keybroker_audit_commit_seconds", "time of one audit write and fdatasync");
     metrics::describe_gauge!("keybroker_audit_checkpoint_sequence", "the seq of the last audit checkpoint");
     metrics::describe_counter!(
         "keybroker_audit_checkpoint_failures_total",
         "audit checkpoints not written to audit.checkpoint_path"
     );
+    metrics::describe_histogram!("keybroker_ledger_commit_rows", "key ledger rows per group commit");
+    metrics::describe_histogram!("keybroker_ledger_commit_seconds", "time of one key ledger commit (one transaction)");
+    metrics::describe_counter!(
+        "keybroker_ledger_commit_failures_total",
+        "key ledger commits that failed (each failed its calls UNAVAILABLE)"
+    );
+}
+
+/// Exports the counters of rare events at 0 from the start, so a
+/// dashboard's `rate()` and an alert on them see a series before the first
+/// refusal or failure, not a gap.
+fn register_counters() {
+    counter!("keybroker_rate_limited_total").increment(0);
+    for limit in ["server", "identity"] {
+        counter!("keybroker_load_shed_total", "limit" => limit).increment(0);
+    }
+    for reason in ["connection_limit", "peer_limit", "handshakes", "handshake_timeout", "idle"] {
+        counter!("keybroker_connections_dropped_total", "reason" => reason).increment(0);
+    }
+    counter!("keybroker_audit_write_failures_total").increment(0);
+    counter!("keybroker_audit_checkpoint_failures_total").increment(0);
+    counter!("keybroker_ledger_commit_failures_total").increment(0);
 }
 
 /// One RPC answered.

@@ -104,7 +104,10 @@ impl Peers {
         let aws_kms_missing = self.kms.is_none() && config.kms.backend == KmsBackend::Aws;
         let et_missing = self.et.is_none() && config.transcoder.submit;
         let sdk = if aws_kms_missing || et_missing {
-            Some(crate::app::aws::load_sdk_config(&config.aws).await)
+            Some(match config.kms.backend {
+                KmsBackend::Aws => crate::app::aws::load_sdk_config(&config.aws).await,
+                KmsBackend::Local => crate::app::aws::load_sdk_config_without_imds_region(&config.aws).await,
+            })
         } else {
             None
         };
@@ -407,7 +410,7 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let local_addr = listener.local_addr().ok();
+    let local_addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |addr| addr.to_string());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -468,7 +471,7 @@ async fn serve(
         tokio::spawn(health_only.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())));
     }
     tracing::info!(
-        listen = ?local_addr,
+        listen = %local_addr,
         dev = config.dev,
         tls = ?config.tls.mode,
         kms = ?config.kms.backend,

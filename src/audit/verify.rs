@@ -114,10 +114,7 @@ fn verify_probing(path: &Path, key: &ChainKey, probe: Option<u64>) -> std::io::R
                     return broken(format!("record seq {seq} comes before seq {expected}: reordered"));
                 }
                 if seq > expected {
-                    return broken(format!(
-                        "records seq {expected} to {} were deleted before record seq {seq}",
-                        seq - 1
-                    ));
+                    return broken(deleted(expected, seq));
                 }
                 if seq < expected {
                     return broken(format!("record seq {seq} after seq {}: inserted or reordered", expected - 1));
@@ -295,6 +292,16 @@ pub fn verify_files(
 
 /// Whether the chain `report` read reaches `checkpoint`, given the hash
 /// found at its seq.
+/// What a gap in the seqs says: the record (or records) before `seq`,
+/// from `expected` on, are missing.
+fn deleted(expected: u64, seq: u64) -> String {
+    if seq - expected == 1 {
+        format!("record seq {expected} was deleted before record seq {seq}")
+    } else {
+        format!("records seq {expected} to {} were deleted before record seq {seq}", seq - 1)
+    }
+}
+
 fn reaches(checkpoint: Option<&Checkpoint>, probed: Option<String>, report: &ChainReport) -> Result<(), ChainFault> {
     let Some(checkpoint) = checkpoint else {
         return Ok(());
@@ -379,6 +386,12 @@ pub(super) mod tests {
     use crate::audit::chain::{Chain, push_chained};
     use crate::audit::key::tests::{fixed, key};
     use crate::audit::record::tests::record;
+
+    #[test]
+    fn one_missing_record_is_named_in_the_singular() {
+        assert_eq!(deleted(1, 2), "record seq 1 was deleted before record seq 2");
+        assert_eq!(deleted(1, 4), "records seq 1 to 3 were deleted before record seq 4");
+    }
 
     /// A log of `n` records in a fresh directory, chained as the committer
     /// chains them.

@@ -172,51 +172,63 @@ pub struct SubmitJobArgs {
 }
 
 /// `keybroker serve`.
+// Each flag's help names the variable that sets the same configuration key,
+// and the default. The variables are read by the configuration loader (file,
+// then environment, then flags), not by clap (`env`), so `--dev`'s profile
+// stays between the environment and the flags.
 #[derive(Debug, Args)]
+#[command(after_help = "Every configuration key has a variable: KEYBROKER_ and the key path in upper case, \
+nested keys joined by __ (kms.backend: KEYBROKER_KMS__BACKEND). A flag wins over the variable, the \
+variable over the file (--config). RUST_LOG wins over log.filter.")]
 pub struct ServeArgs {
-    /// TOML configuration file.
+    /// TOML configuration file (keys and defaults: deploy/keybroker.example.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Development mode: local keyring, plaintext gRPC on loopback only.
+    /// Development mode: local keyring, plaintext gRPC on loopback only, no job submission
+    /// [env: KEYBROKER_DEV] [default: false].
     #[arg(long)]
     pub dev: bool,
-    /// Listen address (default 127.0.0.1:50051).
+    /// gRPC listen address [env: KEYBROKER_LISTEN] [default: 127.0.0.1:50051].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// KMS backend.
+    /// KMS backend [env: KEYBROKER_KMS__BACKEND] [default: aws; local with --dev].
     #[arg(long, value_enum)]
     pub kms: Option<KmsBackend>,
-    /// The KMS key used when a request names none.
+    /// The KMS key used when a request names none [env: KEYBROKER_KMS__DEFAULT_KEY_ID]
+    /// [default: none; alias/keybroker-dev with --dev].
     #[arg(long, value_name = "ID")]
     pub kms_key_id: Option<String>,
-    /// Let plaintext keys leave the broker (return_plaintext, UnwrapKey).
+    /// Let plaintext keys leave the broker (return_plaintext, UnwrapKey, DecryptObject)
+    /// [env: KEYBROKER_ALLOW_PLAINTEXT_EXPORT] [default: false].
     #[arg(long)]
     pub allow_plaintext_export: bool,
-    /// Log format.
+    /// Log format [env: KEYBROKER_LOG__FORMAT] [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// TLS mode: mutual (default), server, or plaintext (loopback only).
+    /// TLS mode: mutual, server, or plaintext (loopback only) [env: KEYBROKER_TLS__MODE]
+    /// [default: mutual; plaintext with --dev].
     #[arg(long, value_enum)]
     pub tls_mode: Option<TlsMode>,
-    /// Server certificate chain (PEM).
+    /// Server certificate chain, PEM [env: KEYBROKER_TLS__CERT_FILE].
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
+    /// Server private key, PEM [env: KEYBROKER_TLS__KEY_FILE].
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// CA certificates that client certificates must chain to (PEM).
+    /// CA certificates that client certificates must chain to, PEM [env: KEYBROKER_TLS__CLIENT_CA_FILE].
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
-    /// Policy file (TOML): who may do what. Default deny.
+    /// Policy file (TOML): who may do what; default deny [env: KEYBROKER_POLICY__FILE]
+    /// [default: none, required outside --dev unless policy.allow_all].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Audit log (JSON lines, hash-chained).
+    /// Audit log, JSON lines with a keyed chain [env: KEYBROKER_AUDIT__FILE] [default: none].
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
-    /// Prometheus /metrics listen address.
+    /// Prometheus /metrics listen address [env: KEYBROKER_METRICS_LISTEN] [default: none].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Plaintext health-only gRPC listen address, for probes.
+    /// Plaintext health-only gRPC listen address, for probes [env: KEYBROKER_HEALTH_LISTEN] [default: none].
     #[arg(long, value_name = "ADDR")]
     pub health_listen: Option<SocketAddr>,
 }
@@ -308,6 +320,39 @@ pub struct IssueKeyArgs {
     #[arg(long, default_value = "aes-cbc-pkcs7")]
     pub mode: String,
     /// The service that will decrypt the key.
+    #[arg(long, value_enum, default_value = "elastic-transcoder")]
+    pub context: ContextArg,
+    /// Also take the plaintext key (the broker must allow plaintext export)
+    /// and write it as hex to this new file, mode 0600; an existing file is
+    /// never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub plaintext_out: Option<PathBuf>,
+}
+
+/// `keybroker unwrap-key`.
+#[derive(Debug, Args)]
+pub struct UnwrapKeyArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// ET's `Encryption` JSON, as `issue-key` and `encrypt` print it (or an
+    /// object holding it under `Encryption`).
+    #[arg(long, value_name = "FILE")]
+    pub encryption: PathBuf,
+    /// Write the key to this new file, mode 0600 (never overwritten), and
+    /// print the IV as hex on stdout. Without it the key goes to stdout,
+    /// which must not be a terminal unless --force-terminal.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the key on stdout even when it is a terminal.
+    #[arg(long, conflicts_with = "out")]
+    pub force_terminal: bool,
+    /// How the key is written: `hex` (for `openssl enc -K`), `base64` or `raw` bytes.
+    #[arg(long, value_enum, default_value = "hex")]
+    pub key_encoding: KeyEncoding,
+    /// The KMS key that must have wrapped it (id, ARN or alias; default: any).
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub kms_key_id: String,
+    /// The service context the key was wrapped under.
     #[arg(long, value_enum, default_value = "elastic-transcoder")]
     pub context: ContextArg,
 }

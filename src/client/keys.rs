@@ -1,18 +1,20 @@
-//! `issue-key` and `wrap-key`, and ET's `Encryption` JSON as the CLI prints
-//! and reads it.
+//! `issue-key`, `wrap-key` and `unwrap-key`, and ET's `Encryption` JSON as
+//! the CLI prints and reads it.
 //!
 //! Owns reading key material from a file or stdin. Must never take key
-//! material from the command line, print a plaintext key, or leave a copy
-//! of one in memory that is not wiped.
+//! material from the command line, print a plaintext key (`--plaintext-out`
+//! hands it to [`crate::client::export`]), or leave a copy of one in memory
+//! that is not wiped.
 
 use std::io::Read as _;
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::client::args::{IssueKeyArgs, KeyEncoding, WrapKeyArgs};
+use crate::client::args::{IssueKeyArgs, KeyEncoding, UnwrapKeyArgs, WrapKeyArgs};
 use crate::client::connect::connect;
 use crate::client::error::CliError;
+use crate::client::export::{KeyFile, check_stdout, encode, write_stdout};
 use crate::custody::keys::EncryptionText;
 use crate::edge::pb;
 
@@ -57,19 +59,28 @@ pub fn read_encryption(path: &Path) -> Result<pb::Encryption, CliError> {
     })
 }
 
-/// `keybroker issue-key`.
+/// `keybroker issue-key`; with `--plaintext-out`, the plaintext key goes
+/// to that new file (claimed before the call) and nowhere else.
 pub(super) async fn issue_key(args: IssueKeyArgs) -> Result<(), CliError> {
+    let key_file = args.plaintext_out.as_deref().map(|path| KeyFile::create(path, "--plaintext-out")).transpose()?;
     let mut client = connect(&args.client).await?;
-    let response = client
+    let mut response = client
         .issue_data_key(pb::IssueDataKeyRequest {
             kms_key_id: args.kms_key_id,
             key_bits: args.key_bits,
             mode: args.mode,
-            return_plaintext: false,
+            return_plaintext: key_file.is_some(),
             context: args.context.to_proto(),
         })
         .await?
         .into_inner();
+    let key = Zeroizing::new(std::mem::take(&mut response.plaintext_key));
+    if let Some(file) = key_file {
+        if key.is_empty() {
+            return Err(CliError::Answer("the broker answered no plaintext key".to_owned()));
+        }
+        file.write(&encode(&key, KeyEncoding::Hex))?;
+    }
     eprintln!("kms_key_arn: {}", response.kms_key_arn);
     print_encryption(response.encryption)
 }
@@ -117,4 +128,46 @@ pub(super) async fn wrap_key(args: WrapKeyArgs) -> Result<(), CliError> {
     let response = client.wrap_key(request).await?.into_inner();
     eprintln!("kms_key_arn: {}", response.kms_key_arn);
     print_encryption(response.encryption)
+}
+
+/// `keybroker unwrap-key`: the key to a new 0600 file (`--out`, the IV as
+/// hex on stdout), or to stdout (not a terminal unless asked; the IV on
+/// stderr).
+pub(super) async fn unwrap_key(args: UnwrapKeyArgs) -> Result<(), CliError> {
+    let encryption = read_encryption(&args.encryption)?;
+    // Claim the file, or refuse a terminal, before anything is unwrapped.
+    let file = match &args.out {
+        Some(path) => Some(KeyFile::create(path, "--out")?),
+        None => {
+            check_stdout(args.force_terminal)?;
+            None
+        }
+    };
+    let mut client = connect(&args.client).await?;
+    let request = pb::UnwrapKeyRequest {
+        encryption: Some(encryption),
+        kms_key_id: args.kms_key_id,
+        context: args.context.to_proto(),
+    };
+    let mut response = client.unwrap_key(request).await?.into_inner();
+    let key = Zeroizing::new(std::mem::take(&mut response.plaintext_key));
+    if key.is_empty() {
+        return Err(CliError::Answer("the broker answered no key".to_owned()));
+    }
+    let encoded = encode(&key, args.key_encoding);
+    eprintln!("kms_key_arn: {}", response.kms_key_arn);
+    eprintln!("key_fingerprint: {}", response.key_fingerprint);
+    let iv = hex::encode(&response.initialization_vector);
+    match file {
+        Some(file) => {
+            file.write(&encoded)?;
+            // The IV is not secret: it travels in the clear in the block.
+            println!("{iv}");
+            Ok(())
+        }
+        None => {
+            eprintln!("initialization_vector: {iv}");
+            write_stdout(&encoded)
+        }
+    }
 }

@@ -70,16 +70,26 @@ impl LoadReport {
         self.errors.values().sum()
     }
 
+    /// The errors by code, ` (Unavailable 3, ...)`, or nothing when there
+    /// were none.
+    fn error_codes(&self) -> String {
+        if self.errors.is_empty() {
+            return String::new();
+        }
+        let codes: Vec<String> = self.errors.iter().map(|(code, n)| format!("{code} {n}")).collect();
+        format!(" ({})", codes.join(", "))
+    }
+
     /// A redis-benchmark-like summary.
     pub fn summary(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         format!(
-            "{:?}: {:.0} requests/s, {} ok, {} errors {:?}, latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+            "{:?}: {:.0} requests/s, {} ok, {} errors{}, latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
             self.rpc,
             self.rps(),
             self.ok,
             self.error_count(),
-            self.errors,
+            self.error_codes(),
             ms(self.p50),
             ms(self.p90),
             ms(self.p99),
@@ -228,4 +238,29 @@ pub async fn bench_command(args: BenchArgs) -> Result<(), CliError> {
         return Err(CliError::NoCallSucceeded(report.errors));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(errors: &[(&str, u64)]) -> LoadReport {
+        LoadReport {
+            rpc: LoadRpc::HealthCheck,
+            ok: 10,
+            errors: errors.iter().map(|(code, n)| ((*code).to_owned(), *n)).collect(),
+            elapsed: Duration::from_secs(1),
+            p50: Duration::ZERO,
+            p90: Duration::ZERO,
+            p99: Duration::ZERO,
+            max: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_summary_names_error_codes_only_when_there_are_errors() {
+        assert!(report(&[]).summary().contains("10 ok, 0 errors, latency"), "{}", report(&[]).summary());
+        let failing = report(&[("Unavailable", 3), ("Internal", 1)]).summary();
+        assert!(failing.contains("4 errors (Internal 1, Unavailable 3), latency"), "{failing}");
+    }
 }

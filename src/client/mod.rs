@@ -8,16 +8,19 @@
 //! would show it).
 //!
 //! - [`args`]: the flags; [`connect`]: the channel to the broker.
-//! - [`keys`]: `issue-key`, `wrap-key`; [`job`]: `submit-job`.
+//! - [`keys`]: `issue-key`, `wrap-key`, `unwrap-key`; [`export`]: where a
+//!   plaintext key may be written; [`job`]: `submit-job`.
 //! - [`files`]: `encrypt`, `decrypt`; [`health`]: `health`.
 //! - [`audit`]: `audit verify`, `audit export-key`; [`loadgen`]: `bench`.
 //! - [`records`]: `keys lookup`, `keys rewrap` (the key ledger).
-//! - [`error`]: how a command fails.
+//! - [`docs`]: `completions`, `man`; [`error`]: how a command fails.
 
 pub mod args;
 pub mod audit;
 pub mod connect;
+pub mod docs;
 pub mod error;
+pub mod export;
 pub mod files;
 pub mod health;
 pub mod job;
@@ -25,11 +28,12 @@ pub mod keys;
 pub mod loadgen;
 pub mod records;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::app::config::Config;
 use crate::client::args::{
-    AuditCommand, DecryptArgs, EncryptArgs, HealthArgs, IssueKeyArgs, ServeArgs, SubmitJobArgs, WrapKeyArgs,
+    AuditCommand, DecryptArgs, EncryptArgs, HealthArgs, IssueKeyArgs, ServeArgs, SubmitJobArgs, UnwrapKeyArgs,
+    WrapKeyArgs,
 };
 use crate::client::error::CliError;
 
@@ -53,6 +57,10 @@ pub enum Command {
     /// Have a running broker wrap key material you must use; prints ET's
     /// `Encryption` JSON.
     WrapKey(WrapKeyArgs),
+    /// Have a running broker unwrap ET's `Encryption` JSON and write the
+    /// plaintext key (hex by default) to a new 0600 file or a pipe, never to
+    /// a terminal unless asked. The broker must allow plaintext export.
+    UnwrapKey(UnwrapKeyArgs),
     /// Have a running broker key, validate and submit an Elastic Transcoder
     /// job written as ET's CreateJob JSON.
     SubmitJob(SubmitJobArgs),
@@ -60,7 +68,10 @@ pub enum Command {
     /// the broker; prints ET's `Encryption` JSON.
     Encrypt(EncryptArgs),
     /// Decrypt a file (or an S3 object) given its ET `Encryption` JSON; the
-    /// output appears only once the whole file authenticated.
+    /// output appears only once the broker read the whole file and ended the
+    /// stream OK (for aes-gcm, once its tag verified; aes-cbc-pkcs7 and
+    /// aes-ctr carry no authentication: tampering goes unnoticed beyond bad
+    /// CBC padding).
     Decrypt(DecryptArgs),
     /// Check a broker's health (grpc.health.v1); exit 0 when SERVING.
     Health(HealthArgs),
@@ -74,6 +85,20 @@ pub enum Command {
     /// Load a running broker, like redis-benchmark: requests per second,
     /// latency percentiles and errors, beside a bare gRPC baseline.
     Bench(loadgen::BenchArgs),
+    /// Print a shell completion script on stdout
+    /// (bash: `keybroker completions bash > /etc/bash_completion.d/keybroker`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (`keybroker man | man -l -`), or
+    /// write one page per subcommand into a directory.
+    Man {
+        /// Write keybroker.1, keybroker-serve.1, ... here instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs the parsed command.
@@ -83,8 +108,10 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::IssueKey(args) => keys::issue_key(args).await,
+        // Ctrl-C drops the call, and with it a key file not yet written.
+        Command::IssueKey(args) => interruptible(keys::issue_key(args)).await,
         Command::WrapKey(args) => keys::wrap_key(args).await,
+        Command::UnwrapKey(args) => interruptible(keys::unwrap_key(args)).await,
         Command::SubmitJob(args) => job::submit_job(args).await,
         Command::Encrypt(args) => interruptible(files::encrypt_file(args)).await,
         Command::Decrypt(args) => interruptible(files::decrypt_file(args)).await,
@@ -95,6 +122,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Audit(AuditCommand::ExportKey { out, kms }) => audit::export_key(&out, &kms).await,
         Command::Bench(args) => loadgen::bench_command(args).await,
+        Command::Completions { shell } => docs::completions(shell, Cli::command()),
+        Command::Man { out_dir } => docs::man(Cli::command(), out_dir.as_deref()),
     }
 }
 

@@ -50,6 +50,7 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Queued>) {
         metrics::histogram!("keybroker_ledger_commit_rows").record(rows as f64);
         metrics::histogram!("keybroker_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
+            metrics::counter!("keybroker_ledger_commit_failures_total").increment(1);
             tracing::error!(error = %e, rows, engine = store.engine(), "ledger rows not committed; failing their calls");
         }
         for done in answers {

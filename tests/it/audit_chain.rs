@@ -191,7 +191,7 @@ fn the_keyed_chain_catches_every_rewrite_and_a_cut_tail_with_the_local_keyring()
     caught(&edited, "line 4: record seq 3 was edited or forged");
     let mut deleted = all.clone();
     deleted.remove(5);
-    caught(&deleted, "records seq 5 to 5 were deleted");
+    caught(&deleted, "record seq 5 was deleted");
     let mut inserted = all.clone();
     inserted.insert(6, all[2].clone());
     caught(&inserted, "inserted");

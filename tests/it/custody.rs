@@ -576,7 +576,7 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     check(edited, "line 7: record seq 6 was edited");
     let mut deleted = lines.clone();
     deleted.remove(2);
-    check(deleted, "line 3: records seq 2 to 2 were deleted");
+    check(deleted, "line 3: record seq 2 was deleted");
     let mut swapped = lines.clone();
     swapped.swap(3, 4);
     check(swapped, "line 4: record seq 4 comes before seq 3: reordered");

@@ -35,10 +35,20 @@ pub fn free_addr() -> String {
 /// Starts `keybroker serve --listen ADDR ARGS…` in `cwd` with `env`, and
 /// waits until it listens.
 pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Served {
+    serve_without(cwd, args, env, &[])
+}
+
+/// [`serve`], with the variables `unset` removed from the server's
+/// environment.
+pub fn serve_without(cwd: &Path, args: &[&str], env: &[(&str, String)], unset: &[&str]) -> Served {
     let addr = free_addr();
     let log = cwd.join("server.log");
     let file = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    for name in unset {
+        command.env_remove(name);
+    }
+    let mut child = command
         .current_dir(cwd)
         .arg("serve")
         .args(["--listen", &addr])
