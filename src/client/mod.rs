@@ -11,6 +11,7 @@
 //! - [`keys`]: `issue-key`, `wrap-key`; [`job`]: `submit-job`.
 //! - [`files`]: `encrypt`, `decrypt`; [`health`]: `health`.
 //! - [`audit`]: `audit verify`, `audit export-key`; [`loadgen`]: `bench`.
+//! - [`pipeline`]: `pipeline check`, `pipeline connect`.
 //! - [`error`]: how a command fails.
 
 pub mod args;
@@ -22,12 +23,14 @@ pub mod health;
 pub mod job;
 pub mod keys;
 pub mod loadgen;
+pub mod pipeline;
 
 use clap::{Parser, Subcommand};
 
 use crate::app::config::Config;
 use crate::client::args::{
-    AuditCommand, DecryptArgs, EncryptArgs, HealthArgs, IssueKeyArgs, ServeArgs, SubmitJobArgs, WrapKeyArgs,
+    AuditCommand, DecryptArgs, EncryptArgs, HealthArgs, IssueKeyArgs, PipelineCommand, ServeArgs, SubmitJobArgs,
+    WrapKeyArgs,
 };
 use crate::client::error::CliError;
 
@@ -65,6 +68,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check a pipeline's KMS set-up, or connect a KMS key to it.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Load a running broker, like redis-benchmark: requests per second,
     /// latency percentiles and errors, beside a bare gRPC baseline.
     Bench(loadgen::BenchArgs),
@@ -87,6 +93,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             audit::audit_verify(&files, after.as_deref(), checkpoint.as_deref(), allow_legacy, &key).await
         }
         Command::Audit(AuditCommand::ExportKey { out, kms }) => audit::export_key(&out, &kms).await,
+        Command::Pipeline(command) => pipeline::pipeline_command(command).await,
         Command::Bench(args) => loadgen::bench_command(args).await,
     }
 }

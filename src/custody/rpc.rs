@@ -1,6 +1,6 @@
 //! The operations a caller may be granted, by name: the policy's `rpcs`,
 //! the audit log's `rpc`, the metrics' `rpc` label and the gRPC method all
-//! speak of the same six.
+//! speak of the same ones.
 //!
 //! Owns the names and which operations always hand plaintext out. Lives in
 //! custody because the policy grants them; knows nothing of gRPC paths.
@@ -22,17 +22,23 @@ pub enum Rpc {
     EncryptObject,
     /// A file or S3 object decrypted: always plaintext out.
     DecryptObject,
+    /// A pipeline's KMS set-up checked; changes nothing.
+    CheckPipeline,
+    /// A KMS key put on a pipeline and its role let use it (or the plan).
+    ConnectPipeline,
 }
 
 impl Rpc {
     /// Every RPC, in the order the API lists them.
-    pub const ALL: [Rpc; 6] = [
+    pub const ALL: [Rpc; 8] = [
         Rpc::IssueDataKey,
         Rpc::WrapKey,
         Rpc::UnwrapKey,
         Rpc::SubmitEncryptedJob,
         Rpc::EncryptObject,
         Rpc::DecryptObject,
+        Rpc::CheckPipeline,
+        Rpc::ConnectPipeline,
     ];
 
     /// The RPC's name, as the proto, the policy and the audit log write it.
@@ -44,6 +50,8 @@ impl Rpc {
             Rpc::SubmitEncryptedJob => "SubmitEncryptedJob",
             Rpc::EncryptObject => "EncryptObject",
             Rpc::DecryptObject => "DecryptObject",
+            Rpc::CheckPipeline => "CheckPipeline",
+            Rpc::ConnectPipeline => "ConnectPipeline",
         }
     }
 

@@ -14,6 +14,7 @@ use crate::custody::kms::KmsErrorKind;
 use crate::custody::policy::Denial;
 use crate::jobs::et::JobError;
 use crate::jobs::et::error::EtErrorKind;
+use crate::jobs::et::preflight::PreflightError;
 use crate::ledger::LedgerError;
 use crate::objects::cipher::CipherError;
 use crate::objects::{ObjectError, S3ErrorKind};
@@ -113,6 +114,33 @@ impl From<JobError> for Status {
             JobError::Ledger(ledger) => ledger_status(ledger),
             JobError::TokenReused(_) => Status::already_exists(err.to_string()),
             JobError::TokenInFlight(_) => Status::aborted(err.to_string()),
+        }
+    }
+}
+
+impl From<PreflightError> for Status {
+    fn from(err: PreflightError) -> Self {
+        match &err {
+            PreflightError::Invalid(_) => Status::invalid_argument(err.to_string()),
+            PreflightError::Denied(denial) => denial_status(denial),
+            PreflightError::NotFound(_) => Status::not_found(err.to_string()),
+            PreflightError::Precondition(_) => Status::failed_precondition(err.to_string()),
+            PreflightError::Et(et) => match et.kind {
+                EtErrorKind::Unavailable => Status::unavailable(err.to_string()),
+                EtErrorKind::NotFound => Status::not_found(err.to_string()),
+                EtErrorKind::NotConfigured => Status::failed_precondition(err.to_string()),
+                EtErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+                EtErrorKind::Rejected => Status::invalid_argument(err.to_string()),
+                EtErrorKind::Internal => internal(&err),
+            },
+            PreflightError::Kms { kind, .. } => match kind {
+                KmsErrorKind::Unavailable => Status::unavailable(err.to_string()),
+                KmsErrorKind::KeyUnusable | KmsErrorKind::InvalidCiphertext => {
+                    Status::failed_precondition(err.to_string())
+                }
+                KmsErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+                KmsErrorKind::Internal => internal(&err),
+            },
         }
     }
 }
