@@ -199,7 +199,6 @@ struct Services {
 }
 
 impl Services {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         config: &Config,
         kms: Arc<dyn Kms>,

@@ -467,3 +467,175 @@ async fn the_policy_governs_both_rpcs_and_every_call_is_audited() {
     assert_eq!(records[0]["pipeline"], id);
     assert_eq!(records[0]["kms_key_arn"], arn.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_pipeline_is_checked_at_start_as_warnings_and_on_demand() {
+    let moto = Moto::shared();
+    let arn = good_key(moto).await;
+    let id = "2000000000030-config";
+    let far_bucket = bucket(moto, "eu-west-1").await;
+    let table = keybroker::jobs::et::pipeline::Pipeline {
+        id: id.into(),
+        kms_key_arn: Some(arn.clone()),
+        role: DEFAULT_ROLE.into(),
+        region: Some("us-east-1".into()),
+        input_bucket: Some(far_bucket.clone()),
+        output_bucket: Some(bucket(moto, "us-east-1").await),
+        thumbnail_bucket: None,
+    };
+    let default_key = moto.create_key().await;
+    let mut config = aws_config(&default_key);
+    config.transcoder.pipelines = vec![table];
+    let kms = aws_kms(moto, &config).await;
+    let sdk = moto.sdk_config();
+    // No Elastic Transcoder at all: the table is the only source.
+    let peers = Peers { kms: Some(kms), et: None, s3: Some(s3(moto)), aws: Some(sdk) };
+    let broker = TestBroker::start_with(config, peers).await;
+
+    // At start: a warning naming the pipeline, the requirement and the bucket.
+    let warned = |logs: &str| {
+        logs.lines().any(|l| {
+            l.contains("WARN") && l.contains("pipeline preflight") && l.contains(id) && l.contains(&far_bucket)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !warned(&crate::support::logs::text()) {
+        assert!(std::time::Instant::now() < deadline, "no start-up preflight warning for {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The server serves all the same.
+    let answer = check(&broker, id).await;
+    assert_eq!(answer.source, "configuration");
+    let (outcome, detail, fix) = requirement(&answer, "one-region");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains(&format!("the input bucket {far_bucket}: eu-west-1")), "{detail}");
+    assert!(fix.contains("[[transcoder.pipelines]]"), "{fix}");
+    assert_eq!(requirement(&answer, "probe").0, "pass");
+
+    // Connect cannot rewrite the table: a different key is refused before
+    // any grant is made; the plan says where to set it.
+    let other = good_key(moto).await;
+    let mut client = broker.client().await;
+    let request =
+        |arn: &str, apply| pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.into(), apply };
+    let plan = client.connect_pipeline(request(&other, false)).await.unwrap().into_inner();
+    assert!(plan.changes[0].detail.contains("[[transcoder.pipelines]]"), "{}", plan.changes[0].detail);
+    let err = client.connect_pipeline(request(&other, true)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let grants = kms_in(moto, "us-east-1").list_grants().key_id(&other).send().await.unwrap();
+    assert!(grants.grants().is_empty());
+}
+
+/// The CLI as a user runs it, against `keybroker serve` on moto with a
+/// pipeline in its configuration file: the start-up warnings, `pipeline
+/// check`'s report and exit status, and `pipeline connect` without and with
+/// `--apply`.
+#[test]
+fn the_cli_checks_and_connects_a_pipeline() {
+    use crate::support::process::serve;
+    let moto = Moto::shared();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let id = "2000000000040-clirun";
+    let (arn, input, output) = runtime.block_on(async {
+        // The broker may use the key; the pipeline's role may not, yet.
+        let arn = key(moto, "us-east-1", Some(vec![allow(BROKER_USER, &["kms:Encrypt", "kms:Decrypt"])])).await;
+        (arn, bucket(moto, "us-east-1").await, bucket(moto, "us-east-1").await)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keybroker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\nmode = \"plaintext\"\n[policy]\nallow_all = true\n[kms]\nbackend = \"aws\"\ndefault_key_id = \"{arn}\"\n\
+             [s3]\nforce_path_style = true\n[transcoder]\nsubmit = false\n\
+             [[transcoder.pipelines]]\nid = \"{id}\"\nkms_key_arn = \"{arn}\"\nrole = \"{DEFAULT_ROLE}\"\n\
+             region = \"us-east-1\"\ninput_bucket = \"{input}\"\noutput_bucket = \"{output}\"\n"
+        ),
+    )
+    .unwrap();
+    let server = serve(dir.path(), &["--config", config.to_str().unwrap()], &moto.env());
+
+    let out = server.cli(&["pipeline", "check", id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a failed requirement exits 1:\n{stdout}");
+    assert!(stdout.starts_with(&format!("pipeline {id} (from configuration)\n  kms key: {arn}\n")), "{stdout}");
+    assert!(
+        stdout.contains("\npass     customer-managed-key  the pipeline names the customer-managed key"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nfail     role-may-decrypt      neither the key policy nor a grant lets"), "{stdout}");
+    assert!(stdout.contains(&format!("fix: keybroker pipeline connect {id} --kms-key ARN --apply")), "{stdout}");
+    assert!(stdout.contains("\npass     probe "), "{stdout}");
+    assert!(stdout.ends_with("not ready: 5 passed, 1 failed, 0 unknown\n"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("pipeline {id}: 1 requirement(s) not met")), "{stderr}");
+    // The same finding was a warning when the server started.
+    let log = server.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("pipeline preflight") && l.contains(id) && l.contains("role-may-decrypt")),
+        "{log}"
+    );
+
+    let grants =
+        || runtime.block_on(async { kms_in(moto, "us-east-1").list_grants().key_id(&arn).send().await.unwrap() });
+    let out = server.cli(&["pipeline", "connect", id, "--kms-key", &arn]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("plan (nothing changed; run with --apply to make it):\n"), "{stdout}");
+    assert!(stdout.contains("1. UpdatePipeline [already done]"), "{stdout}");
+    assert!(stdout.contains("2. CreateGrant [planned]"), "{stdout}");
+    assert!(grants().grants().is_empty(), "a plan made a grant");
+
+    let out = server.cli(&["pipeline", "connect", id, "--kms-key", &arn, "--apply", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["Applied"], true);
+    assert_eq!(answer["Changes"][1]["State"], "done");
+    assert_eq!(answer["Check"]["Ready"], true, "{answer:#}");
+    assert_eq!(grants().grants().len(), 1);
+
+    let out = server.cli(&["pipeline", "check", id, "--json"]);
+    assert!(out.status.success());
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<&str> =
+        answer["Requirements"].as_array().unwrap().iter().map(|r| r["Outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["pass"; 6]);
+
+    // A malformed id is refused by name.
+    let out = server.cli(&["pipeline", "check", "nope"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(r#"pipeline_id: must match ^\d{13}-\w{6}$, got "nope""#), "{stderr}");
+}
+
+/// The suite's ET endpoint holds UpdatePipeline to ET's model, so the
+/// broker's body is checked as ET checked it: bad members are refused and
+/// change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
+    let moto = Moto::shared();
+    let id = "2000000000050-etmodl";
+    let et = EtEndpoint::spawn(moto.kms(), vec![PipelineFixture::new(id, None)], KeyMd5Reading::Plaintext).await;
+    let client = et.sdk_client(&moto.sdk_config());
+
+    let err = client.update_pipeline().id(id).role("arn:aws:iam::1:role/x").send().await.unwrap_err();
+    assert!(err.into_service_error().is_validation_exception());
+    let err = client.update_pipeline().id(id).input_bucket("no spaces allowed").send().await.unwrap_err();
+    assert!(err.into_service_error().is_validation_exception());
+    let err = client.update_pipeline().id(id).aws_kms_key_arn("k".repeat(256)).send().await.unwrap_err();
+    assert!(err.into_service_error().is_validation_exception());
+    let err = client.update_pipeline().id("2999999999999-nosuch").aws_kms_key_arn("a").send().await.unwrap_err();
+    assert!(err.into_service_error().is_resource_not_found_exception());
+    let rejections = et.rejections();
+    assert!(rejections[0].starts_with("Role: "), "{rejections:?}");
+    assert!(rejections[1].starts_with("InputBucket: "), "{rejections:?}");
+    assert!(rejections[2].starts_with("AwsKmsKeyArn: length 256"), "{rejections:?}");
+    assert!(et.pipeline_updates().is_empty());
+    assert_eq!(et.pipeline(id).unwrap().kms_key_arn, None);
+
+    let arn = "arn:aws:kms:us-east-1:111122223333:key/k";
+    let answer = client.update_pipeline().id(id).aws_kms_key_arn(arn).send().await.unwrap();
+    assert_eq!(answer.pipeline().unwrap().aws_kms_key_arn(), Some(arn));
+    let read = client.read_pipeline().id(id).send().await.unwrap();
+    assert_eq!(read.pipeline().unwrap().aws_kms_key_arn(), Some(arn));
+}

@@ -34,7 +34,8 @@ pub struct Pipeline {
     /// `OutputBucket`).
     #[serde(default)]
     pub output_bucket: Option<String>,
-    /// The bucket ET writes thumbnails to (`ThumbnailConfig.Bucket`).
+    /// The bucket ET writes thumbnails to (`ThumbnailConfig.Bucket`);
+    /// unset, the output bucket.
     #[serde(default)]
     pub thumbnail_bucket: Option<String>,
 }

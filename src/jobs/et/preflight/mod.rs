@@ -243,7 +243,10 @@ impl Preflight {
         let buckets = [
             ("input bucket", &pipeline.input_bucket),
             ("output bucket", &pipeline.output_bucket),
-            ("thumbnail bucket", &pipeline.thumbnail_bucket),
+            (
+                "thumbnail bucket",
+                if pipeline.thumbnail_bucket.is_some() { &pipeline.thumbnail_bucket } else { &pipeline.output_bucket },
+            ),
         ];
         let mut seen: Vec<(String, Option<String>)> = Vec::new();
         for (what, bucket) in buckets {
