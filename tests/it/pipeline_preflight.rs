@@ -639,3 +639,69 @@ async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
     let read = client.read_pipeline().id(id).send().await.unwrap();
     assert_eq!(read.pipeline().unwrap().aws_kms_key_arn(), Some(arn));
 }
+
+/// A KMS over moto's that remembers every plaintext it was asked to wrap,
+/// so the test can look for the probe key where it must never be.
+struct Recording {
+    inner: std::sync::Arc<dyn keybroker::custody::kms::Kms>,
+    wrapped: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+#[async_trait::async_trait]
+impl keybroker::custody::kms::Kms for Recording {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn wrap(
+        &self,
+        key_id: &keybroker::custody::kms::KmsKeyId,
+        plaintext: &keybroker::custody::keys::DataKey,
+        context: keybroker::custody::keys::ServiceContext,
+    ) -> Result<keybroker::custody::kms::Wrapped, keybroker::custody::kms::KmsError> {
+        self.wrapped.lock().unwrap().push(plaintext.expose_secret().to_vec());
+        self.inner.wrap(key_id, plaintext, context).await
+    }
+
+    async fn unwrap(
+        &self,
+        key_id: Option<&keybroker::custody::kms::KmsKeyId>,
+        wrapped: &keybroker::custody::keys::WrappedKey,
+        context: keybroker::custody::keys::ServiceContext,
+    ) -> Result<keybroker::custody::kms::Unwrapped, keybroker::custody::kms::KmsError> {
+        self.inner.unwrap(key_id, wrapped, context).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
+    let moto = Moto::shared();
+    let arn = good_key(moto).await;
+    let id = "2000000000060-probek";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, Some(&arn)).await], KeyMd5Reading::Plaintext).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let default_key = moto.create_key().await;
+    let mut config = aws_config(&default_key);
+    config.audit.file = Some(audit.clone());
+    let recording = std::sync::Arc::new(Recording { inner: aws_kms(moto, &config).await, wrapped: Default::default() });
+    let sdk = moto.sdk_config();
+    let peers =
+        Peers { kms: Some(recording.clone()), et: Some(et.sdk_client(&sdk)), s3: Some(s3(moto)), aws: Some(sdk) };
+    let broker = TestBroker::start_with(config, peers).await;
+
+    let before = recording.wrapped.lock().unwrap().len();
+    let answer = check(&broker, id).await;
+    assert_eq!(requirement(&answer, "probe").0, "pass");
+    let mut client = broker.client().await;
+    let request = pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.clone(), apply: false };
+    let plan = client.connect_pipeline(request).await.unwrap().into_inner();
+    let probes: Vec<Vec<u8>> = recording.wrapped.lock().unwrap()[before..].to_vec();
+    assert_eq!(probes.len(), 2, "one probe key per check");
+    assert!(probes.iter().all(|k| k.len() == 32) && probes[0] != probes[1], "fresh 256-bit probe keys");
+
+    let answers = format!("{answer:?}{plan:?}");
+    crate::support::logs::assert_no_key_in(&answers, &probes, "the answers");
+    crate::support::logs::assert_no_key_in(&std::fs::read_to_string(&audit).unwrap(), &probes, "the audit log");
+    crate::support::logs::assert_no_key_logged(&probes);
+}

@@ -128,7 +128,7 @@ pub fn access(
     context: &BTreeMap<String, String>,
 ) -> (Outcome, String) {
     let who = &principal.arn;
-    let statements = policy.map(statements);
+    let statements = policy.map(|p| statements(p, context));
     if let Some(Err(e)) = &statements {
         return (Outcome::Unknown, format!("the key policy is not readable JSON ({e})"));
     }
@@ -220,7 +220,30 @@ fn strings(value: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn statements(policy: &str) -> Result<Vec<Statement>, serde_json::Error> {
+/// Whether a statement's `Condition` holds for a call under `context`:
+/// `None` when it tests anything but encryption-context keys with
+/// `StringEquals` or `StringLike` (the broker does not evaluate that).
+fn condition_holds(condition: &Value, context: &BTreeMap<String, String>) -> Option<bool> {
+    let mut holds = true;
+    for (operator, tests) in condition.as_object()? {
+        let like = match operator.as_str() {
+            "StringEquals" => false,
+            "StringLike" => true,
+            _ => return None,
+        };
+        for (key, wanted) in tests.as_object()? {
+            let lower = key.to_ascii_lowercase();
+            let name = lower.strip_prefix("kms:encryptioncontext:")?;
+            let actual = context.iter().find(|(k, _)| k.to_ascii_lowercase() == name).map(|(_, v)| v);
+            holds &= actual.is_some_and(|actual| {
+                strings(Some(wanted)).iter().any(|w| if like { glob(w, actual) } else { w == actual })
+            });
+        }
+    }
+    Some(holds)
+}
+
+fn statements(policy: &str, context: &BTreeMap<String, String>) -> Result<Vec<Statement>, serde_json::Error> {
     let document: Value = serde_json::from_str(policy)?;
     let list = match document.get("Statement") {
         Some(Value::Array(items)) => items.clone(),
@@ -230,6 +253,8 @@ fn statements(policy: &str) -> Result<Vec<Statement>, serde_json::Error> {
     Ok(list
         .iter()
         .enumerate()
+        // A statement whose condition fails under the context does not apply.
+        .filter(|(_, s)| s.get("Condition").is_none_or(|c| condition_holds(c, context) != Some(false)))
         .map(|(index, s)| {
             let principals = match s.get("Principal") {
                 Some(Value::String(star)) => vec![star.clone()],
@@ -243,7 +268,7 @@ fn statements(policy: &str) -> Result<Vec<Statement>, serde_json::Error> {
                 principals,
                 actions: strings(if not_actions { s.get("NotAction") } else { s.get("Action") }),
                 not_actions,
-                conditional: s.get("Condition").is_some_and(|c| c.as_object().is_none_or(|m| !m.is_empty()))
+                conditional: s.get("Condition").is_some_and(|c| condition_holds(c, context).is_none())
                     || s.get("NotPrincipal").is_some(),
             }
         })
@@ -331,6 +356,16 @@ mod tests {
             "Effect": "Allow", "Principal": { "AWS": ROLE }, "Action": "kms:Encrypt"
         }));
         assert_eq!(access(Some(&encrypt_only), &[], &role(), "kms:Decrypt", &et()).0, Outcome::Fail);
+        let et_only = policy(serde_json::json!({
+            "Effect": "Allow", "Principal": { "AWS": ROLE }, "Action": "kms:Decrypt",
+            "Condition": { "StringEquals": { "kms:EncryptionContext:service": "elastictranscoder.amazonaws.com" } }
+        }));
+        assert_eq!(access(Some(&et_only), &[], &role(), "kms:Decrypt", &et()).0, Outcome::Pass);
+        let mediaconvert_only = policy(serde_json::json!({
+            "Effect": "Allow", "Principal": { "AWS": ROLE }, "Action": "kms:Decrypt",
+            "Condition": { "StringEquals": { "kms:EncryptionContext:service": "mediaconvert.amazonaws.com" } }
+        }));
+        assert_eq!(access(Some(&mediaconvert_only), &[], &role(), "kms:Decrypt", &et()).0, Outcome::Fail);
         let wildcard = policy(serde_json::json!({
             "Effect": "Allow", "Principal": { "AWS": ROLE }, "Action": "kms:De*"
         }));
