@@ -29,7 +29,7 @@ use crate::edge::pb;
 use crate::edge::pb::key_broker_server::KeyBrokerServer;
 use crate::edge::tls::{ReloadableTls, TlsFiles};
 use crate::jobs::et::pipeline::Pipelines;
-use crate::jobs::et::preflight::{AwsAdmin, Outcome, Preflight};
+use crate::jobs::et::preflight::{AwsAdmin, Preflight};
 use crate::jobs::et::{Transcoder, TranscoderSettings};
 use crate::ledger::Ledger;
 use crate::objects::{Objects, ObjectsSettings};
@@ -215,37 +215,6 @@ impl Services {
         let gate = build_gate(config, chain_key)?;
         Ok(Services { broker, transcoder, objects, preflight, gate })
     }
-}
-
-/// Checks every pipeline of the configuration's table once, in the
-/// background: each requirement not met is a warning in the log, and
-/// nothing here stops the server.
-fn spawn_preflight_at_start(preflight: Arc<Preflight>) {
-    tokio::spawn(async move {
-        let grant = crate::custody::policy::Grant::unrestricted("keybroker", false);
-        for id in preflight.configured_pipelines() {
-            let report = match preflight.check(&id, &grant).await {
-                Ok(report) => report,
-                Err(e) => {
-                    tracing::warn!(pipeline_id = %id, error = %e, "pipeline preflight could not run");
-                    continue;
-                }
-            };
-            for r in report.requirements.iter().filter(|r| r.outcome != Outcome::Pass) {
-                tracing::warn!(
-                    pipeline_id = %id,
-                    requirement = r.name,
-                    outcome = r.outcome.as_str(),
-                    detail = %r.detail,
-                    fix = %r.fix,
-                    "pipeline preflight"
-                );
-            }
-            if report.ready() {
-                tracing::info!(pipeline_id = %id, "pipeline preflight: every requirement met");
-            }
-        }
-    });
 }
 
 /// The Elastic Transcoder side: static pipelines, and an ET client where
@@ -456,7 +425,7 @@ async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     if !config.dev {
-        spawn_preflight_at_start(preflight.clone());
+        preflight.check_configured_in_background();
     }
     let api = Api::new(broker, transcoder, gate.clone()).with_objects(objects).with_preflight(preflight);
     let key_broker = KeyBrokerServer::new(api).max_decoding_message_size(config.limits.max_message_bytes);

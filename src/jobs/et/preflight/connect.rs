@@ -190,13 +190,13 @@ impl Preflight {
             let client = self.transcoder.et().ok_or_else(|| {
                 PreflightError::Precondition("no Elastic Transcoder endpoint is configured".to_owned())
             })?;
-            client
-                .update_pipeline()
-                .id(id)
-                .aws_kms_key_arn(kms_key_arn)
-                .send()
-                .await
-                .map_err(|e| PreflightError::from(map_et_error("UpdatePipeline", &e)))?;
+            client.update_pipeline().id(id).aws_kms_key_arn(kms_key_arn).send().await.map_err(|e| {
+                let mut err = map_et_error("UpdatePipeline", &e);
+                if create_grant.state == ChangeState::Done {
+                    err.message.push_str("; the KMS grant was made: run connect again to finish");
+                }
+                PreflightError::from(err)
+            })?;
             update.state = ChangeState::Done;
             tracing::info!(pipeline_id = %id, kms_key_arn, "put the KMS key on the pipeline");
         }

@@ -175,6 +175,38 @@ impl Preflight {
         self.transcoder.pipelines().configured_ids()
     }
 
+    /// Checks every pipeline of the configuration's table once, in the
+    /// background: each requirement not met is a warning in the log, and
+    /// nothing here stops the server.
+    pub fn check_configured_in_background(self: &Arc<Self>) {
+        let preflight = self.clone();
+        tokio::spawn(async move {
+            let grant = Grant::unrestricted("keybroker", false);
+            for id in preflight.configured_pipelines() {
+                let report = match preflight.check(&id, &grant).await {
+                    Ok(report) => report,
+                    Err(e) => {
+                        tracing::warn!(pipeline_id = %id, error = %e, "pipeline preflight could not run");
+                        continue;
+                    }
+                };
+                for r in report.requirements.iter().filter(|r| r.outcome != Outcome::Pass) {
+                    tracing::warn!(
+                        pipeline_id = %id,
+                        requirement = r.name,
+                        outcome = r.outcome.as_str(),
+                        detail = %r.detail,
+                        fix = %r.fix,
+                        "pipeline preflight"
+                    );
+                }
+                if report.ready() {
+                    tracing::info!(pipeline_id = %id, "pipeline preflight: every requirement met");
+                }
+            }
+        });
+    }
+
     /// Reads the pipeline `id` and checks every requirement.
     ///
     /// # Errors
