@@ -469,6 +469,42 @@ async fn the_policy_governs_both_rpcs_and_every_call_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_held_to_the_rules_pipelines_and_kms_keys() {
+    let moto = Moto::shared();
+    let (arn, other) = (good_key(moto).await, good_key(moto).await);
+    let id = "2000000000024-keypol";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, None).await], KeyMd5Reading::Plaintext).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let rule = format!(
+        "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"ConnectPipeline\"]\npipelines = [\"{id}\"]\nkms_keys = [\"{arn}\"]\n"
+    );
+    std::fs::write(&policy, rule).unwrap();
+    let broker = broker_with(moto, &et, |config| {
+        config.policy.allow_all = false;
+        config.policy.file = Some(policy.clone());
+    })
+    .await;
+    let mut client = broker.client().await;
+    let request = |id: &str, arn: &str| pb::ConnectPipelineRequest {
+        pipeline_id: id.into(),
+        kms_key_arn: arn.into(),
+        apply: true,
+    };
+
+    let err = client.connect_pipeline(request(id, &other)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains(&format!("may not use KMS key {other}")), "{}", err.message());
+    let err = client.connect_pipeline(request("2000000000025-keypol", &arn)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("may not use pipeline 2000000000025-keypol"), "{}", err.message());
+    // Nothing was changed by the refusals; the granted key connects.
+    assert!(et.pipeline_updates().is_empty());
+    let done = client.connect_pipeline(request(id, &arn)).await.unwrap().into_inner();
+    assert!(done.applied && done.check.unwrap().ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_pipeline_is_checked_at_start_as_warnings_and_on_demand() {
     let moto = Moto::shared();
     let arn = good_key(moto).await;

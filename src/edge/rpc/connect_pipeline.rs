@@ -13,6 +13,7 @@ use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
 use crate::edge::pb;
 use crate::jobs::et::preflight::Preflight;
+use crate::jobs::et::preflight::connect::parse_key_arn;
 
 /// Answers one `ConnectPipeline` call.
 ///
@@ -26,8 +27,11 @@ pub async fn handle(
     gate.call(Rpc::ConnectPipeline, request, |mut req, grant, notes| async move {
         bounds::check(&mut req, "")?;
         notes.pipeline(&req.pipeline_id);
+        if parse_key_arn(&req.kms_key_arn).is_ok() {
+            // Recorded for refusals too: the key the caller tried to connect.
+            notes.kms_key_arn(&req.kms_key_arn);
+        }
         let connection = preflight.connect(&req.pipeline_id, &req.kms_key_arn, req.apply, &grant).await?;
-        notes.kms_key_arn(&req.kms_key_arn);
         Ok(pb::ConnectPipelineResponse {
             changes: connection
                 .changes
