@@ -305,9 +305,13 @@ impl Preflight {
         arn: Option<&str>,
         key: &KeyLookup,
     ) -> ((Outcome, String), (Outcome, String)) {
-        let (Some(aws), Some(arn)) = (&self.aws, arn) else {
-            let why = if arn.is_none() { "the pipeline names no KMS key" } else { "the broker has no AWS KMS" };
-            return ((Outcome::Unknown, why.to_owned()), (Outcome::Unknown, why.to_owned()));
+        let Some(arn) = arn else {
+            let why = "the pipeline names no KMS key to use".to_owned();
+            return ((Outcome::Fail, why.clone()), (Outcome::Fail, why));
+        };
+        let Some(aws) = &self.aws else {
+            let why = "the broker has no AWS KMS".to_owned();
+            return ((Outcome::Unknown, why.clone()), (Outcome::Unknown, why));
         };
         if matches!(key, KeyLookup::Missing(_)) {
             let why = "the KMS key does not exist".to_owned();
@@ -316,7 +320,7 @@ impl Preflight {
         let kms = aws.kms(arn);
         let policy = facts::key_policy(&kms, arn).await;
         let grants = facts::grants(&kms, arn).await;
-        let (policy_text, grants) = match (&policy, &grants) {
+        let (policy_text, grants_slice) = match (&policy, &grants) {
             (Ok(p), Ok(g)) => (Some(p.as_str()), g.as_slice()),
             (Ok(p), Err(_)) => (Some(p.as_str()), &[][..]),
             (Err(_), Ok(g)) => (None, g.as_slice()),
@@ -326,17 +330,25 @@ impl Preflight {
             }
         };
         let context = et_context();
+        // Without the grants, "nothing allows it" is only "nothing in the
+        // key policy allows it".
+        let grants_unread = grants.as_ref().err().map(|e| format!("the grants could not be read ({e})"));
+        let access = |principal: &Principal, action: &str| {
+            let (outcome, detail) = access::access(policy_text, grants_slice, principal, action, &context);
+            match (&grants_unread, outcome) {
+                (Some(note), Outcome::Fail) if !detail.contains(" denies ") => {
+                    (Outcome::Unknown, format!("{detail}; {note}"))
+                }
+                _ => (outcome, detail),
+            }
+        };
         let role = match Principal::parse(&pipeline.role) {
-            Some(role) => access::access(policy_text, grants, &role, "kms:Decrypt", &context),
+            Some(role) => access(&role, "kms:Decrypt"),
             None => (Outcome::Fail, format!("the pipeline's role {} is not an IAM role ARN", echo(&pipeline.role))),
         };
         let broker = match facts::caller(aws.sts.as_ref()).await {
             Ok(me) => match Principal::parse(&me) {
-                Some(me) => {
-                    let (encrypt, detail) = access::access(policy_text, grants, &me, "kms:Encrypt", &context);
-                    let (decrypt, _) = access::access(policy_text, grants, &me, "kms:Decrypt", &context);
-                    (worst(encrypt, decrypt), detail)
-                }
+                Some(me) => both(access(&me, "kms:Encrypt"), access(&me, "kms:Decrypt")),
                 None => (Outcome::Unknown, format!("the broker's identity {me} is not an IAM ARN")),
             },
             Err(e) => (Outcome::Unknown, format!("the broker's identity is unknown: {e}")),
@@ -348,6 +360,17 @@ impl Preflight {
     /// and unwraps it again. The key is dropped (zeroized) here.
     async fn probe(&self, arn: Option<&str>) -> (Outcome, String) {
         facts::probe(&self.broker, arn).await
+    }
+}
+
+/// Two findings as one: the worse outcome with its detail; both details
+/// when both pass.
+fn both(a: (Outcome, String), b: (Outcome, String)) -> (Outcome, String) {
+    let outcome = worst(a.0, b.0);
+    match (a.0 == outcome, outcome) {
+        (true, Outcome::Pass) => (outcome, format!("{}; {}", a.1, b.1)),
+        (true, _) => (outcome, a.1),
+        (false, _) => (outcome, b.1),
     }
 }
 
@@ -449,6 +472,15 @@ mod tests {
         assert!(detail.contains("the input bucket b: eu-west-1"), "{detail}");
         let gap = [place("the pipeline", Some("us-east-1")), place("the output bucket", None)];
         assert_eq!(one_region_outcome(&gap).0, Outcome::Unknown);
+    }
+
+    #[test]
+    fn two_findings_keep_the_worse_ones_detail() {
+        let pass = (Outcome::Pass, "allows Encrypt".to_owned());
+        let fail = (Outcome::Fail, "nothing allows Decrypt".to_owned());
+        assert_eq!(both(pass.clone(), fail.clone()), fail);
+        assert_eq!(both(fail.clone(), pass.clone()), fail);
+        assert_eq!(both(pass.clone(), pass).1, "allows Encrypt; allows Encrypt");
     }
 
     #[test]
