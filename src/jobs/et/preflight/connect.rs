@@ -17,7 +17,7 @@ use serde_json::json;
 use super::access::Principal;
 use super::facts::{self, KeyLookup};
 use super::{AwsAdmin, Preflight, PreflightError, Report, et_context, parse_pipeline_id};
-use crate::app::aws::sdk_failure;
+use crate::app::aws::{SdkFailure, sdk_failure};
 use crate::custody::field::{FieldError, echo};
 use crate::custody::kms::{KeyArn, KmsErrorKind};
 use crate::custody::policy::Grant;
@@ -155,8 +155,8 @@ impl Preflight {
         if apply && configured && !same_key {
             return Err(PreflightError::Precondition(update.detail));
         }
-        let existing = facts::grants(&aws.kms(kms_key_arn), kms_key_arn).await.map_err(|message| {
-            PreflightError::Kms { operation: "ListGrants", kind: KmsErrorKind::Unavailable, message }
+        let existing = facts::grants(&aws.kms(kms_key_arn), kms_key_arn).await.map_err(|failure| {
+            PreflightError::Kms { operation: "ListGrants", kind: kind_of(&failure), message: failure.message }
         })?;
         let context = et_context();
         let granted = existing.iter().any(|g| g.allows(&role, "kms:Decrypt", &context));
@@ -181,15 +181,19 @@ impl Preflight {
             let report = self.check_pipeline(pipeline).await;
             return Ok(Connection { changes: vec![update, create_grant], applied: false, report });
         }
+        // Whatever can refuse the changes refuses before the first one.
+        let et = match update.state {
+            ChangeState::Planned => Some(self.transcoder.et().ok_or_else(|| {
+                PreflightError::Precondition("no Elastic Transcoder endpoint is configured".to_owned())
+            })?),
+            _ => None,
+        };
         if create_grant.state == ChangeState::Planned {
             make_grant(aws, kms_key_arn, &pipeline.role, &name, context).await?;
             create_grant.state = ChangeState::Done;
             tracing::info!(pipeline_id = %id, kms_key_arn, role = %pipeline.role, "granted the pipeline's role Decrypt");
         }
-        if update.state == ChangeState::Planned {
-            let client = self.transcoder.et().ok_or_else(|| {
-                PreflightError::Precondition("no Elastic Transcoder endpoint is configured".to_owned())
-            })?;
+        if let Some(client) = et {
             client.update_pipeline().id(id).aws_kms_key_arn(kms_key_arn).send().await.map_err(|e| {
                 let mut err = map_et_error("UpdatePipeline", &e);
                 if create_grant.state == ChangeState::Done {
@@ -260,14 +264,19 @@ async fn make_grant(
         .map(drop)
         .map_err(|e| {
             let failure = sdk_failure(&e);
-            let kind = match failure.code.as_deref() {
-                _ if failure.transport => KmsErrorKind::Unavailable,
-                Some("AccessDeniedException") => KmsErrorKind::AccessDenied,
-                Some("NotFoundException" | "DisabledException" | "KMSInvalidStateException") => {
-                    KmsErrorKind::KeyUnusable
-                }
-                _ => KmsErrorKind::Internal,
-            };
-            PreflightError::Kms { operation: "CreateGrant", kind, message: failure.message }
+            PreflightError::Kms { operation: "CreateGrant", kind: kind_of(&failure), message: failure.message }
         })
+}
+
+/// What a caller can do about a failed KMS call of a change.
+fn kind_of(failure: &SdkFailure) -> KmsErrorKind {
+    match failure.code.as_deref() {
+        _ if failure.transport => KmsErrorKind::Unavailable,
+        Some(
+            "ThrottlingException" | "LimitExceededException" | "KMSInternalException" | "DependencyTimeoutException",
+        ) => KmsErrorKind::Unavailable,
+        Some("AccessDeniedException") => KmsErrorKind::AccessDenied,
+        Some("NotFoundException" | "DisabledException" | "KMSInvalidStateException") => KmsErrorKind::KeyUnusable,
+        _ => KmsErrorKind::Internal,
+    }
 }

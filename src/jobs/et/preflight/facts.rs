@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::access::GrantFacts;
 use super::outcome::Outcome;
-use crate::app::aws::sdk_failure;
+use crate::app::aws::{SdkFailure, sdk_failure};
 use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
 use crate::custody::keys::{DataKey, KeyBits, ServiceContext};
 use crate::custody::kms::{KmsErrorKind, KmsKeyId};
@@ -83,13 +83,13 @@ pub async fn key_policy(kms: &aws_sdk_kms::Client, arn: &str) -> Result<String, 
 /// Every grant on the key (all pages).
 ///
 /// # Errors
-/// KMS's words.
-pub async fn grants(kms: &aws_sdk_kms::Client, arn: &str) -> Result<Vec<GrantFacts>, String> {
+/// What KMS or the transport said.
+pub async fn grants(kms: &aws_sdk_kms::Client, arn: &str) -> Result<Vec<GrantFacts>, SdkFailure> {
     let mut found = Vec::new();
     let mut marker: Option<String> = None;
     loop {
         let out = kms.list_grants().key_id(arn).set_marker(marker.take()).send().await;
-        let out = out.map_err(|e| sdk_failure(&e).message)?;
+        let out = out.map_err(|e| sdk_failure(&e))?;
         for grant in out.grants() {
             let map = |m: Option<&std::collections::HashMap<String, String>>| {
                 m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>())

@@ -332,7 +332,7 @@ impl Preflight {
         let context = et_context();
         // Without the grants, "nothing allows it" is only "nothing in the
         // key policy allows it".
-        let grants_unread = grants.as_ref().err().map(|e| format!("the grants could not be read ({e})"));
+        let grants_unread = grants.as_ref().err().map(|e| format!("the grants could not be read ({})", e.message));
         let access = |principal: &Principal, action: &str| {
             let (outcome, detail) = access::access(policy_text, grants_slice, principal, action, &context);
             match (&grants_unread, outcome) {
