@@ -230,11 +230,17 @@ impl Preflight {
             _ => KeyLookup::NotAsked,
         };
         let connect = connect_fix(&pipeline.id);
-        let mut requirements = vec![
+        // The look-ups are independent: one call's deadline, not their sum.
+        let (regions, (role, broker), probe) = tokio::join!(
+            self.one_region(&pipeline),
+            self.key_access(&pipeline, arn.as_deref(), &key),
+            self.probe(arn.as_deref()),
+        );
+        let requirements = vec![
             Requirement::new("customer-managed-key", customer_managed(&pipeline, &key, self.aws.is_some()), &connect),
             Requirement::new(
                 "one-region",
-                self.one_region(&pipeline).await,
+                regions,
                 "give the pipeline a KMS key in its own region (keybroker pipeline connect), and keep its input, \
                  output and thumbnail buckets there; name buckets of a configured pipeline in \
                  [[transcoder.pipelines]] (input_bucket, output_bucket, thumbnail_bucket)",
@@ -245,23 +251,26 @@ impl Preflight {
                 "enable the key (kms enable-key), or connect the pipeline to an enabled symmetric ENCRYPT_DECRYPT \
                  key (keybroker pipeline connect)",
             ),
+            Requirement::new(
+                "role-may-decrypt",
+                role,
+                format!(
+                    "{connect} (a KMS grant of Decrypt to the pipeline's role under the Elastic Transcoder \
+                     context), or add the role to the key policy as a key user"
+                ),
+            ),
+            Requirement::new(
+                "broker-may-encrypt",
+                broker,
+                "allow the broker's IAM identity kms:Encrypt and kms:Decrypt on the key (key policy or grant)",
+            ),
+            Requirement::new(
+                "probe",
+                probe,
+                "run the broker with kms.backend = \"aws\" and credentials that may use the pipeline's key; see the \
+                 requirements above",
+            ),
         ];
-        let (role, broker) = self.key_access(&pipeline, arn.as_deref(), &key).await;
-        requirements.push(Requirement::new("role-may-decrypt", role, format!(
-            "{connect} (a KMS grant of Decrypt to the pipeline's role under the Elastic Transcoder context), or add the \
-             role to the key policy as a key user"
-        )));
-        requirements.push(Requirement::new(
-            "broker-may-encrypt",
-            broker,
-            "allow the broker's IAM identity kms:Encrypt and kms:Decrypt on the key (key policy or grant)",
-        ));
-        requirements.push(Requirement::new(
-            "probe",
-            self.probe(arn.as_deref()).await,
-            "run the broker with kms.backend = \"aws\" and credentials that may use the pipeline's key; see the \
-             requirements above",
-        ));
         Report { pipeline, source, requirements }
     }
 
