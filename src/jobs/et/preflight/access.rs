@@ -19,14 +19,14 @@ pub struct Principal {
     pub arn: String,
     /// The account the principal is in.
     pub account: String,
-    /// For a role known only by name (an STS assumed-role session, which
+    /// For a role known only by name (an STS assumed-role ARN, which
     /// drops the role's path): the role name, matched against any path.
     pub role_name: Option<String>,
 }
 
 impl Principal {
     /// The principal of an IAM ARN, or of an STS caller ARN
-    /// (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION` becomes the role).
+    /// (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/NAME` becomes the role).
     pub fn parse(arn: &str) -> Option<Principal> {
         let mut parts = arn.splitn(6, ':');
         let (Some("arn"), Some(partition), Some(service), Some(_region), Some(account), Some(resource)) =
@@ -396,9 +396,9 @@ mod tests {
 
     #[test]
     fn sts_callers_become_their_role_or_user() {
-        let session = Principal::parse("arn:aws:sts::123456789012:assumed-role/broker/i-0abc").unwrap();
-        assert_eq!(session.arn, "arn:aws:iam::123456789012:role/broker");
-        assert_eq!(session.covered_by("arn:aws:iam::123456789012:role/services/broker"), Cover::Exact);
+        let assumed = Principal::parse("arn:aws:sts::123456789012:assumed-role/broker/i-0abc").unwrap();
+        assert_eq!(assumed.arn, "arn:aws:iam::123456789012:role/broker");
+        assert_eq!(assumed.covered_by("arn:aws:iam::123456789012:role/services/broker"), Cover::Exact);
         let user = Principal::parse("arn:aws:sts::123456789012:user/moto").unwrap();
         assert_eq!(user.arn, "arn:aws:iam::123456789012:user/moto");
         assert!(Principal::parse("not-an-arn").is_none());
