@@ -605,12 +605,16 @@ fn the_cli_checks_and_connects_a_pipeline() {
     assert!(stdout.ends_with("not ready: 5 passed, 1 failed, 0 unknown\n"), "{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("pipeline {id}: 1 requirement(s) not met")), "{stderr}");
-    // The same finding was a warning when the server started.
-    let log = server.log_text();
-    assert!(
-        log.lines().any(|l| l.contains("pipeline preflight") && l.contains(id) && l.contains("role-may-decrypt")),
-        "{log}"
-    );
+    // The same finding is a warning from the server's start-up check, which
+    // runs in the background.
+    let warned = |log: &str| {
+        log.lines().any(|l| l.contains("pipeline preflight") && l.contains(id) && l.contains("role-may-decrypt"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !warned(&server.log_text()) {
+        assert!(std::time::Instant::now() < deadline, "no start-up warning: {}", server.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     let grants =
         || runtime.block_on(async { kms_in(moto, "us-east-1").list_grants().key_id(&arn).send().await.unwrap() });
