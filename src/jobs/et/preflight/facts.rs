@@ -116,7 +116,15 @@ pub async fn grants(kms: &aws_sdk_kms::Client, arn: &str) -> Result<Vec<GrantFac
 /// # Errors
 /// S3's words.
 pub async fn bucket_region(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<String, String> {
-    let out = s3.get_bucket_location().bucket(bucket).send().await.map_err(|e| sdk_failure(&e).message)?;
+    let out = match s3.get_bucket_location().bucket(bucket).send().await {
+        Ok(out) => out,
+        // A bucket of another region may answer the client's region with a
+        // redirect that names its own in `x-amz-bucket-region`.
+        Err(e) => {
+            let named = e.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_owned);
+            return named.filter(|r| !r.is_empty()).ok_or_else(|| sdk_failure(&e).message);
+        }
+    };
     Ok(match out.location_constraint().map(|c| c.as_str()) {
         None | Some("") => "us-east-1".to_owned(),
         Some("EU") => "eu-west-1".to_owned(),
