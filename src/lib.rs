@@ -39,6 +39,13 @@
 //! places named by [`jobs::place`]), keys them concurrently through the
 //! broker, and submits `CreateJob` through the AWS SDK.
 //!
+//! **A pipeline's preflight.** `CheckPipeline` and `ConnectPipeline`
+//! ([`edge::rpc::check_pipeline`], [`edge::rpc::connect_pipeline`]) pass
+//! the same gate; [`jobs::et::preflight`] reads the pipeline, asks KMS, S3
+//! and STS what they show of its key, buckets and role, probes the key
+//! through the broker, and, to connect, calls ET `UpdatePipeline` and KMS
+//! `CreateGrant`. The server also checks its configured pipelines at start.
+//!
 //! Every key that leaves (issued, wrapped, in a job or an S3 object) is
 //! first recorded in the key ledger ([`ledger`], SQLite or PostgreSQL); a
 //! job with a request token is claimed there, so a repeat answers the

@@ -29,6 +29,7 @@ use crate::edge::pb;
 use crate::edge::pb::key_broker_server::KeyBrokerServer;
 use crate::edge::tls::{ReloadableTls, TlsFiles};
 use crate::jobs::et::pipeline::Pipelines;
+use crate::jobs::et::preflight::{AwsAdmin, Preflight};
 use crate::jobs::et::{Transcoder, TranscoderSettings};
 use crate::ledger::Ledger;
 use crate::objects::{Objects, ObjectsSettings};
@@ -93,6 +94,9 @@ pub struct Peers {
     pub et: Option<aws_sdk_elastictranscoder::Client>,
     /// S3, for the S3 mode of the object RPCs.
     pub s3: Option<aws_sdk_s3::Client>,
+    /// The AWS configuration the pipeline preflight's KMS and STS clients
+    /// are made from (with the `aws` KMS backend only).
+    pub aws: Option<aws_config::SdkConfig>,
 }
 
 impl Peers {
@@ -122,9 +126,14 @@ impl Peers {
         let et = self
             .et
             .or_else(|| sdk.as_ref().filter(|_| config.transcoder.submit).map(aws_sdk_elastictranscoder::Client::new));
+        let admin = self
+            .aws
+            .or(sdk)
+            .filter(|_| config.kms.backend == KmsBackend::Aws)
+            .map(|sdk| AwsAdmin::new(&sdk, s3.clone()));
         let chain_key = chain_key(config, kms.as_ref()).await?;
         let ledger = open_ledger(config).await?;
-        Services::new(config, kms, et, s3, chain_key, ledger)
+        Services::new(config, kms, et, s3, chain_key, ledger, admin)
     }
 }
 
@@ -188,6 +197,7 @@ struct Services {
     broker: Arc<Broker>,
     transcoder: Arc<Transcoder>,
     objects: Arc<Objects>,
+    preflight: Arc<Preflight>,
     gate: Arc<Gate>,
 }
 
@@ -199,12 +209,14 @@ impl Services {
         s3: Option<aws_sdk_s3::Client>,
         chain_key: Option<ChainKey>,
         ledger: Ledger,
+        admin: Option<AwsAdmin>,
     ) -> Result<Self, ServerError> {
         let broker = build_broker(config, kms, ledger)?;
         let transcoder = build_transcoder(config, broker.clone(), et);
         let objects = Arc::new(Objects::new(broker.clone(), s3, ObjectsSettings::from_config(&config.s3)));
+        let preflight = Arc::new(Preflight::new(broker.clone(), transcoder.clone(), admin));
         let gate = build_gate(config, chain_key)?;
-        Ok(Services { broker, transcoder, objects, gate })
+        Ok(Services { broker, transcoder, objects, preflight, gate })
     }
 }
 
@@ -394,7 +406,7 @@ async fn serve(
     services: Services,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let Services { broker, transcoder, objects, gate } = services;
+    let Services { broker, transcoder, objects, preflight, gate } = services;
     let tls = tls_files(config).map(ReloadableTls::load).transpose()?;
     spawn_reloaders(gate.clone(), tls.clone(), Duration::from_secs(config.tls.reload_poll_secs));
 
@@ -415,8 +427,11 @@ async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let key_broker = KeyBrokerServer::new(Api::new(broker, transcoder, gate.clone()).with_objects(objects))
-        .max_decoding_message_size(config.limits.max_message_bytes);
+    if !config.dev {
+        preflight.check_configured_in_background();
+    }
+    let api = Api::new(broker, transcoder, gate.clone()).with_objects(objects).with_preflight(preflight);
+    let key_broker = KeyBrokerServer::new(api).max_decoding_message_size(config.limits.max_message_bytes);
     let limits = &config.limits;
     let admit = AdmitLayer::new(
         gate.clone(),

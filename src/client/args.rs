@@ -171,6 +171,43 @@ pub struct SubmitJobArgs {
     pub key_bits: u32,
 }
 
+/// `keybroker pipeline …`.
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Check what Elastic Transcoder needs of a pipeline and its KMS key;
+    /// prints pass / fail / unknown per requirement with the fix (exit 1
+    /// when one fails).
+    Check {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The pipeline id.
+        #[arg(value_name = "PIPELINE_ID")]
+        pipeline_id: String,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a KMS key on a pipeline (ET UpdatePipeline) and grant the
+    /// pipeline's role Decrypt under the ET context (KMS CreateGrant):
+    /// prints the plan, and with --apply makes it and checks again.
+    Connect {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The pipeline id.
+        #[arg(value_name = "PIPELINE_ID")]
+        pipeline_id: String,
+        /// The KMS key ARN to connect (arn:aws:kms:REGION:ACCOUNT:key/ID).
+        #[arg(long, value_name = "ARN")]
+        kms_key: String,
+        /// Make the changes; without it nothing changes.
+        #[arg(long)]
+        apply: bool,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `keybroker serve`.
 // Each flag's help names the variable that sets the same configuration key,
 // and the default. The variables are read by the configuration loader (file,

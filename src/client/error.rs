@@ -70,6 +70,14 @@ pub enum CliError {
     /// `bench`: every call failed (counts by gRPC code).
     #[error("no call succeeded: {0:?}")]
     NoCallSucceeded(BTreeMap<String, u64>),
+    /// `pipeline check`/`connect`: the check found requirements not met.
+    #[error("pipeline {pipeline_id}: {failed} requirement(s) not met")]
+    PipelineNotReady {
+        /// The pipeline.
+        pipeline_id: String,
+        /// How many failed.
+        failed: usize,
+    },
     /// An answer could not be printed as JSON.
     #[error(transparent)]
     Json(serde_json::Error),

@@ -13,6 +13,7 @@
 //! - [`files`]: `encrypt`, `decrypt`; [`health`]: `health`.
 //! - [`audit`]: `audit verify`, `audit export-key`; [`loadgen`]: `bench`.
 //! - [`records`]: `keys lookup`, `keys rewrap` (the key ledger).
+//! - [`pipeline`]: `pipeline check`, `pipeline connect`.
 //! - [`docs`]: `completions`, `man`; [`error`]: how a command fails.
 
 pub mod args;
@@ -26,14 +27,15 @@ pub mod health;
 pub mod job;
 pub mod keys;
 pub mod loadgen;
+pub mod pipeline;
 pub mod records;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::app::config::Config;
 use crate::client::args::{
-    AuditCommand, DecryptArgs, EncryptArgs, HealthArgs, IssueKeyArgs, ServeArgs, SubmitJobArgs, UnwrapKeyArgs,
-    WrapKeyArgs,
+    AuditCommand, DecryptArgs, EncryptArgs, HealthArgs, IssueKeyArgs, PipelineCommand, ServeArgs, SubmitJobArgs,
+    UnwrapKeyArgs, WrapKeyArgs,
 };
 use crate::client::error::CliError;
 
@@ -82,6 +84,9 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check a pipeline's KMS set-up, or connect a KMS key to it.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Load a running broker, like redis-benchmark: requests per second,
     /// latency percentiles and errors, beside a bare gRPC baseline.
     Bench(loadgen::BenchArgs),
@@ -121,6 +126,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             audit::audit_verify(&files, after.as_deref(), checkpoint.as_deref(), allow_legacy, &key).await
         }
         Command::Audit(AuditCommand::ExportKey { out, kms }) => audit::export_key(&out, &kms).await,
+        Command::Pipeline(command) => pipeline::pipeline_command(command).await,
         Command::Bench(args) => loadgen::bench_command(args).await,
         Command::Completions { shell } => docs::completions(shell, Cli::command()),
         Command::Man { out_dir } => docs::man(Cli::command(), out_dir.as_deref()),

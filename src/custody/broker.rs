@@ -183,6 +183,12 @@ impl Broker {
         &self.ledger
     }
 
+    /// The KMS backend's name (`aws`, `local`): only keys of `aws` can be
+    /// decrypted by a transcoder.
+    pub fn kms_backend(&self) -> &'static str {
+        self.kms.backend()
+    }
+
     /// The server's settings.
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings

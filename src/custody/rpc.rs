@@ -26,11 +26,15 @@ pub enum Rpc {
     LookupKeys,
     /// Recorded or given keys moved to another KMS key or service context.
     RewrapKeys,
+    /// A pipeline's KMS set-up checked; changes nothing.
+    CheckPipeline,
+    /// A KMS key put on a pipeline and its role let use it (or the plan).
+    ConnectPipeline,
 }
 
 impl Rpc {
     /// Every RPC, in the order the API lists them.
-    pub const ALL: [Rpc; 8] = [
+    pub const ALL: [Rpc; 10] = [
         Rpc::IssueDataKey,
         Rpc::WrapKey,
         Rpc::UnwrapKey,
@@ -39,6 +43,8 @@ impl Rpc {
         Rpc::DecryptObject,
         Rpc::LookupKeys,
         Rpc::RewrapKeys,
+        Rpc::CheckPipeline,
+        Rpc::ConnectPipeline,
     ];
 
     /// The RPC's name, as the proto, the policy and the audit log write it.
@@ -52,6 +58,8 @@ impl Rpc {
             Rpc::DecryptObject => "DecryptObject",
             Rpc::LookupKeys => "LookupKeys",
             Rpc::RewrapKeys => "RewrapKeys",
+            Rpc::CheckPipeline => "CheckPipeline",
+            Rpc::ConnectPipeline => "ConnectPipeline",
         }
     }
 

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::custody::broker::Broker;
 use crate::jobs::et::Transcoder;
+use crate::jobs::et::preflight::Preflight;
 use crate::objects::Objects;
 use gate::{Gate, ResponseStream};
 use pb::key_broker_server::KeyBroker;
@@ -39,14 +40,25 @@ pub struct Api {
     transcoder: Arc<Transcoder>,
     gate: Arc<Gate>,
     objects: Arc<Objects>,
+    preflight: Arc<Preflight>,
 }
 
 impl Api {
     /// Serves `broker` and `transcoder` behind `gate`; object encryption
-    /// without S3 mode until [`Api::with_objects`].
+    /// without S3 mode until [`Api::with_objects`], the pipeline preflight
+    /// without AWS until [`Api::with_preflight`].
     pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>, gate: Arc<Gate>) -> Self {
         let objects = Arc::new(Objects::new(broker.clone(), None, Default::default()));
-        Api { broker, transcoder, gate, objects }
+        let preflight = Arc::new(Preflight::new(broker.clone(), transcoder.clone(), None));
+        Api { broker, transcoder, gate, objects, preflight }
+    }
+
+    /// Serves `CheckPipeline`/`ConnectPipeline` through `preflight` (its
+    /// AWS clients).
+    #[must_use]
+    pub fn with_preflight(mut self, preflight: Arc<Preflight>) -> Self {
+        self.preflight = preflight;
+        self
     }
 
     /// Serves `EncryptObject`/`DecryptObject` through `objects` (its S3
@@ -115,5 +127,19 @@ impl KeyBroker for Api {
         request: Request<Streaming<pb::DecryptObjectRequest>>,
     ) -> Result<Response<Self::DecryptObjectStream>, Status> {
         rpc::decrypt_object::handle(&self.gate, &self.objects, request).await
+    }
+
+    async fn check_pipeline(
+        &self,
+        request: Request<pb::CheckPipelineRequest>,
+    ) -> Result<Response<pb::CheckPipelineResponse>, Status> {
+        rpc::check_pipeline::handle(&self.gate, &self.preflight, request).await
+    }
+
+    async fn connect_pipeline(
+        &self,
+        request: Request<pb::ConnectPipelineRequest>,
+    ) -> Result<Response<pb::ConnectPipelineResponse>, Status> {
+        rpc::connect_pipeline::handle(&self.gate, &self.preflight, request).await
     }
 }

@@ -15,6 +15,7 @@ use crate::custody::policy::Denial;
 use crate::custody::records::RecordsError;
 use crate::jobs::et::JobError;
 use crate::jobs::et::error::EtErrorKind;
+use crate::jobs::et::preflight::PreflightError;
 use crate::ledger::LedgerError;
 use crate::objects::cipher::CipherError;
 use crate::objects::{ObjectError, S3ErrorKind};
@@ -130,6 +131,33 @@ impl From<RecordsError> for Status {
                 let status = status_of(source);
                 Status::new(status.code(), format!("{place}: {}", status.message()))
             }
+        }
+    }
+}
+
+impl From<PreflightError> for Status {
+    fn from(err: PreflightError) -> Self {
+        match &err {
+            PreflightError::Invalid(_) => Status::invalid_argument(err.to_string()),
+            PreflightError::Denied(denial) => denial_status(denial),
+            PreflightError::NotFound(_) => Status::not_found(err.to_string()),
+            PreflightError::Precondition(_) => Status::failed_precondition(err.to_string()),
+            PreflightError::Et(et) => match et.kind {
+                EtErrorKind::Unavailable => Status::unavailable(err.to_string()),
+                EtErrorKind::NotFound => Status::not_found(err.to_string()),
+                EtErrorKind::NotConfigured => Status::failed_precondition(err.to_string()),
+                EtErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+                EtErrorKind::Rejected => Status::invalid_argument(err.to_string()),
+                EtErrorKind::Internal => internal(&err),
+            },
+            PreflightError::Kms { kind, .. } => match kind {
+                KmsErrorKind::Unavailable => Status::unavailable(err.to_string()),
+                KmsErrorKind::KeyUnusable | KmsErrorKind::InvalidCiphertext => {
+                    Status::failed_precondition(err.to_string())
+                }
+                KmsErrorKind::AccessDenied => Status::permission_denied(err.to_string()),
+                KmsErrorKind::Internal => internal(&err),
+            },
         }
     }
 }

@@ -221,6 +221,26 @@ async fn every_request_field_over_its_limit_is_refused_by_name_audited_and_never
     refuses_every_oversize_field(
         &bench,
         &schema,
+        "CheckPipelineRequest",
+        "",
+        "CheckPipeline",
+        async |req: pb::CheckPipelineRequest| c.clone().check_pipeline(req).await.unwrap_err(),
+    )
+    .await;
+    let c = client.clone();
+    refuses_every_oversize_field(
+        &bench,
+        &schema,
+        "ConnectPipelineRequest",
+        "",
+        "ConnectPipeline",
+        async |req: pb::ConnectPipelineRequest| c.clone().connect_pipeline(req).await.unwrap_err(),
+    )
+    .await;
+    let c = client.clone();
+    refuses_every_oversize_field(
+        &bench,
+        &schema,
         "EncryptObjectStart",
         "start",
         "EncryptObject",

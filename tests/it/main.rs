@@ -29,5 +29,6 @@ mod ledger;
 mod ledger_rewrap;
 mod ledger_tokens;
 mod object_rpcs;
+mod pipeline_preflight;
 mod readme;
 mod submit_job;

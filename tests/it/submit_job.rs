@@ -605,6 +605,7 @@ async fn a_broker_that_submits_nothing_refuses_a_job_as_a_precondition_before_an
         kms_key_arn: Some("arn:aws:kms:us-east-1:111122223333:key/local".into()),
         role: String::new(),
         region: None,
+        ..Default::default()
     }];
     let kms = ScriptedKms::counting(support::broker::local_keyring(&config));
     let broker = TestBroker::start(config, Some(kms.clone() as Arc<dyn Kms>)).await;

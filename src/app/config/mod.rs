@@ -114,6 +114,7 @@ pub fn dev_pipeline() -> crate::jobs::et::pipeline::Pipeline {
         kms_key_arn: Some(format!("{}{DEV_DEFAULT_KEY_ID}", crate::custody::kms::local::LOCAL_ARN_PREFIX)),
         role: "arn:aws:iam::000000000000:role/keybroker-dev".to_owned(),
         region: Some("local".to_owned()),
+        ..Default::default()
     }
 }
 

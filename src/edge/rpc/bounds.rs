@@ -438,6 +438,19 @@ impl Fields for pb::Playlist {
     }
 }
 
+impl Fields for pb::CheckPipelineRequest {
+    fn walk(&mut self, walk: &mut Walk<'_, '_>) {
+        walk.text("pipeline_id", Limit::Word, &mut self.pipeline_id);
+    }
+}
+
+impl Fields for pb::ConnectPipelineRequest {
+    fn walk(&mut self, walk: &mut Walk<'_, '_>) {
+        walk.text("pipeline_id", Limit::Word, &mut self.pipeline_id);
+        walk.text("kms_key_arn", Limit::KmsKeyId, &mut self.kms_key_arn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 //! ([`bounds`]). This file holds the parsing the RPCs share.
 
 pub mod bounds;
+pub mod check_pipeline;
+pub mod connect_pipeline;
 pub mod decrypt_object;
 pub mod encrypt_object;
 pub mod issue_data_key;

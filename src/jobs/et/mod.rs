@@ -17,6 +17,7 @@ mod idempotent;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod preflight;
 pub mod request;
 pub mod validate;
 
@@ -114,6 +115,16 @@ impl Transcoder {
         settings: TranscoderSettings,
     ) -> Self {
         Transcoder { broker, pipelines, et, settings }
+    }
+
+    /// The pipeline directory jobs resolve pipelines in.
+    pub fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+
+    /// The Elastic Transcoder client, where one is configured.
+    pub fn et(&self) -> Option<&aws_sdk_elastictranscoder::Client> {
+        self.et.as_ref()
     }
 
     /// Validates, keys and (unless `validate_only`) submits a job.

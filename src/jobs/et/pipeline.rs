@@ -12,7 +12,7 @@ use super::error::{EtError, EtErrorKind, map_et_error};
 use crate::custody::kms::KeyArn;
 
 /// A pipeline as the broker needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     /// The pipeline id.
@@ -26,6 +26,18 @@ pub struct Pipeline {
     /// The pipeline's region.
     #[serde(default)]
     pub region: Option<String>,
+    /// The bucket ET reads inputs from (`InputBucket`), for the preflight's
+    /// region check.
+    #[serde(default)]
+    pub input_bucket: Option<String>,
+    /// The bucket ET writes outputs to (`ContentConfig.Bucket` or
+    /// `OutputBucket`).
+    #[serde(default)]
+    pub output_bucket: Option<String>,
+    /// The bucket ET writes thumbnails to (`ThumbnailConfig.Bucket`);
+    /// unset, the output bucket.
+    #[serde(default)]
+    pub thumbnail_bucket: Option<String>,
 }
 
 impl Pipeline {
@@ -100,6 +112,35 @@ impl Pipelines {
         {
             return Ok(pipeline.clone());
         }
+        self.read(client, id).await
+    }
+
+    /// Whether `id` is in the configuration's pipeline table (which is
+    /// read instead of ET).
+    pub fn is_configured(&self, id: &str) -> bool {
+        self.fixed.contains_key(id)
+    }
+
+    /// The ids of the configuration's pipeline table, sorted.
+    pub fn configured_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.fixed.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The pipeline `id` as ET answers now, past the cache (which it
+    /// refreshes); the table's entry for a configured one.
+    ///
+    /// # Errors
+    /// As [`Pipelines::resolve`].
+    pub async fn resolve_fresh(&self, id: &str) -> Result<Pipeline, EtError> {
+        match (&self.et, self.fixed.contains_key(id)) {
+            (Some(client), false) => self.read(client, id).await,
+            _ => self.resolve(id).await,
+        }
+    }
+
+    async fn read(&self, client: &aws_sdk_elastictranscoder::Client, id: &str) -> Result<Pipeline, EtError> {
         let out = client.read_pipeline().id(id).send().await.map_err(|e| map_et_error("ReadPipeline", &e))?;
         let found = out
             .pipeline()
@@ -112,7 +153,16 @@ impl Pipelines {
 
 fn pipeline_of(p: &aws_sdk_elastictranscoder::types::Pipeline) -> Pipeline {
     let info = super::answer::pipeline_info(p);
-    Pipeline { id: info.id, kms_key_arn: info.kms_key_arn, role: info.role, region: info.region }
+    let bucket = |b: Option<&str>| b.filter(|b| !b.is_empty()).map(str::to_owned);
+    Pipeline {
+        id: info.id,
+        kms_key_arn: info.kms_key_arn,
+        role: info.role,
+        region: info.region,
+        input_bucket: bucket(p.input_bucket()),
+        output_bucket: bucket(p.content_config().and_then(|c| c.bucket())).or_else(|| bucket(p.output_bucket())),
+        thumbnail_bucket: bucket(p.thumbnail_config().and_then(|c| c.bucket())).or_else(|| bucket(p.output_bucket())),
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +175,7 @@ mod tests {
             kms_key_arn: key.map(str::to_owned),
             role: "arn:aws:iam::111122223333:role/ET".into(),
             region: Some(region.into()),
+            ..Pipeline::default()
         }
     }
 

@@ -93,7 +93,7 @@ impl TestBroker {
     /// `config` names when `None`.
     pub async fn start(config: Config, kms: Option<Arc<dyn Kms>>) -> TestBroker {
         assert!(kms.is_some() || config.kms.backend == KmsBackend::Local, "pass an AwsKms for the aws backend");
-        Self::launch(config, Peers { kms, et: None, s3: None }).await
+        Self::launch(config, Peers { kms, ..Peers::default() }).await
     }
 
     /// Starts the server over `kms`, submitting jobs to `et` and reading and
@@ -104,7 +104,13 @@ impl TestBroker {
         et: Option<aws_sdk_elastictranscoder::Client>,
         s3: Option<aws_sdk_s3::Client>,
     ) -> TestBroker {
-        Self::launch(config, Peers { kms: Some(kms), et, s3 }).await
+        Self::launch(config, Peers { kms: Some(kms), et, s3, ..Peers::default() }).await
+    }
+
+    /// Starts the server over `peers` as given (the missing ones made from
+    /// `config`).
+    pub async fn start_with(config: Config, peers: Peers) -> TestBroker {
+        Self::launch(config, peers).await
     }
 
     /// Builds the [`Application`] `keybroker serve` runs, over `peers`

@@ -2,7 +2,8 @@
 //!
 //! AWS ended Elastic Transcoder on 2025-11-13, so nothing in AWS answers the
 //! broker's CreateJob any more. This server speaks ET's rest-json (API
-//! 2012-09-25) for ReadPipeline, CreateJob and ReadJob, and judges a job the
+//! 2012-09-25) for ReadPipeline, UpdatePipeline, CreateJob and ReadJob, and
+//! judges a job the
 //! way ET did: the model constraints of the ET API (botocore 1.42.10), the
 //! cross-field rules of the developer guide, and, for every AES block, a real
 //! KMS Decrypt of `Key` (against moto) under the ET encryption context,
@@ -74,6 +75,8 @@ pub struct PipelineFixture {
     pub role: String,
     pub input_bucket: String,
     pub output_bucket: String,
+    /// `ThumbnailConfig.Bucket`; the output bucket when `None`.
+    pub thumbnail_bucket: Option<String>,
 }
 
 impl PipelineFixture {
@@ -86,6 +89,7 @@ impl PipelineFixture {
             role: DEFAULT_ROLE.to_owned(),
             input_bucket: "keybroker-test-input".to_owned(),
             output_bucket: "keybroker-test-output".to_owned(),
+            thumbnail_bucket: None,
         }
     }
 
@@ -129,6 +133,8 @@ struct Record {
     jobs: HashMap<String, Value>,
     /// Job ids in creation order, for ListJobsByPipeline.
     job_order: Vec<String>,
+    /// Accepted UpdatePipeline calls: the pipeline id and the body.
+    pipeline_updates: Vec<(String, Value)>,
     injected_failures: VecDeque<(u16, String)>,
     /// CreateJob answers to lose: the job is created, then the answer is
     /// held back past any attempt timeout, as a lost response looks.
@@ -137,7 +143,8 @@ struct Record {
 
 struct Shared {
     kms: aws_sdk_kms::Client,
-    pipelines: HashMap<String, PipelineFixture>,
+    /// UpdatePipeline changes them.
+    pipelines: Mutex<HashMap<String, PipelineFixture>>,
     md5: KeyMd5Reading,
     record: Mutex<Record>,
 }
@@ -147,6 +154,11 @@ impl Shared {
         // A test that panicked while holding the lock must not hide the
         // endpoint's state from the rest of it.
         self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pipelines as they are now.
+    fn pipelines(&self) -> HashMap<String, PipelineFixture> {
+        self.pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -174,12 +186,12 @@ impl EtEndpoint {
     pub async fn spawn(kms: aws_sdk_kms::Client, pipelines: Vec<PipelineFixture>, md5: KeyMd5Reading) -> EtEndpoint {
         let shared = Arc::new(Shared {
             kms,
-            pipelines: pipelines.into_iter().map(|p| (p.id.clone(), p)).collect(),
+            pipelines: Mutex::new(pipelines.into_iter().map(|p| (p.id.clone(), p)).collect()),
             md5,
             record: Mutex::new(Record::default()),
         });
         let app = Router::new()
-            .route("/2012-09-25/pipelines/{id}", get(read_pipeline))
+            .route("/2012-09-25/pipelines/{id}", get(read_pipeline).put(update_pipeline))
             .route("/2012-09-25/jobs", post(create_job))
             .route("/2012-09-25/jobs/{id}", get(read_job))
             .route("/2012-09-25/jobsByPipeline/{id}", get(list_jobs_by_pipeline))
@@ -212,6 +224,16 @@ impl EtEndpoint {
     /// ([`EtEndpoint::fail_next_create_job`]) are not listed.
     pub fn rejections(&self) -> Vec<String> {
         self.shared.record().rejections.clone()
+    }
+
+    /// The accepted UpdatePipeline calls, in order: pipeline id and body.
+    pub fn pipeline_updates(&self) -> Vec<(String, Value)> {
+        self.shared.record().pipeline_updates.clone()
+    }
+
+    /// The pipeline `id` as the endpoint holds it now.
+    pub fn pipeline(&self, id: &str) -> Option<PipelineFixture> {
+        self.shared.pipelines().get(id).cloned()
     }
 
     /// Every HTTP request received, whatever its fate (SDK retries count).
@@ -335,14 +357,137 @@ async fn read_pipeline(State(shared): State<Arc<Shared>>, Path(id): Path<String>
     if !is_et_id(&id) {
         return validation_error(&shared, format!("Id: {id:?} does not match ^\\d{{13}}-\\w{{6}}$"));
     }
-    let Some(pipeline) = shared.pipelines.get(&id) else {
+    let Some(pipeline) = shared.pipelines().get(&id).cloned() else {
         return error_response(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
             &format!("The specified pipeline was not found: account={ACCOUNT_ID}, pipelineId={id}."),
         );
     };
-    json_response(StatusCode::OK, &json!({ "Pipeline": pipeline_json(pipeline), "Warnings": [] }))
+    json_response(StatusCode::OK, &json!({ "Pipeline": pipeline_json(&pipeline), "Warnings": [] }))
+}
+
+/// UpdatePipeline (`PUT /2012-09-25/pipelines/{Id}`), per ET's API model
+/// (`UpdatePipelineRequest`): only the model's members, each within its
+/// shape's constraints; the named fields change, the others stay.
+async fn update_pipeline(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    if !is_et_id(&id) {
+        return validation_error(&shared, format!("Id: {id:?} does not match ^\\d{{13}}-\\w{{6}}$"));
+    }
+    let request = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) | Err(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                "the request body is not a JSON object",
+            );
+        }
+    };
+    if let Err(message) = check_update_pipeline(&request) {
+        return validation_error(&shared, message);
+    }
+    let updated = {
+        let mut pipelines = shared.pipelines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(pipeline) = pipelines.get_mut(&id) else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                &format!("The specified pipeline was not found: account={ACCOUNT_ID}, pipelineId={id}."),
+            );
+        };
+        let text = |field: &str| request.get(field).and_then(Value::as_str).map(str::to_owned);
+        if let Some(arn) = text("AwsKmsKeyArn") {
+            pipeline.kms_key_arn = Some(arn).filter(|a| !a.is_empty());
+        }
+        if let Some(role) = text("Role") {
+            pipeline.role = role;
+        }
+        if let Some(bucket) = text("InputBucket") {
+            pipeline.input_bucket = bucket;
+        }
+        let bucket_of = |field: &str| request.get(field).and_then(|c| c["Bucket"].as_str()).map(str::to_owned);
+        if let Some(bucket) = bucket_of("ContentConfig") {
+            pipeline.output_bucket = bucket;
+        }
+        if let Some(bucket) = bucket_of("ThumbnailConfig") {
+            pipeline.thumbnail_bucket = Some(bucket);
+        }
+        pipeline.clone()
+    };
+    shared.record().pipeline_updates.push((id, Value::Object(request)));
+    json_response(StatusCode::OK, &json!({ "Pipeline": pipeline_json(&updated), "Warnings": [] }))
+}
+
+/// The model's rules for an UpdatePipeline body (botocore 1.42.10,
+/// `UpdatePipelineRequest`; `Id` travels in the URI, not the body).
+fn check_update_pipeline(request: &Map<String, Value>) -> Result<(), Invalid> {
+    const MEMBERS: &[&str] =
+        &["Name", "InputBucket", "Role", "AwsKmsKeyArn", "Notifications", "ContentConfig", "ThumbnailConfig"];
+    if let Some(unknown) = request.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
+        return Err(format!("{unknown}: not a member of UpdatePipelineRequest"));
+    }
+    if let Some(name) = opt_str(request, "Name", "")? {
+        check_len("Name", name, 1, 40)?;
+    }
+    if let Some(bucket) = opt_str(request, "InputBucket", "")? {
+        check_bucket("InputBucket", bucket)?;
+    }
+    if let Some(role) = opt_str(request, "Role", "")? {
+        let ok = role.strip_prefix("arn:aws:iam::").and_then(|rest| rest.split_once(":role/")).is_some_and(
+            |(account, name)| {
+                account.len() == 12
+                    && account.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !name.is_empty()
+            },
+        );
+        if !ok {
+            return Err(format!("Role: {role:?} does not match ^arn:aws:iam::\\w{{12}}:role/.+$"));
+        }
+    }
+    if let Some(arn) = opt_str(request, "AwsKmsKeyArn", "")? {
+        check_len("AwsKmsKeyArn", arn, 0, 255)?;
+    }
+    if let Some(notifications) = opt_obj(request, "Notifications", "")? {
+        for (topic, value) in notifications {
+            if !["Progressing", "Completed", "Warning", "Error"].contains(&topic.as_str()) || !value.is_string() {
+                return Err(format!("Notifications.{topic}: not a member of Notifications, or not a string"));
+            }
+        }
+    }
+    let content = opt_obj(request, "ContentConfig", "")?;
+    let thumbnails = opt_obj(request, "ThumbnailConfig", "")?;
+    if content.is_some() != thumbnails.is_some() {
+        return Err("ContentConfig and ThumbnailConfig: give both or neither".to_owned());
+    }
+    for (path, config) in [("ContentConfig", content), ("ThumbnailConfig", thumbnails)] {
+        let Some(config) = config else { continue };
+        if let Some(unknown) = config.keys().find(|k| !["Bucket", "StorageClass", "Permissions"].contains(&k.as_str()))
+        {
+            return Err(format!("{path}.{unknown}: not a member of PipelineOutputConfig"));
+        }
+        if let Some(bucket) = opt_str(config, "Bucket", path)? {
+            check_bucket(&format!("{path}.Bucket"), bucket)?;
+        }
+        if let Some(class) = opt_str(config, "StorageClass", path)?
+            && !["Standard", "ReducedRedundancy"].contains(&class)
+        {
+            return Err(format!("{path}.StorageClass: {class:?} must be Standard or ReducedRedundancy"));
+        }
+        if let Some(permissions) = opt_list(config, "Permissions", path)?
+            && permissions.len() > 30
+        {
+            return Err(format!("{path}.Permissions: at most 30, got {}", permissions.len()));
+        }
+    }
+    Ok(())
+}
+
+/// `BucketName`: `^(\w|\.|-){1,255}$`.
+fn check_bucket(path: &str, bucket: &str) -> Result<(), Invalid> {
+    let ok = (1..=255).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if ok { Ok(()) } else { Err(format!("{path}: {bucket:?} does not match ^(\\w|\\.|-){{1,255}}$")) }
 }
 
 fn pipeline_json(p: &PipelineFixture) -> Value {
@@ -361,7 +506,11 @@ fn pipeline_json(p: &PipelineFixture) -> Value {
         "Role": p.role,
         "Notifications": { "Progressing": "", "Completed": "", "Warning": "", "Error": "" },
         "ContentConfig": output_config,
-        "ThumbnailConfig": output_config,
+        "ThumbnailConfig": {
+            "Bucket": p.thumbnail_bucket.as_ref().unwrap_or(&p.output_bucket),
+            "StorageClass": "Standard",
+            "Permissions": [],
+        },
     });
     if let (Some(arn), Some(obj)) = (&p.kms_key_arn, pipeline.as_object_mut()) {
         obj.insert("AwsKmsKeyArn".to_owned(), Value::String(arn.clone()));
@@ -413,7 +562,7 @@ async fn list_jobs_by_pipeline(
     {
         return validation_error(&shared, format!("PageToken: {token:?} does not match ^\\d{{13}}-\\w{{6}}$"));
     }
-    if !shared.pipelines.contains_key(&id) {
+    if !shared.pipelines().contains_key(&id) {
         return error_response(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
@@ -461,7 +610,8 @@ async fn create_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
             );
         }
     };
-    let checked = match check_job(&request, &shared.pipelines) {
+    let pipelines = shared.pipelines();
+    let checked = match check_job(&request, &pipelines) {
         Ok(checked) => checked,
         Err(message) => return validation_error(&shared, message),
     };

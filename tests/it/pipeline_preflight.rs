@@ -1,0 +1,747 @@
+//! The pipeline preflight through real gRPC calls: `CheckPipeline` reads
+//! pipelines from the suite's Elastic Transcoder endpoint (or the
+//! configuration's table) and judges each requirement against moto's KMS,
+//! S3 and STS; `ConnectPipeline` plans, and with `apply` makes, the ET
+//! `UpdatePipeline` and the KMS grant, checked by reading both services
+//! back directly.
+
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use keybroker::app::config::Config;
+use keybroker::app::server::Peers;
+use keybroker::objects::ObjectsSettings;
+use keybroker::pb;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::support::broker::{TestBroker, aws_config, aws_kms};
+use crate::support::et::{DEFAULT_ROLE, EtEndpoint, KeyMd5Reading, PipelineFixture};
+use crate::support::moto::Moto;
+
+/// The identity moto's STS reports for the suite's credentials: the broker.
+const BROKER_USER: &str = "arn:aws:iam::123456789012:user/moto";
+
+fn kms_in(moto: &Moto, region: &str) -> aws_sdk_kms::Client {
+    let config =
+        aws_sdk_kms::config::Builder::from(&moto.sdk_config()).region(aws_config::Region::new(region.to_owned()));
+    aws_sdk_kms::Client::from_conf(config.build())
+}
+
+fn s3(moto: &Moto) -> aws_sdk_s3::Client {
+    let settings = ObjectsSettings { force_path_style: true, ..ObjectsSettings::default() };
+    keybroker::objects::s3_client(&moto.sdk_config(), &settings)
+}
+
+fn allow(principal: &str, actions: &[&str]) -> Value {
+    json!({ "Sid": format!("allow-{}", actions.join("-")), "Effect": "Allow", "Principal": { "AWS": principal }, "Action": actions, "Resource": "*" })
+}
+
+/// A symmetric key in `region` whose key policy is `statements` (moto's
+/// default policy, an Allow to its account root, when `None`).
+async fn key(moto: &Moto, region: &str, statements: Option<Vec<Value>>) -> String {
+    let kms = kms_in(moto, region);
+    let out = kms
+        .create_key()
+        .key_spec(KeySpec::SymmetricDefault)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await
+        .unwrap();
+    let arn = out.key_metadata().unwrap().arn().unwrap().to_owned();
+    if let Some(statements) = statements {
+        let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
+        kms.put_key_policy().key_id(&arn).policy_name("default").policy(policy).send().await.unwrap();
+    }
+    arn
+}
+
+/// Disables a key (moto's DisableKey takes the key id, not the ARN).
+async fn disable(moto: &Moto, arn: &str) {
+    let id = arn.rsplit('/').next().unwrap();
+    kms_in(moto, "us-east-1").disable_key().key_id(id).send().await.unwrap();
+}
+
+/// A key the pipeline's role may decrypt with and the broker encrypt with.
+async fn good_key(moto: &Moto) -> String {
+    let statements = vec![
+        allow(DEFAULT_ROLE, &["kms:Decrypt"]),
+        allow(BROKER_USER, &["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"]),
+    ];
+    key(moto, "us-east-1", Some(statements)).await
+}
+
+/// A fresh bucket in `region`.
+async fn bucket(moto: &Moto, region: &str) -> String {
+    let name = format!("kb-preflight-{}", uuid::Uuid::new_v4().simple());
+    let mut create = s3(moto).create_bucket().bucket(&name);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    create.send().await.unwrap();
+    name
+}
+
+async fn fixture(moto: &Moto, id: &str, key: Option<&str>) -> PipelineFixture {
+    let mut pipeline = PipelineFixture::new(id, key);
+    pipeline.input_bucket = bucket(moto, "us-east-1").await;
+    pipeline.output_bucket = bucket(moto, "us-east-1").await;
+    pipeline
+}
+
+/// A broker on moto's KMS (with the preflight's KMS, S3 and STS clients)
+/// that reads pipelines from `et`.
+async fn broker(moto: &Moto, et: &EtEndpoint) -> TestBroker {
+    broker_with(moto, et, |_| {}).await
+}
+
+/// [`broker`], its configuration changed by `adjust` first.
+async fn broker_with(moto: &Moto, et: &EtEndpoint, adjust: impl FnOnce(&mut Config)) -> TestBroker {
+    let default_key = moto.create_key().await;
+    let mut config = aws_config(&default_key);
+    adjust(&mut config);
+    let kms = aws_kms(moto, &config).await;
+    let sdk = moto.sdk_config();
+    let peers = Peers { kms: Some(kms), et: Some(et.sdk_client(&sdk)), s3: Some(s3(moto)), aws: Some(sdk) };
+    TestBroker::start_with(config, peers).await
+}
+
+/// The outcome, detail and fix of requirement `name`.
+fn requirement<'a>(check: &'a pb::CheckPipelineResponse, name: &str) -> (&'static str, &'a str, &'a str) {
+    let r = check.requirements.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no requirement {name}"));
+    let outcome = match pb::CheckOutcome::try_from(r.outcome).unwrap() {
+        pb::CheckOutcome::Pass => "pass",
+        pb::CheckOutcome::Fail => "fail",
+        pb::CheckOutcome::Unknown => "unknown",
+        pb::CheckOutcome::Unspecified => "unspecified",
+    };
+    (outcome, &r.detail, &r.fix)
+}
+
+async fn check(broker: &TestBroker, id: &str) -> pb::CheckPipelineResponse {
+    let mut client = broker.client().await;
+    client.check_pipeline(pb::CheckPipelineRequest { pipeline_id: id.into() }).await.unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_well_connected_pipeline_passes_every_requirement() {
+    let moto = Moto::shared();
+    let arn = good_key(moto).await;
+    let id = "2000000000001-prefok";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, Some(&arn)).await], KeyMd5Reading::Plaintext).await;
+    let broker = broker(moto, &et).await;
+
+    let answer = check(&broker, id).await;
+    let names: Vec<&str> = answer.requirements.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["customer-managed-key", "one-region", "key-usable", "role-may-decrypt", "broker-may-encrypt", "probe"]
+    );
+    for r in &answer.requirements {
+        assert_eq!(requirement(&answer, &r.name).0, "pass", "{}: {} (fix: {})", r.name, r.detail, r.fix);
+        assert!(r.fix.is_empty(), "a pass has no fix: {}", r.fix);
+    }
+    assert!(answer.ready);
+    assert_eq!(
+        (answer.source.as_str(), answer.kms_key_arn.as_str(), answer.role.as_str()),
+        ("ReadPipeline", arn.as_str(), DEFAULT_ROLE)
+    );
+    assert_eq!(answer.region, "us-east-1");
+    assert!(
+        requirement(&answer, "role-may-decrypt").1.contains("allow-kms:Decrypt"),
+        "{:?}",
+        requirement(&answer, "role-may-decrypt")
+    );
+    // Checking changed nothing.
+    assert!(et.pipeline_updates().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_misconfiguration_is_found_by_its_requirement() {
+    let moto = Moto::shared();
+    let good = good_key(moto).await;
+
+    // No key at all: ET would use the aws/s3 key.
+    let no_key = fixture(moto, "2000000000002-nokeyp", None).await;
+    // The AWS-managed default named outright.
+    let aws_s3 = fixture(moto, "2000000000003-awss3p", Some("arn:aws:kms:us-east-1:123456789012:alias/aws/s3")).await;
+    // A disabled key.
+    let disabled_arn = good_key(moto).await;
+    disable(moto, &disabled_arn).await;
+    let disabled = fixture(moto, "2000000000004-disabl", Some(&disabled_arn)).await;
+    // A key of another region.
+    let far_arn = key(moto, "eu-west-1", Some(vec![allow(DEFAULT_ROLE, &["kms:Decrypt"])])).await;
+    let far_key = fixture(moto, "2000000000005-farkey", Some(&far_arn)).await;
+    // An input bucket of another region.
+    let mut far_bucket = fixture(moto, "2000000000006-farbkt", Some(&good)).await;
+    far_bucket.input_bucket = bucket(moto, "eu-west-1").await;
+    // A thumbnail bucket of another region.
+    let mut far_thumbs = fixture(moto, "2000000000007-farthm", Some(&good)).await;
+    far_thumbs.thumbnail_bucket = Some(bucket(moto, "ap-southeast-2").await);
+    // An asymmetric key.
+    let rsa = kms_in(moto, "us-east-1")
+        .create_key()
+        .key_spec(KeySpec::Rsa2048)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await
+        .unwrap();
+    let rsa_arn = rsa.key_metadata().unwrap().arn().unwrap().to_owned();
+    let asymmetric = fixture(moto, "2000000000008-asymmk", Some(&rsa_arn)).await;
+    // A key whose policy names neither the role nor the broker.
+    let stranger_arn =
+        key(moto, "us-east-1", Some(vec![allow("arn:aws:iam::123456789012:role/Other", &["kms:*"])])).await;
+    let stranger = fixture(moto, "2000000000009-strang", Some(&stranger_arn)).await;
+    // The role's account root, with IAM delegation: unknown, never a pass;
+    // moto's default policy delegates to the broker's account the same way.
+    let root_arn = key(
+        moto,
+        "us-east-1",
+        Some(vec![
+            allow("arn:aws:iam::111122223333:root", &["kms:*"]),
+            allow("arn:aws:iam::123456789012:root", &["kms:*"]),
+        ]),
+    )
+    .await;
+    let delegated = fixture(moto, "2000000000010-delegd", Some(&root_arn)).await;
+    // An explicit Deny beats an Allow.
+    let deny_arn = key(
+        moto,
+        "us-east-1",
+        Some(vec![
+            allow(DEFAULT_ROLE, &["kms:Decrypt"]),
+            json!({ "Sid": "nobody", "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*" }),
+        ]),
+    )
+    .await;
+    let denied = fixture(moto, "2000000000011-denied", Some(&deny_arn)).await;
+    // A key ARN KMS does not know.
+    let missing = fixture(
+        moto,
+        "2000000000012-missng",
+        Some("arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"),
+    )
+    .await;
+
+    let pipelines = vec![
+        no_key, aws_s3, disabled, far_key, far_bucket, far_thumbs, asymmetric, stranger, delegated, denied, missing,
+    ];
+    let et = EtEndpoint::spawn(moto.kms(), pipelines, KeyMd5Reading::Plaintext).await;
+    let broker = broker(moto, &et).await;
+
+    let c = check(&broker, "2000000000002-nokeyp").await;
+    let (outcome, detail, fix) = requirement(&c, "customer-managed-key");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("no AwsKmsKeyArn") && detail.contains("aws/s3"), "{detail}");
+    assert_eq!(fix, "keybroker pipeline connect 2000000000002-nokeyp --kms-key ARN --apply");
+    assert_eq!(requirement(&c, "probe").0, "fail");
+    assert!(!c.ready);
+
+    let c = check(&broker, "2000000000003-awss3p").await;
+    let (outcome, detail, _) = requirement(&c, "customer-managed-key");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("AWS-managed"), "{detail}");
+
+    let c = check(&broker, "2000000000004-disabl").await;
+    let (outcome, detail, fix) = requirement(&c, "key-usable");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("its state is Disabled"), "{detail}");
+    assert!(fix.contains("enable-key"), "{fix}");
+    assert_eq!(requirement(&c, "customer-managed-key").0, "pass");
+
+    let c = check(&broker, "2000000000005-farkey").await;
+    let (outcome, detail, _) = requirement(&c, "one-region");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("the KMS key: eu-west-1") && detail.contains("the pipeline: us-east-1"), "{detail}");
+    // The key itself is described in its own region.
+    assert_eq!(requirement(&c, "key-usable").0, "pass", "{:?}", requirement(&c, "key-usable"));
+
+    let c = check(&broker, "2000000000006-farbkt").await;
+    let (outcome, detail, _) = requirement(&c, "one-region");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("the input bucket kb-preflight-") && detail.contains(": eu-west-1"), "{detail}");
+
+    let c = check(&broker, "2000000000007-farthm").await;
+    let (outcome, detail, _) = requirement(&c, "one-region");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("the thumbnail bucket kb-preflight-") && detail.contains(": ap-southeast-2"), "{detail}");
+
+    let c = check(&broker, "2000000000008-asymmk").await;
+    let (outcome, detail, _) = requirement(&c, "key-usable");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("RSA_2048, not SYMMETRIC_DEFAULT"), "{detail}");
+
+    let c = check(&broker, "2000000000009-strang").await;
+    let (outcome, detail, fix) = requirement(&c, "role-may-decrypt");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains(DEFAULT_ROLE), "{detail}");
+    assert!(fix.contains("pipeline connect 2000000000009-strang"), "{fix}");
+    assert_eq!(requirement(&c, "broker-may-encrypt").0, "fail");
+
+    let c = check(&broker, "2000000000010-delegd").await;
+    let (outcome, detail, _) = requirement(&c, "role-may-decrypt");
+    assert_eq!(outcome, "unknown");
+    assert!(detail.contains("IAM policies"), "{detail}");
+    assert_eq!(requirement(&c, "broker-may-encrypt").0, "unknown");
+    assert!(!c.ready, "unknown is not ready");
+
+    let c = check(&broker, "2000000000011-denied").await;
+    let (outcome, detail, _) = requirement(&c, "role-may-decrypt");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("\"nobody\" denies"), "{detail}");
+
+    let c = check(&broker, "2000000000012-missng").await;
+    let (outcome, detail, _) = requirement(&c, "key-usable");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains("does not exist"), "{detail}");
+    assert_eq!(requirement(&c, "probe").0, "fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ids_and_unknown_pipelines_are_refused_by_name() {
+    let moto = Moto::shared();
+    let et = EtEndpoint::spawn(moto.kms(), vec![], KeyMd5Reading::Plaintext).await;
+    let broker = broker(moto, &et).await;
+    let mut client = broker.client().await;
+
+    let err =
+        client.check_pipeline(pb::CheckPipelineRequest { pipeline_id: "not-a-pipeline".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with(r"pipeline_id: must match ^\d{13}-\w{6}$, got "), "{}", err.message());
+    let err = client.check_pipeline(pb::CheckPipelineRequest::default()).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "pipeline_id: required"));
+    let err = client
+        .check_pipeline(pb::CheckPipelineRequest { pipeline_id: "2999999999999-nosuch".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+
+    let connect = |id: &str, arn: &str| pb::ConnectPipelineRequest {
+        pipeline_id: id.into(),
+        kms_key_arn: arn.into(),
+        apply: true,
+    };
+    let err = client.connect_pipeline(connect("2999999999999-nosuch", "")).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "kms_key_arn: required"));
+    let err = client.connect_pipeline(connect("2999999999999-nosuch", "alias/media")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("kms_key_arn: must be a KMS key ARN"), "{}", err.message());
+    let arn = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+    let err = client.connect_pipeline(connect("2999999999999-nosuch", arn)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert_eq!(et.pipeline_updates().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_plans_without_apply_and_with_it_updates_the_pipeline_and_grants_the_role() {
+    let moto = Moto::shared();
+    // The broker may use the key; the pipeline's role is not yet a user.
+    let arn = key(moto, "us-east-1", Some(vec![allow(BROKER_USER, &["kms:Encrypt", "kms:Decrypt"])])).await;
+    let id = "2000000000020-connct";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, None).await], KeyMd5Reading::Plaintext).await;
+    let broker = broker(moto, &et).await;
+    let mut client = broker.client().await;
+    let kms = kms_in(moto, "us-east-1");
+    let grants = async || kms.list_grants().key_id(&arn).send().await.unwrap().grants().to_vec();
+
+    let request = |apply| pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.clone(), apply };
+    let plan = client.connect_pipeline(request(false)).await.unwrap().into_inner();
+    assert!(!plan.applied);
+    let states: Vec<(&str, &str)> = plan.changes.iter().map(|c| (c.action.as_str(), c.state.as_str())).collect();
+    assert_eq!(states, [("UpdatePipeline", "planned"), ("CreateGrant", "planned")]);
+    let grant_request: Value = serde_json::from_str(&plan.changes[1].request_json).unwrap();
+    assert_eq!(
+        grant_request["Constraints"],
+        json!({ "EncryptionContextSubset": { "service": "elastictranscoder.amazonaws.com" } })
+    );
+    assert_eq!(grant_request["GranteePrincipal"], DEFAULT_ROLE);
+    assert!(!plan.check.as_ref().unwrap().ready);
+    // Without apply, nothing changed anywhere.
+    assert!(et.pipeline_updates().is_empty());
+    assert_eq!(et.pipeline(id).unwrap().kms_key_arn, None);
+    assert!(grants().await.is_empty());
+
+    let done = client.connect_pipeline(request(true)).await.unwrap().into_inner();
+    assert!(done.applied);
+    let states: Vec<(&str, &str)> = done.changes.iter().map(|c| (c.action.as_str(), c.state.as_str())).collect();
+    assert_eq!(states, [("UpdatePipeline", "done"), ("CreateGrant", "done")]);
+    // ET received exactly the model's UpdatePipeline body, and holds the key.
+    let updates = et.pipeline_updates();
+    assert_eq!(updates, [(id.to_owned(), json!({ "AwsKmsKeyArn": arn }))]);
+    assert_eq!(et.pipeline(id).unwrap().kms_key_arn.as_deref(), Some(arn.as_str()));
+    // KMS holds the grant: the role, Decrypt, under ET's context only.
+    let made = grants().await;
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].grantee_principal(), Some(DEFAULT_ROLE));
+    assert_eq!(made[0].operations(), [aws_sdk_kms::types::GrantOperation::Decrypt]);
+    let subset = made[0].constraints().unwrap().encryption_context_subset().unwrap();
+    assert_eq!(subset.get("service").map(String::as_str), Some("elastictranscoder.amazonaws.com"));
+    // And the check that followed passes.
+    let after = done.check.unwrap();
+    for r in &after.requirements {
+        assert_eq!(requirement(&after, &r.name).0, "pass", "{}: {}", r.name, r.detail);
+    }
+    assert!(after.ready && after.kms_key_arn == arn);
+    assert!(
+        requirement(&after, "role-may-decrypt").1.starts_with("grant "),
+        "{:?}",
+        requirement(&after, "role-may-decrypt")
+    );
+    assert!(check(&broker, id).await.ready);
+
+    // Again: nothing left to do, nothing done twice.
+    let again = client.connect_pipeline(request(true)).await.unwrap().into_inner();
+    let states: Vec<&str> = again.changes.iter().map(|c| c.state.as_str()).collect();
+    assert_eq!(states, ["already done", "already done"]);
+    assert_eq!(et.pipeline_updates().len(), 1);
+    assert_eq!(grants().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_key_it_cannot_use_before_changing_anything() {
+    let moto = Moto::shared();
+    let id = "2000000000021-refuse";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, None).await], KeyMd5Reading::Plaintext).await;
+    let broker = broker(moto, &et).await;
+    let mut client = broker.client().await;
+
+    let disabled = key(moto, "us-east-1", None).await;
+    disable(moto, &disabled).await;
+    let far = key(moto, "eu-west-1", None).await;
+    for (arn, words) in [(disabled.as_str(), "its state is Disabled"), (far.as_str(), "is in eu-west-1")] {
+        let request = pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.into(), apply: true };
+        let err = client.connect_pipeline(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+        assert!(err.message().contains(words), "{}", err.message());
+        let region = arn.split(':').nth(3).unwrap();
+        let grants = kms_in(moto, region).list_grants().key_id(arn).send().await.unwrap();
+        assert!(grants.grants().is_empty(), "a refused connect made a grant");
+    }
+    assert!(et.pipeline_updates().is_empty());
+    assert_eq!(et.pipeline(id).unwrap().kms_key_arn, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_governs_both_rpcs_and_every_call_is_audited() {
+    let moto = Moto::shared();
+    let arn = good_key(moto).await;
+    let id = "2000000000022-policy";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, Some(&arn)).await], KeyMd5Reading::Plaintext).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"CheckPipeline\"]\npipelines = [\"2000000000022-*\"]\n",
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let broker = broker_with(moto, &et, |config| {
+        config.policy.allow_all = false;
+        config.policy.file = Some(policy.clone());
+        config.audit.file = Some(audit.clone());
+    })
+    .await;
+    let mut client = broker.client().await;
+
+    assert!(check(&broker, id).await.ready);
+    let err = client
+        .check_pipeline(pb::CheckPipelineRequest { pipeline_id: "2000000000023-policy".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let request = pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.clone(), apply: false };
+    let err = client.connect_pipeline(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("ConnectPipeline"), "{}", err.message());
+
+    let records: Vec<Value> =
+        std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let calls: Vec<(&str, &str)> =
+        records.iter().filter_map(|r| Some((r["rpc"].as_str()?, r["code"].as_str()?))).collect();
+    assert_eq!(
+        calls,
+        [("CheckPipeline", "Ok"), ("CheckPipeline", "PermissionDenied"), ("ConnectPipeline", "PermissionDenied")]
+    );
+    assert_eq!(records[0]["pipeline"], id);
+    assert_eq!(records[0]["kms_key_arn"], arn.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_held_to_the_rules_pipelines_and_kms_keys() {
+    let moto = Moto::shared();
+    let (arn, other) = (good_key(moto).await, good_key(moto).await);
+    let id = "2000000000024-keypol";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, None).await], KeyMd5Reading::Plaintext).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let rule = format!(
+        "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"ConnectPipeline\"]\npipelines = [\"{id}\"]\nkms_keys = [\"{arn}\"]\n"
+    );
+    std::fs::write(&policy, rule).unwrap();
+    let broker = broker_with(moto, &et, |config| {
+        config.policy.allow_all = false;
+        config.policy.file = Some(policy.clone());
+    })
+    .await;
+    let mut client = broker.client().await;
+    let request = |id: &str, arn: &str| pb::ConnectPipelineRequest {
+        pipeline_id: id.into(),
+        kms_key_arn: arn.into(),
+        apply: true,
+    };
+
+    let err = client.connect_pipeline(request(id, &other)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains(&format!("may not use KMS key {other}")), "{}", err.message());
+    let err = client.connect_pipeline(request("2000000000025-keypol", &arn)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("may not use pipeline 2000000000025-keypol"), "{}", err.message());
+    // Nothing was changed by the refusals; the granted key connects.
+    assert!(et.pipeline_updates().is_empty());
+    let done = client.connect_pipeline(request(id, &arn)).await.unwrap().into_inner();
+    assert!(done.applied && done.check.unwrap().ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_pipeline_is_checked_at_start_as_warnings_and_on_demand() {
+    let moto = Moto::shared();
+    let arn = good_key(moto).await;
+    let id = "2000000000030-config";
+    let far_bucket = bucket(moto, "eu-west-1").await;
+    let table = keybroker::jobs::et::pipeline::Pipeline {
+        id: id.into(),
+        kms_key_arn: Some(arn.clone()),
+        role: DEFAULT_ROLE.into(),
+        region: Some("us-east-1".into()),
+        input_bucket: Some(far_bucket.clone()),
+        output_bucket: Some(bucket(moto, "us-east-1").await),
+        thumbnail_bucket: None,
+    };
+    let default_key = moto.create_key().await;
+    let mut config = aws_config(&default_key);
+    config.transcoder.pipelines = vec![table];
+    let kms = aws_kms(moto, &config).await;
+    let sdk = moto.sdk_config();
+    // No Elastic Transcoder at all: the table is the only source.
+    let peers = Peers { kms: Some(kms), et: None, s3: Some(s3(moto)), aws: Some(sdk) };
+    let broker = TestBroker::start_with(config, peers).await;
+
+    // At start: a warning naming the pipeline, the requirement and the bucket.
+    let warned = |logs: &str| {
+        logs.lines().any(|l| {
+            l.contains("WARN") && l.contains("pipeline preflight") && l.contains(id) && l.contains(&far_bucket)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !warned(&crate::support::logs::text()) {
+        assert!(std::time::Instant::now() < deadline, "no start-up preflight warning for {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The server serves all the same.
+    let answer = check(&broker, id).await;
+    assert_eq!(answer.source, "configuration");
+    let (outcome, detail, fix) = requirement(&answer, "one-region");
+    assert_eq!(outcome, "fail");
+    assert!(detail.contains(&format!("the input bucket {far_bucket}: eu-west-1")), "{detail}");
+    assert!(fix.contains("[[transcoder.pipelines]]"), "{fix}");
+    assert_eq!(requirement(&answer, "probe").0, "pass");
+
+    // Connect cannot rewrite the table: a different key is refused before
+    // any grant is made; the plan says where to set it.
+    let other = good_key(moto).await;
+    let mut client = broker.client().await;
+    let request =
+        |arn: &str, apply| pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.into(), apply };
+    let plan = client.connect_pipeline(request(&other, false)).await.unwrap().into_inner();
+    assert!(plan.changes[0].detail.contains("[[transcoder.pipelines]]"), "{}", plan.changes[0].detail);
+    let err = client.connect_pipeline(request(&other, true)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let grants = kms_in(moto, "us-east-1").list_grants().key_id(&other).send().await.unwrap();
+    assert!(grants.grants().is_empty());
+}
+
+/// The CLI as a user runs it, against `keybroker serve` on moto with a
+/// pipeline in its configuration file: the start-up warnings, `pipeline
+/// check`'s report and exit status, and `pipeline connect` without and with
+/// `--apply`.
+#[test]
+fn the_cli_checks_and_connects_a_pipeline() {
+    use crate::support::process::serve;
+    let moto = Moto::shared();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let id = "2000000000040-clirun";
+    let (arn, input, output) = runtime.block_on(async {
+        // The broker may use the key; the pipeline's role may not, yet.
+        let arn = key(moto, "us-east-1", Some(vec![allow(BROKER_USER, &["kms:Encrypt", "kms:Decrypt"])])).await;
+        (arn, bucket(moto, "us-east-1").await, bucket(moto, "us-east-1").await)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keybroker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\nmode = \"plaintext\"\n[policy]\nallow_all = true\n[kms]\nbackend = \"aws\"\ndefault_key_id = \"{arn}\"\n\
+             [s3]\nforce_path_style = true\n[transcoder]\nsubmit = false\n\
+             [[transcoder.pipelines]]\nid = \"{id}\"\nkms_key_arn = \"{arn}\"\nrole = \"{DEFAULT_ROLE}\"\n\
+             region = \"us-east-1\"\ninput_bucket = \"{input}\"\noutput_bucket = \"{output}\"\n"
+        ),
+    )
+    .unwrap();
+    let server = serve(dir.path(), &["--config", config.to_str().unwrap()], &moto.env());
+
+    let out = server.cli(&["pipeline", "check", id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a failed requirement exits 1:\n{stdout}");
+    assert!(stdout.starts_with(&format!("pipeline {id} (from configuration)\n  kms key: {arn}\n")), "{stdout}");
+    assert!(
+        stdout.contains("\npass     customer-managed-key  the pipeline names the customer-managed key"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nfail     role-may-decrypt      neither the key policy nor a grant lets"), "{stdout}");
+    assert!(stdout.contains(&format!("fix: keybroker pipeline connect {id} --kms-key ARN --apply")), "{stdout}");
+    assert!(stdout.contains("\npass     probe "), "{stdout}");
+    assert!(stdout.ends_with("not ready: 5 passed, 1 failed, 0 unknown\n"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("pipeline {id}: 1 requirement(s) not met")), "{stderr}");
+    // The same finding is a warning from the server's start-up check, which
+    // runs in the background.
+    let warned = |log: &str| {
+        log.lines().any(|l| l.contains("pipeline preflight") && l.contains(id) && l.contains("role-may-decrypt"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !warned(&server.log_text()) {
+        assert!(std::time::Instant::now() < deadline, "no start-up warning: {}", server.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let grants =
+        || runtime.block_on(async { kms_in(moto, "us-east-1").list_grants().key_id(&arn).send().await.unwrap() });
+    let out = server.cli(&["pipeline", "connect", id, "--kms-key", &arn]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("plan (nothing changed; run with --apply to make it):\n"), "{stdout}");
+    assert!(stdout.contains("1. UpdatePipeline [already done]"), "{stdout}");
+    assert!(stdout.contains("2. CreateGrant [planned]"), "{stdout}");
+    assert!(grants().grants().is_empty(), "a plan made a grant");
+
+    let out = server.cli(&["pipeline", "connect", id, "--kms-key", &arn, "--apply", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["Applied"], true);
+    assert_eq!(answer["Changes"][1]["State"], "done");
+    assert_eq!(answer["Check"]["Ready"], true, "{answer:#}");
+    assert_eq!(grants().grants().len(), 1);
+
+    let out = server.cli(&["pipeline", "check", id, "--json"]);
+    assert!(out.status.success());
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<&str> =
+        answer["Requirements"].as_array().unwrap().iter().map(|r| r["Outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["pass"; 6]);
+
+    // A malformed id is refused by name.
+    let out = server.cli(&["pipeline", "check", "nope"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(r#"pipeline_id: must match ^\d{13}-\w{6}$, got "nope""#), "{stderr}");
+}
+
+/// The suite's ET endpoint holds UpdatePipeline to ET's model, so the
+/// broker's body is checked as ET checked it: bad members are refused and
+/// change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
+    let moto = Moto::shared();
+    let id = "2000000000050-etmodl";
+    let et = EtEndpoint::spawn(moto.kms(), vec![PipelineFixture::new(id, None)], KeyMd5Reading::Plaintext).await;
+    let client = et.sdk_client(&moto.sdk_config());
+
+    let err = client.update_pipeline().id(id).role("arn:aws:iam::1:role/x").send().await.unwrap_err();
+    assert!(err.into_service_error().is_validation_exception());
+    let err = client.update_pipeline().id(id).input_bucket("no spaces allowed").send().await.unwrap_err();
+    assert!(err.into_service_error().is_validation_exception());
+    let err = client.update_pipeline().id(id).aws_kms_key_arn("k".repeat(256)).send().await.unwrap_err();
+    assert!(err.into_service_error().is_validation_exception());
+    let err = client.update_pipeline().id("2999999999999-nosuch").aws_kms_key_arn("a").send().await.unwrap_err();
+    assert!(err.into_service_error().is_resource_not_found_exception());
+    let rejections = et.rejections();
+    assert!(rejections[0].starts_with("Role: "), "{rejections:?}");
+    assert!(rejections[1].starts_with("InputBucket: "), "{rejections:?}");
+    assert!(rejections[2].starts_with("AwsKmsKeyArn: length 256"), "{rejections:?}");
+    assert!(et.pipeline_updates().is_empty());
+    assert_eq!(et.pipeline(id).unwrap().kms_key_arn, None);
+
+    let arn = "arn:aws:kms:us-east-1:111122223333:key/k";
+    let answer = client.update_pipeline().id(id).aws_kms_key_arn(arn).send().await.unwrap();
+    assert_eq!(answer.pipeline().unwrap().aws_kms_key_arn(), Some(arn));
+    let read = client.read_pipeline().id(id).send().await.unwrap();
+    assert_eq!(read.pipeline().unwrap().aws_kms_key_arn(), Some(arn));
+}
+
+/// A KMS over moto's that remembers every plaintext it was asked to wrap,
+/// so the test can look for the probe key where it must never be.
+struct Recording {
+    inner: std::sync::Arc<dyn keybroker::custody::kms::Kms>,
+    wrapped: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+#[async_trait::async_trait]
+impl keybroker::custody::kms::Kms for Recording {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn wrap(
+        &self,
+        key_id: &keybroker::custody::kms::KmsKeyId,
+        plaintext: &keybroker::custody::keys::DataKey,
+        context: keybroker::custody::keys::ServiceContext,
+    ) -> Result<keybroker::custody::kms::Wrapped, keybroker::custody::kms::KmsError> {
+        self.wrapped.lock().unwrap().push(plaintext.expose_secret().to_vec());
+        self.inner.wrap(key_id, plaintext, context).await
+    }
+
+    async fn unwrap(
+        &self,
+        key_id: Option<&keybroker::custody::kms::KmsKeyId>,
+        wrapped: &keybroker::custody::keys::WrappedKey,
+        context: keybroker::custody::keys::ServiceContext,
+    ) -> Result<keybroker::custody::kms::Unwrapped, keybroker::custody::kms::KmsError> {
+        self.inner.unwrap(key_id, wrapped, context).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
+    let moto = Moto::shared();
+    let arn = good_key(moto).await;
+    let id = "2000000000060-probek";
+    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, Some(&arn)).await], KeyMd5Reading::Plaintext).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let default_key = moto.create_key().await;
+    let mut config = aws_config(&default_key);
+    config.audit.file = Some(audit.clone());
+    let recording = std::sync::Arc::new(Recording { inner: aws_kms(moto, &config).await, wrapped: Default::default() });
+    let sdk = moto.sdk_config();
+    let peers =
+        Peers { kms: Some(recording.clone()), et: Some(et.sdk_client(&sdk)), s3: Some(s3(moto)), aws: Some(sdk) };
+    let broker = TestBroker::start_with(config, peers).await;
+
+    let before = recording.wrapped.lock().unwrap().len();
+    let answer = check(&broker, id).await;
+    assert_eq!(requirement(&answer, "probe").0, "pass");
+    let mut client = broker.client().await;
+    let request = pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.clone(), apply: false };
+    let plan = client.connect_pipeline(request).await.unwrap().into_inner();
+    let probes: Vec<Vec<u8>> = recording.wrapped.lock().unwrap()[before..].to_vec();
+    assert_eq!(probes.len(), 2, "one probe key per check");
+    assert!(probes.iter().all(|k| k.len() == 32) && probes[0] != probes[1], "fresh 256-bit probe keys");
+
+    let answers = format!("{answer:?}{plan:?}");
+    crate::support::logs::assert_no_key_in(&answers, &probes, "the answers");
+    crate::support::logs::assert_no_key_in(&std::fs::read_to_string(&audit).unwrap(), &probes, "the audit log");
+    crate::support::logs::assert_no_key_logged(&probes);
+}
