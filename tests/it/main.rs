@@ -23,6 +23,7 @@ mod exhaustion;
 mod field_bounds;
 mod key_rpcs;
 mod ledger;
+mod ledger_objects;
 mod ledger_tokens;
 mod object_rpcs;
 mod submit_job;
