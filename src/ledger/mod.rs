@@ -35,6 +35,17 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
+/// A new entry id: a UUID in version 7's layout (milliseconds first, then
+/// random bits), so ids recorded close in time sort close together and the
+/// entry index grows at its end instead of at random places.
+fn entry_id() -> String {
+    let random = uuid::Uuid::new_v4().into_bytes();
+    let mut tail = [0u8; 10];
+    tail.copy_from_slice(&random[..10]);
+    let millis = u64::try_from(commit::now_ms()).unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid().to_string()
+}
+
 /// A handle to the ledger; cheap to clone. [`Ledger::disabled`] records
 /// nothing, for a server configured without one.
 #[derive(Clone, Debug)]
@@ -192,7 +203,7 @@ impl Ledger {
     /// [`LedgerError`] when the rows could not be committed: none of them
     /// is recorded, and the call must release nothing.
     pub async fn record(&self, origin: &Origin, rows: Vec<KeyRow>) -> Result<String, LedgerError> {
-        let entry_id = uuid::Uuid::new_v4().to_string();
+        let entry_id = entry_id();
         let Some(open) = &self.inner else {
             return Ok(entry_id);
         };
