@@ -321,7 +321,6 @@ async fn lookups_by_fingerprint_and_wrapped_key_go_through_their_compact_indexes
     for engine in ENGINES {
         let db = LedgerDb::new(engine).await;
         let ledger = db.open().await;
-        let mut plans = Vec::new();
         for (query, index) in
             [(BY_FINGERPRINT, "ledger_keys_fingerprint_head"), (BY_WRAPPED_KEY, "ledger_keys_wrapped_tail")]
         {
@@ -347,7 +346,6 @@ async fn lookups_by_fingerprint_and_wrapped_key_go_through_their_compact_indexes
                 }
             };
             assert!(plan.iter().any(|line| line.contains(index)), "{engine:?}: {query}: {plan:?}");
-            plans.push(plan);
         }
         ledger.close().await;
     }
