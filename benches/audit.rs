@@ -332,6 +332,7 @@ async fn bench(pin: bool) {
             concurrency,
             duration: Duration::from_secs(seconds),
             warmup: Duration::from_secs(1),
+            pipeline_id: String::new(),
         };
         println!(
             "IssueDataKey, {}, concurrency {concurrency} over 4 connections, {seconds} s per run, {rounds} rounds",

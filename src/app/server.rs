@@ -213,7 +213,12 @@ impl Services {
     ) -> Result<Self, ServerError> {
         let broker = build_broker(config, kms, ledger)?;
         let transcoder = build_transcoder(config, broker.clone(), et);
-        let objects = Arc::new(Objects::new(broker.clone(), s3, ObjectsSettings::from_config(&config.s3)));
+        let objects_settings = ObjectsSettings {
+            // Longer than any stream may run, so a live call keeps its token.
+            token_lease: Duration::from_millis(config.limits.stream_timeout_ms) + Duration::from_secs(60),
+            ..ObjectsSettings::from_config(&config.s3)
+        };
+        let objects = Arc::new(Objects::new(broker.clone(), s3, objects_settings));
         let preflight = Arc::new(Preflight::new(broker.clone(), transcoder.clone(), admin));
         let gate = build_gate(config, chain_key)?;
         Ok(Services { broker, transcoder, objects, preflight, gate })

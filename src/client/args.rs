@@ -51,6 +51,10 @@ pub struct EncryptArgs {
     /// The service that will decrypt the key.
     #[arg(long, value_enum, default_value = "elastic-transcoder")]
     pub context: ContextArg,
+    /// S3 mode: an idempotency token (1 to 64 printable ASCII characters);
+    /// a repeat with it answers the first call's result, uploading nothing.
+    #[arg(long, value_name = "TOKEN", default_value = "")]
+    pub request_token: String,
 }
 
 /// `keybroker decrypt`.

@@ -93,11 +93,15 @@ pub(super) async fn encrypt_file(args: EncryptArgs) -> Result<(), CliError> {
         context: args.context.to_proto(),
         source,
         destination,
+        request_token: args.request_token,
     };
     let start = pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Start(start)) };
     let result = stream_object::<EncryptObject>(&args.client, route, start).await?;
     eprintln!("kms_key_arn: {}", result.kms_key_arn);
     eprintln!("plaintext_bytes: {}, ciphertext_bytes: {}", result.plaintext_bytes, result.ciphertext_bytes);
+    if !result.etag.is_empty() {
+        eprintln!("version_id: {}, etag: {}", result.version_id, result.etag);
+    }
     print_encryption(result.encryption)
 }
 

@@ -23,6 +23,13 @@ pub enum LoadRpc {
     IssueDataKey,
     /// `grpc.health.v1.Health/Check`: a call that does no work, the baseline.
     HealthCheck,
+    /// `SubmitEncryptedJob` of a one-output AES job on `--pipeline-id`, each
+    /// call under a request token of its own: first submissions (keys made,
+    /// recorded, the job POSTed).
+    SubmitJob,
+    /// The same job under one request token for the whole run: after the
+    /// first call, every call is a replay of its recorded answer.
+    SubmitJobReplay,
 }
 
 /// How hard and how long.
@@ -36,6 +43,8 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// How long to run before measuring.
     pub warmup: Duration,
+    /// The pipeline of the jobs `SubmitJob` and `SubmitJobReplay` submit.
+    pub pipeline_id: String,
 }
 
 /// What a run measured.
@@ -98,15 +107,49 @@ impl LoadReport {
     }
 }
 
-async fn one_call(rpc: LoadRpc, channel: Channel) -> Result<(), tonic::Status> {
+/// A one-output AES job on `pipeline_id` under `token`.
+fn job_request(pipeline_id: &str, token: String) -> pb::SubmitEncryptedJobRequest {
+    pb::SubmitEncryptedJobRequest {
+        pipeline_id: pipeline_id.to_owned(),
+        input: Some(pb::JobInput { key: "bench/in.mov".to_owned(), ..Default::default() }),
+        outputs: vec![pb::JobOutput {
+            key: "bench/out.mp4".to_owned(),
+            preset_id: "1351620000001-000010".to_owned(),
+            encryption: Some(pb::Protection {
+                encryption: Some(pb::Encryption { mode: "aes-cbc-pkcs7".to_owned(), ..Default::default() }),
+                key_bits: 256,
+            }),
+            ..Default::default()
+        }],
+        request_token: token,
+        ..Default::default()
+    }
+}
+
+/// One call; `run` names the run and `caller`/`seq` the call within it,
+/// so `SubmitJob` tokens never repeat and `SubmitJobReplay` shares one.
+async fn one_call(
+    rpc: LoadRpc,
+    channel: Channel,
+    options: &LoadOptions,
+    run: &str,
+    caller: usize,
+    seq: u64,
+) -> Result<(), tonic::Status> {
+    let client = || pb::key_broker_client::KeyBrokerClient::new(channel.clone());
     match rpc {
-        LoadRpc::IssueDataKey => {
-            let mut client = pb::key_broker_client::KeyBrokerClient::new(channel);
-            client.issue_data_key(pb::IssueDataKeyRequest::default()).await.map(|_| ())
-        }
+        LoadRpc::IssueDataKey => client().issue_data_key(pb::IssueDataKeyRequest::default()).await.map(|_| ()),
         LoadRpc::HealthCheck => {
             let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
             client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.map(|_| ())
+        }
+        LoadRpc::SubmitJob => {
+            let token = format!("bench-{run}-{caller}-{seq}");
+            client().submit_encrypted_job(job_request(&options.pipeline_id, token)).await.map(|_| ())
+        }
+        LoadRpc::SubmitJobReplay => {
+            let token = format!("bench-{run}-replay");
+            client().submit_encrypted_job(job_request(&options.pipeline_id, token)).await.map(|_| ())
         }
     }
 }
@@ -124,18 +167,19 @@ pub async fn run(channels: &[Channel], options: &LoadOptions) -> LoadReport {
     let measure_from = start + options.warmup;
     let stop_at = measure_from + options.duration;
     let mut callers = Vec::with_capacity(options.concurrency);
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
     for i in 0..options.concurrency.max(1) {
         let channel = channels[i % channels.len().max(1)].clone();
-        let rpc = options.rpc;
+        let (rpc, options, run_id) = (options.rpc, options.clone(), run_id.clone());
         callers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 14);
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            loop {
+            for seq in 0.. {
                 let sent = Instant::now();
                 if sent >= stop_at {
                     break;
                 }
-                let result = one_call(rpc, channel.clone()).await;
+                let result = one_call(rpc, channel.clone(), &options, &run_id, i, seq).await;
                 if sent < measure_from {
                     continue;
                 }
@@ -194,6 +238,9 @@ pub struct BenchArgs {
     /// Skip the health-check baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    /// The pipeline `submit-job` and `submit-job-replay` submit to.
+    #[arg(long, default_value = crate::app::config::DEV_PIPELINE_ID)]
+    pub pipeline_id: String,
 }
 
 /// Runs `keybroker bench`: the baseline (health Check) and then the chosen
@@ -206,8 +253,13 @@ pub async fn bench_command(args: BenchArgs) -> Result<(), CliError> {
     for _ in 0..args.connections.max(1) {
         channels.push(channel(&args.client).await?);
     }
-    let options =
-        |rpc| LoadOptions { rpc, concurrency: args.concurrency, duration: args.duration, warmup: args.warmup };
+    let options = |rpc| LoadOptions {
+        rpc,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        warmup: args.warmup,
+        pipeline_id: args.pipeline_id.clone(),
+    };
     println!(
         "{} callers over {} connections to {}, {:?} after {:?} warm-up",
         args.concurrency,

@@ -215,6 +215,9 @@ pub fn object_status(err: &ObjectError, direction: Direction) -> Status {
         },
         ObjectError::S3Unavailable(_) => Status::failed_precondition(err.to_string()),
         ObjectError::Cancelled => Status::cancelled(err.to_string()),
+        ObjectError::Ledger(ledger) => ledger_status(ledger),
+        ObjectError::TokenReused(_) => Status::already_exists(err.to_string()),
+        ObjectError::TokenInFlight(_) => Status::aborted(err.to_string()),
         ObjectError::Internal(_) => internal(err),
     }
 }

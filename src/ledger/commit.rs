@@ -1,14 +1,16 @@
 //! Group commit: calls hand their rows to one writer task, which commits
-//! whatever has queued up as one transaction, so concurrent calls share a
-//! commit instead of queueing for the database one by one.
+//! whatever has queued up as one transaction (on PostgreSQL, a few such
+//! transactions at once), so concurrent calls share a commit instead of
+//! queueing for the database one by one.
 //!
 //! Owns the queue and the writer. Must never answer a call before its rows
 //! are committed, or report a batch durable that its transaction did not
 //! commit.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::store::{Entry, MAX_INSERT_ROWS, Store};
 
@@ -29,12 +31,17 @@ pub(super) fn start(store: Store) -> mpsc::Sender<Queued> {
 }
 
 /// Takes what is queued (at least one entry, at most about
-/// [`MAX_INSERT_ROWS`] rows), commits it, answers every caller in it.
+/// [`MAX_INSERT_ROWS`] rows) once a commit slot is free, commits it, answers
+/// every caller in it. SQLite has one writer, so one commit at a time;
+/// PostgreSQL commits a few batches at once ([`Store::concurrent_commits`]),
+/// so rows that arrive while one commit waits for its disk flush go into
+/// the next one at once instead of waiting behind it.
 async fn run(store: Store, mut queue: mpsc::Receiver<Queued>) {
-    let mut batch: Vec<Queued> = Vec::new();
+    let slots = Arc::new(Semaphore::new(store.concurrent_commits()));
     while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut rows = first.entry.rows.len();
-        batch.push(first);
+        let mut batch = vec![first];
         while rows < MAX_INSERT_ROWS {
             match queue.try_recv() {
                 Ok(next) => {
@@ -44,18 +51,27 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Queued>) {
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let (entries, answers): (Vec<Entry>, Vec<_>) = batch.drain(..).map(|q| (q.entry, q.done)).unzip();
-        let result = store.insert(&entries, now_ms()).await.map_err(|e| e.to_string());
-        metrics::histogram!("keybroker_ledger_commit_rows").record(rows as f64);
-        metrics::histogram!("keybroker_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            metrics::counter!("keybroker_ledger_commit_failures_total").increment(1);
-            tracing::error!(error = %e, rows, engine = store.engine(), "ledger rows not committed; failing their calls");
-        }
-        for done in answers {
-            let _ = done.send(result.clone());
-        }
+        let store = store.clone();
+        tokio::spawn(async move {
+            commit(&store, batch, rows).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Commits one batch and answers its callers.
+async fn commit(store: &Store, batch: Vec<Queued>, rows: usize) {
+    let started = std::time::Instant::now();
+    let (entries, answers): (Vec<Entry>, Vec<_>) = batch.into_iter().map(|q| (q.entry, q.done)).unzip();
+    let result = store.insert(&entries, now_ms()).await.map_err(|e| e.to_string());
+    metrics::histogram!("keybroker_ledger_commit_rows").record(rows as f64);
+    metrics::histogram!("keybroker_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        metrics::counter!("keybroker_ledger_commit_failures_total").increment(1);
+        tracing::error!(error = %e, rows, engine = store.engine(), "ledger rows not committed; failing their calls");
+    }
+    for done in answers {
+        let _ = done.send(result.clone());
     }
 }
 

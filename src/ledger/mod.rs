@@ -13,6 +13,7 @@ mod commit;
 mod error;
 mod row;
 mod store;
+mod stored;
 mod submissions;
 mod token;
 
@@ -25,12 +26,24 @@ pub use self::error::LedgerError;
 pub use self::row::{KeyRow, Origin, S3Object, Usage, Wrapping};
 use self::store::{Entry, Store};
 pub use self::store::{Filter, RecordedKey};
+pub use self::stored::TokenDone;
 pub use self::submissions::{Claim, Submission, SubmissionState, TokenAnswer, TokenKey};
 pub use self::token::{METADATA_KEY, RequestToken};
 
 /// `duration` in milliseconds, saturating.
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// A new entry id: a UUID in version 7's layout (milliseconds first, then
+/// random bits), so ids recorded close in time sort close together and the
+/// entry index grows at its end instead of at random places.
+fn entry_id() -> String {
+    let random = uuid::Uuid::new_v4().into_bytes();
+    let mut tail = [0u8; 10];
+    tail.copy_from_slice(&random[..10]);
+    let millis = u64::try_from(commit::now_ms()).unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid().to_string()
 }
 
 /// A handle to the ledger; cheap to clone. [`Ledger::disabled`] records
@@ -105,7 +118,8 @@ impl Ledger {
     }
 
     /// Takes over the PENDING claim of `key` whose lease, `seen_until_ms`,
-    /// ran out, for `lease`; true for exactly one of the racing callers.
+    /// ran out, for `lease`; answers the new lease's end to exactly one of
+    /// the racing callers, `None` to the others.
     ///
     /// # Errors
     /// [`LedgerError`] when the database fails.
@@ -114,9 +128,39 @@ impl Ledger {
         key: TokenKey<'_>,
         seen_until_ms: i64,
         lease: Duration,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<i64>, LedgerError> {
         let until = commit::now_ms() + millis(lease);
-        self.opened()?.store.take_over(key, seen_until_ms, until).await
+        Ok(self.opened()?.store.take_over(key, seen_until_ms, until).await?.then_some(until))
+    }
+
+    /// Gives up the PENDING claim of `key` held until `claimed_until_ms`,
+    /// because its work failed before anything was completed: the next
+    /// call with the token runs anew. False when the claim was no longer
+    /// the caller's.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the database fails.
+    pub async fn release_token(&self, key: TokenKey<'_>, claimed_until_ms: i64) -> Result<bool, LedgerError> {
+        self.opened()?.store.release(key, claimed_until_ms).await
+    }
+
+    /// Records what S3 answered for the object whose key the entry
+    /// `entry_id` recorded (its version id and ETag), and the answer of
+    /// the call's request token, in one transaction. False when the
+    /// token's claim was no longer the caller's. Disabled, records nothing.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the database fails: nothing of it is recorded.
+    pub async fn object_stored(
+        &self,
+        entry_id: &str,
+        object: &S3Object,
+        token: Option<TokenDone<'_>>,
+    ) -> Result<bool, LedgerError> {
+        match &self.inner {
+            Some(open) => open.store.object_stored(entry_id, object, token).await,
+            None => Ok(true),
+        }
     }
 
     /// What the request token `key` stands for now.
@@ -159,7 +203,7 @@ impl Ledger {
     /// [`LedgerError`] when the rows could not be committed: none of them
     /// is recorded, and the call must release nothing.
     pub async fn record(&self, origin: &Origin, rows: Vec<KeyRow>) -> Result<String, LedgerError> {
-        let entry_id = uuid::Uuid::new_v4().to_string();
+        let entry_id = entry_id();
         let Some(open) = &self.inner else {
             return Ok(entry_id);
         };

@@ -125,6 +125,16 @@ impl Store {
         Ok(store)
     }
 
+    /// How many group commits may run at once: SQLite has one writer;
+    /// PostgreSQL commits concurrent transactions, and keeps connections
+    /// of its pool free for the other queries.
+    pub(crate) fn concurrent_commits(&self) -> usize {
+        match self {
+            Store::Sqlite(_) => 1,
+            Store::Postgres(_) => 4,
+        }
+    }
+
     /// The engine's name, for logs.
     pub(crate) fn engine(&self) -> &'static str {
         match self {
@@ -199,8 +209,16 @@ impl Store {
         let (condition, first, second) = match filter {
             Filter::JobId(id) => ("job_id = $1", id.as_str(), None),
             Filter::Object { bucket, key } => ("s3_bucket = $1 AND s3_key = $2", bucket.as_str(), Some(key.as_str())),
-            Filter::Fingerprint(fingerprint) => ("fingerprint = $1", fingerprint.as_str(), None),
-            Filter::WrappedKey(key) => ("wrapped_key = $1", key.as_str(), None),
+            // The same slices as the indexes of migration 0004, so both
+            // engines use them.
+            Filter::Fingerprint(fingerprint) => {
+                ("substr(fingerprint, 13, 16) = substr($1, 13, 16) AND fingerprint = $1", fingerprint.as_str(), None)
+            }
+            Filter::WrappedKey(key) => (
+                "substr(wrapped_key, length(wrapped_key) - 15) = substr($1, length($1) - 15) AND wrapped_key = $1",
+                key.as_str(),
+                None,
+            ),
             Filter::Entry(entry) => ("entry_id = $1", entry.as_str(), None),
             Filter::RewrappedFrom(fingerprint) => ("rewrapped_from = $1", fingerprint.as_str(), None),
         };

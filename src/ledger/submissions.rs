@@ -1,11 +1,13 @@
-//! Idempotent job submission's records: one row per (caller identity,
-//! request token), claimed PENDING before anything is keyed, holding the
-//! planned answer once the job's keys are recorded, SUBMITTED with ET's
-//! job id.
+//! Request tokens' records, for idempotent job submission and S3-mode
+//! object encryption: one row per (caller identity, request token),
+//! claimed PENDING before anything is keyed, holding the planned answer
+//! once a job's keys are recorded, SUBMITTED with ET's job id (or with an
+//! object's result once it is written).
 //!
 //! Owns the claim protocol: exactly one caller owns a token at a time (the
 //! database's primary key decides), and a claim whose owner vanished can
-//! be taken over only after its lease ran out, by exactly one caller.
+//! be taken over only after its lease ran out, by exactly one caller, or
+//! released by its owner when its work failed.
 //! Must never store plaintext: the answer holds wrapped keys only.
 
 use sqlx::Row as _;
@@ -16,9 +18,10 @@ use super::store::{Store, on_pool};
 /// Where a submission stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmissionState {
-    /// Claimed; Elastic Transcoder may or may not have the job.
+    /// Claimed; Elastic Transcoder may or may not have the job, or the
+    /// object is still being written.
     Pending,
-    /// ET created the job.
+    /// ET created the job, or the object was written.
     Submitted,
 }
 
@@ -187,6 +190,18 @@ impl Store {
                 .await?;
         });
         Ok(())
+    }
+
+    /// Deletes the PENDING claim of `key` its owner holds until `until_ms`
+    /// (its work failed before anything was completed), so the next call
+    /// claims the token anew; true when the claim was still the owner's.
+    pub(crate) async fn release(&self, key: TokenKey<'_>, until_ms: i64) -> Result<bool, LedgerError> {
+        const SQL: &str = "DELETE FROM ledger_submissions WHERE identity = $1 AND request_token = $2 AND \
+                           state = 'pending' AND claimed_until_ms = $3";
+        let deleted = on_pool!(self, |pool| {
+            sqlx::query(SQL).bind(key.identity).bind(key.token).bind(until_ms).execute(pool).await?.rows_affected()
+        });
+        Ok(deleted == 1)
     }
 
     /// Forgets submissions first made before `before_ms`.

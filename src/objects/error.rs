@@ -6,6 +6,7 @@
 //! edge maps it).
 
 use crate::custody::broker::BrokerError;
+use crate::custody::field::echo;
 use crate::custody::keys::KeyError;
 use crate::objects::cipher::CipherError;
 use crate::objects::s3::{S3ErrorKind, S3Location};
@@ -38,6 +39,19 @@ pub enum ObjectError {
     /// The caller went away or broke the stream; the transfer stopped.
     #[error("the transfer was cancelled")]
     Cancelled,
+    /// The key ledger could not record or read: nothing was released.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// The caller used the request token before, for another request.
+    #[error("start.request_token {}: already used by this caller for a different request", echo(.0))]
+    TokenReused(String),
+    /// The first call with the request token is still running.
+    #[error(
+        "start.request_token {}: the first call with this token is still running; it was not run again, \
+         retry once it has ended",
+        echo(.0)
+    )]
+    TokenInFlight(String),
     /// A fault of the broker's.
     #[error("{0}")]
     Internal(String),

@@ -21,6 +21,7 @@
 
 pub mod cipher;
 pub mod error;
+pub mod idempotent;
 pub mod s3;
 pub mod session;
 mod upload;
@@ -32,7 +33,8 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 
 pub use self::error::ObjectError;
-pub use self::s3::{Cancel, S3ErrorKind, S3Location, S3Transfer};
+pub use self::idempotent::{EncryptResult, TokenClaim, TokenStart};
+pub use self::s3::{Cancel, S3ErrorKind, S3Location, S3Transfer, StoredObject};
 pub use self::session::{
     DecryptParams, DecryptSession, DecryptedObject, EncryptParams, EncryptSession, EncryptedObject, PIECE_LEN, Session,
 };
@@ -41,6 +43,7 @@ use self::upload::{Upload, part_size_for, s3_error};
 use crate::custody::broker::Broker;
 use crate::custody::keys::WrappedKey;
 use crate::custody::policy::Grant;
+use crate::ledger::RequestToken;
 
 /// How the broker reaches S3.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,9 @@ pub struct ObjectsSettings {
     pub s3_call_timeout: Duration,
     /// The longest wait for the next bytes of a source object's body.
     pub s3_read_timeout: Duration,
+    /// How long an S3-mode encryption holds its request token before
+    /// another call may take it over: longer than any call may run.
+    pub token_lease: Duration,
 }
 
 impl Default for ObjectsSettings {
@@ -64,6 +70,7 @@ impl Default for ObjectsSettings {
             part_size: DEFAULT_PART_SIZE,
             s3_call_timeout: Duration::from_secs(120),
             s3_read_timeout: Duration::from_secs(60),
+            token_lease: Duration::from_secs(3660),
         }
     }
 }
@@ -76,6 +83,7 @@ impl ObjectsSettings {
             part_size: s3.part_size_mib.max(5) * 1024 * 1024,
             s3_call_timeout: Duration::from_millis(s3.call_timeout_ms),
             s3_read_timeout: Duration::from_millis(s3.read_timeout_ms),
+            ..ObjectsSettings::default()
         }
     }
 }
@@ -139,6 +147,42 @@ impl Objects {
         EncryptSession::begin(&self.broker, params, grant).await
     }
 
+    /// Claims the request token of an S3-mode encryption for the caller
+    /// `identity`, once the grant allows the key asked for: the call runs
+    /// when it now holds the token, and a repeat of a finished call gets
+    /// its recorded result.
+    ///
+    /// # Errors
+    /// [`ObjectError::TokenReused`] (the token was used for another
+    /// request), [`ObjectError::TokenInFlight`] (the first call is still
+    /// running), a refusal of the grant, [`ObjectError::Ledger`].
+    pub async fn claim_token(
+        &self,
+        identity: &str,
+        token: RequestToken,
+        params: &EncryptParams,
+        transfer: &S3Transfer,
+        grant: &Grant,
+    ) -> Result<TokenStart, ObjectError> {
+        session::granted_key(&self.broker, params, grant)?;
+        let hash = idempotent::request_hash(params, transfer);
+        idempotent::claim(self.ledger(), identity, token, &hash, self.settings.token_lease).await
+    }
+
+    /// Records what S3 answered for the object written under the key the
+    /// ledger entry `entry_id` recorded, and the result as the answer of
+    /// `claim`'s token; a failure is logged (the object and its key row
+    /// exist).
+    pub async fn record_stored(
+        &self,
+        entry_id: &str,
+        transfer: &S3Transfer,
+        result: &EncryptResult,
+        claim: Option<TokenClaim>,
+    ) {
+        idempotent::record_stored(self.ledger(), entry_id, transfer, result, claim).await;
+    }
+
     /// Checks plaintext export, has KMS unwrap the key (its `KeyMd5`
     /// checked) and checks the grant covers the KMS key that wrapped it.
     ///
@@ -154,6 +198,7 @@ impl Objects {
     /// part, a multipart upload otherwise). The destination appears only
     /// after `session` finished without error; on any failure or
     /// cancellation the multipart upload is aborted, so no object appears.
+    /// Answers the session's report and what S3 answered for the object.
     ///
     /// # Errors
     /// [`ObjectError::S3`] naming the operation and location,
@@ -164,7 +209,7 @@ impl Objects {
         session: S,
         transfer: &S3Transfer,
         mut cancel: Cancel,
-    ) -> Result<S::Done, ObjectError> {
+    ) -> Result<(S::Done, StoredObject), ObjectError> {
         let s3 = self.s3.as_ref().ok_or(ObjectError::S3Unavailable(
             "the server has no AWS SDK configuration (it loads one when kms.backend = aws or transcoder.submit is on)",
         ))?;
@@ -179,7 +224,7 @@ impl Objects {
         let mut upload = Upload::new(s3.clone(), transfer.destination.clone());
         let pumped = self.pump(session, object.body, source, part_size, &mut upload, &mut cancel).await;
         let result = match pumped {
-            Ok((done, last)) => upload.finish(last).await.map(|()| done),
+            Ok((done, last)) => upload.finish(last).await.map(|stored| (done, stored)),
             Err(e) => Err(e),
         };
         if result.is_err() {

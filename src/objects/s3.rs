@@ -74,6 +74,25 @@ pub struct S3Transfer {
     pub destination: S3Location,
 }
 
+/// What S3 answered for an object the broker wrote: its version id (on a
+/// versioned bucket) and its ETag.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredObject {
+    /// The version S3 made; `None` on a bucket without versioning.
+    pub version_id: Option<String>,
+    /// The ETag S3 answered.
+    pub etag: Option<String>,
+}
+
+impl StoredObject {
+    /// From an SDK answer's fields; S3 answers `null` for the version of
+    /// an object written where versioning is suspended.
+    pub(super) fn answered(version_id: Option<&str>, etag: Option<&str>) -> Self {
+        let given = |text: Option<&str>| text.filter(|t| !t.is_empty() && *t != "null").map(str::to_owned);
+        StoredObject { version_id: given(version_id), etag: etag.filter(|t| !t.is_empty()).map(str::to_owned) }
+    }
+}
+
 /// The kinds of S3 failure a caller can act on differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum S3ErrorKind {
@@ -154,6 +173,15 @@ mod tests {
         assert!(S3Location::from_url("/tmp/clip.mov").is_none());
         assert!(S3Location::from_url("s3://media").unwrap().is_err());
         assert!(S3Location::from_url("s3:///key").unwrap().is_err());
+    }
+
+    #[test]
+    fn a_null_or_empty_version_is_none() {
+        let stored = StoredObject::answered(Some("3HL4kqtJlcpXroDTDmJ"), Some("\"abc-2\""));
+        assert_eq!(stored.version_id.as_deref(), Some("3HL4kqtJlcpXroDTDmJ"));
+        assert_eq!(stored.etag.as_deref(), Some("\"abc-2\""));
+        assert_eq!(StoredObject::answered(Some("null"), Some("")), StoredObject::default());
+        assert_eq!(StoredObject::answered(None, None), StoredObject::default());
     }
 
     #[test]

@@ -99,10 +99,7 @@ impl EncryptSession {
     /// [`ObjectError::Broker`]: a refusal, no default key, a CSPRNG or KMS
     /// failure.
     pub(super) async fn begin(broker: &Broker, params: EncryptParams, grant: &Grant) -> Result<Self, ObjectError> {
-        grant.check_key_bits(params.bits)?;
-        let key_id =
-            params.key_id.or_else(|| broker.settings().default_key.clone()).ok_or(BrokerError::NoDefaultKey)?;
-        grant.check_kms_key(key_id.as_str())?;
+        let key_id = granted_key(broker, &params, grant)?;
         let key = DataKey::generate(params.bits)?;
         let iv = Iv16::generate()?;
         let cipher = Encryptor::new(params.mode, &key, &iv)?;
@@ -136,6 +133,19 @@ impl EncryptSession {
             Wrapping { kms_key_arn: self.key_arn.clone(), context: self.context, key_bits: Some(self.bits.bits()) };
         KeyRow::from_block(self.block.to_text(), wrapping, self.fingerprint.clone(), usage)
     }
+}
+
+/// The KMS key an encryption wraps under (the server's default when it
+/// names none), once the grant allows it and the key length.
+///
+/// # Errors
+/// [`ObjectError::Broker`]: a refusal, or no key named and no default.
+pub(super) fn granted_key(broker: &Broker, params: &EncryptParams, grant: &Grant) -> Result<KmsKeyId, ObjectError> {
+    grant.check_key_bits(params.bits)?;
+    let key_id =
+        params.key_id.clone().or_else(|| broker.settings().default_key.clone()).ok_or(BrokerError::NoDefaultKey)?;
+    grant.check_kms_key(key_id.as_str())?;
+    Ok(key_id)
 }
 
 /// A finished encryption: the ET `Encryption` block and the byte counts.

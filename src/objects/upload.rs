@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::aws::sdk_failure;
 use crate::objects::error::ObjectError;
-use crate::objects::s3::{S3ErrorKind, S3Location};
+use crate::objects::s3::{S3ErrorKind, S3Location, StoredObject};
 
 /// The default S3 part: 8 MiB, well above S3's 5 MiB minimum.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -127,10 +127,12 @@ impl Upload {
         Ok(())
     }
 
-    /// Writes `last` and makes the object appear.
-    pub(super) async fn finish(&mut self, last: Vec<u8>) -> Result<(), ObjectError> {
+    /// Writes `last` and makes the object appear; answers the version id
+    /// and ETag S3 gave it.
+    pub(super) async fn finish(&mut self, last: Vec<u8>) -> Result<StoredObject, ObjectError> {
         let Some(upload_id) = self.upload_id.clone() else {
-            self.s3
+            let put = self
+                .s3
                 .put_object()
                 .bucket(self.destination.bucket())
                 .key(self.destination.key())
@@ -138,14 +140,15 @@ impl Upload {
                 .send()
                 .await
                 .map_err(s3_error("PutObject", &self.destination))?;
-            return Ok(());
+            return Ok(StoredObject::answered(put.version_id(), put.e_tag()));
         };
         if !last.is_empty() {
             self.send_part(last).await?;
         }
         self.wait_in_flight().await?;
         let parts = std::mem::take(&mut self.parts);
-        self.s3
+        let completed = self
+            .s3
             .complete_multipart_upload()
             .bucket(self.destination.bucket())
             .key(self.destination.key())
@@ -155,7 +158,7 @@ impl Upload {
             .await
             .map_err(s3_error("CompleteMultipartUpload", &self.destination))?;
         self.upload_id = None;
-        Ok(())
+        Ok(StoredObject::answered(completed.version_id(), completed.e_tag()))
     }
 
     /// Stops the part in flight and aborts the multipart upload, so no

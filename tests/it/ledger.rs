@@ -69,6 +69,8 @@ async fn issued_and_wrapped_keys_are_recorded_as_they_left_on_both_engines() {
         ] {
             let rows = ledger.find(&Filter::Fingerprint(fingerprint.clone())).await.unwrap();
             assert_eq!(rows.len(), 1, "{engine:?} {rpc}: {rows:?}");
+            let by_wrapped_key = ledger.find(&Filter::WrappedKey(answer.key.clone())).await.unwrap();
+            assert_eq!(by_wrapped_key, rows, "{engine:?} {rpc}: found by its wrapped key too");
             let row = &rows[0];
             assert_eq!(row.origin.rpc, rpc);
             assert_eq!(row.origin.identity, "anonymous");
@@ -306,6 +308,45 @@ async fn job_keys_are_recorded_with_their_places_and_the_job_id_before_the_job_l
         assert_eq!(err.code(), Code::Unavailable, "{engine:?}: {err:?}");
         assert_eq!(et.created_jobs().len(), 1, "{engine:?}: a job whose keys are not recorded is never submitted");
         mend_ledger(outage).await;
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn lookups_by_fingerprint_and_wrapped_key_go_through_their_compact_indexes() {
+    const BY_FINGERPRINT: &str =
+        "SELECT id FROM ledger_keys WHERE substr(fingerprint, 13, 16) = substr($1, 13, 16) AND fingerprint = $1";
+    const BY_WRAPPED_KEY: &str = "SELECT id FROM ledger_keys WHERE substr(wrapped_key, length(wrapped_key) - 15) = \
+                                  substr($1, length($1) - 15) AND wrapped_key = $1";
+    for engine in ENGINES {
+        let db = LedgerDb::new(engine).await;
+        let ledger = db.open().await;
+        for (query, index) in
+            [(BY_FINGERPRINT, "ledger_keys_fingerprint_head"), (BY_WRAPPED_KEY, "ledger_keys_wrapped_tail")]
+        {
+            let plan: Vec<String> = match engine {
+                Engine::Sqlite => {
+                    let url = format!("sqlite://{}", db.file.display());
+                    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {query}"))
+                        .bind("x".repeat(64))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                    rows.into_iter().map(|row| row.3).collect()
+                }
+                Engine::Postgres => {
+                    let mut conn = sqlx::PgConnection::connect(db.url.as_deref().unwrap()).await.unwrap();
+                    // An empty table: without this, a sequential scan is cheapest.
+                    sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.unwrap();
+                    let query = query.replace("$1", "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'");
+                    let rows: Vec<(String,)> =
+                        sqlx::query_as(&format!("EXPLAIN {query}")).fetch_all(&mut conn).await.unwrap();
+                    rows.into_iter().map(|row| row.0).collect()
+                }
+            };
+            assert!(plan.iter().any(|line| line.contains(index)), "{engine:?}: {query}: {plan:?}");
+        }
         ledger.close().await;
     }
 }

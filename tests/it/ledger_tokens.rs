@@ -2,20 +2,25 @@
 //! makes a repeat answer the first answer with no new KMS call and no new
 //! job; a lost CreateJob answer, a call cut off mid-POST, and two brokers
 //! on one PostgreSQL racing with the same token each end with exactly one
-//! job at the Elastic Transcoder endpoint.
+//! job at the Elastic Transcoder endpoint; over mutual TLS, two callers'
+//! identical tokens are two tokens.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use keybroker::app::config::{PolicyConfig, TlsMode};
 use keybroker::custody::kms::Kms;
 use keybroker::pb;
+use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::support::broker::{TestBroker, aws_config, aws_kms};
 use crate::support::et::{EtEndpoint, KeyMd5Reading, PipelineFixture};
 use crate::support::kms::ScriptedKms;
 use crate::support::ledger_db::{ENGINES, Engine, LedgerDb};
 use crate::support::moto::Moto;
+use crate::support::pki::Ca;
 
 const PIPELINE: &str = "1234567890123-abcdef";
 
@@ -38,9 +43,14 @@ async fn rig() -> Rig {
 
 /// A broker over the rig's KMS and ET endpoint, recording into `db`.
 async fn broker(rig: &Rig, db: &LedgerDb) -> TestBroker {
-    let moto = Moto::shared();
     let mut config = aws_config(&rig.key_arn);
     db.configure(&mut config);
+    broker_with(rig, config).await
+}
+
+/// A broker over the rig's KMS and ET endpoint with `config`.
+async fn broker_with(rig: &Rig, config: keybroker::app::config::Config) -> TestBroker {
+    let moto = Moto::shared();
     let kms: Arc<dyn Kms> = rig.kms.clone();
     // The broker's own AWS settings (attempt timeout, retries), as `serve` builds them.
     let sdk = keybroker::app::aws::sdk_config_loader(&config.aws)
@@ -197,4 +207,74 @@ async fn two_brokers_on_one_postgres_given_the_same_token_at_once_make_one_job()
         assert_eq!(ra.protected_files, rb.protected_files);
         assert_eq!(rig.et.created_jobs().len(), round + 1, "round {round}: one job per token");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_the_same_token_from_two_identities_is_two_tokens() {
+    const FIRST: &str = "spiffe://test.example/encoder/first";
+    const SECOND: &str = "spiffe://test.example/encoder/second";
+    let rig = rig().await;
+    let db = LedgerDb::new(Engine::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("keybroker ledger test CA");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[[rule]]\nidentity = \"{FIRST}\"\nrpcs = [\"SubmitEncryptedJob\"]\n\n[[rule]]\nidentity = \"{SECOND}\"\nrpcs = [\"SubmitEncryptedJob\"]\n"),
+    )
+    .unwrap();
+    let mut config = aws_config(&rig.key_arn);
+    db.configure(&mut config);
+    config.tls.mode = TlsMode::Mutual;
+    config.tls.cert_file = Some(cert);
+    config.tls.key_file = Some(key);
+    config.tls.client_ca_file = Some(ca.write(dir.path(), "client-ca"));
+    config.policy = PolicyConfig { file: Some(policy), allow_all: false };
+    let broker = broker_with(&rig, config).await;
+    let client_as = async |identity: &str| {
+        let leaf = ca.client(identity);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca.pem))
+            .domain_name("localhost")
+            .identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
+        let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{}", broker.addr.port())).unwrap();
+        KeyBrokerClient::new(endpoint.tls_config(tls).unwrap().connect().await.unwrap())
+    };
+    let (mut first, mut second) = (client_as(FIRST).await, client_as(SECOND).await);
+
+    let a = first.submit_encrypted_job(job("shared-token", 2)).await.unwrap().into_inner();
+    let b = second.submit_encrypted_job(job("shared-token", 2)).await.unwrap().into_inner();
+    assert_ne!(a.job_id, b.job_id, "each identity's token made its own job");
+    assert_eq!(rig.et.created_jobs().len(), 2);
+    let keys = |answer: &pb::SubmitEncryptedJobResponse| -> Vec<String> {
+        answer.protected_files.iter().map(|f| f.encryption.as_ref().unwrap().key.clone()).collect()
+    };
+    assert!(keys(&a).iter().all(|k| !keys(&b).contains(k)), "neither sees the other's keys");
+    let markers: Vec<String> = rig.et.created_jobs().iter().map(|job| token_of(job).unwrap().to_owned()).collect();
+    assert_ne!(markers[0], markers[1], "the token travels scoped to its caller");
+
+    // Each repeat answers its own caller's first answer, with no new job.
+    let kms_calls = rig.kms.count();
+    assert_eq!(first.submit_encrypted_job(job("shared-token", 2)).await.unwrap().into_inner(), a);
+    assert_eq!(second.submit_encrypted_job(job("shared-token", 2)).await.unwrap().into_inner(), b);
+    assert_eq!(rig.kms.count(), kms_calls);
+    assert_eq!(rig.et.created_jobs().len(), 2);
+
+    // A different request under one caller's token is that caller's
+    // conflict alone: the other caller's token still takes a new request.
+    first.submit_encrypted_job(job("other-token", 1)).await.unwrap();
+    let err = first.submit_encrypted_job(job("other-token", 3)).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let fresh = second.submit_encrypted_job(job("other-token", 3)).await.unwrap().into_inner();
+    assert_eq!(fresh.protected_files.len(), 3, "no ALREADY_EXISTS across identities");
+
+    // The ledger names each job's keys with their caller.
+    let ledger = db.open().await;
+    for (answer, identity) in [(&a, FIRST), (&b, SECOND)] {
+        let rows = ledger.find(&keybroker::ledger::Filter::JobId(answer.job_id.clone())).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|row| row.origin.identity == identity), "{rows:?}");
+    }
+    ledger.close().await;
 }

@@ -26,6 +26,7 @@ mod field_bounds;
 mod key_export;
 mod key_rpcs;
 mod ledger;
+mod ledger_objects;
 mod ledger_rewrap;
 mod ledger_tokens;
 mod object_rpcs;

@@ -30,6 +30,7 @@ use crate::support::kms::ScriptedKms;
 use crate::support::moto::Moto;
 use crate::support::process::{Served, serve};
 use crate::support::rng::Rng;
+use crate::support::s3::S3Proxy;
 use crate::support::tools::{openssl_enc, python_with_cryptography};
 
 const MODES: [&str; 3] = ["aes-cbc-pkcs7", "aes-ctr", "aes-gcm"];
@@ -558,69 +559,6 @@ async fn a_100_mib_stream_round_trips() {
 // ---------------------------------------------------------------------------
 // S3 mode: moto's S3 and KMS.
 
-/// moto 5.2.1 answers CompleteMultipartUpload with the root element
-/// `CompleteMultipartUploadResponse`, where S3 and aws-sdk-s3's parser have
-/// `CompleteMultipartUploadResult` (getmoto/moto#10055, fixed by #10056 in a
-/// later moto). Until tests/requirements.txt moves past it, the S3 clients
-/// here reach moto through this proxy, which renames that element (fixing
-/// `Content-Length`) and passes everything else byte for byte. moto closes
-/// every connection after one answer (`Connection: close`), so one
-/// connection is one exchange.
-async fn moto_s3_proxy(upstream: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let upstream = upstream.trim_start_matches("http://").to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else { return };
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let requests = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                let mut answer = Vec::new();
-                let _ = server_read.read_to_end(&mut answer).await;
-                requests.abort();
-                let _ = client_write.write_all(&fix_complete_multipart_root(answer)).await;
-                let _ = client_write.shutdown().await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-fn fix_complete_multipart_root(answer: Vec<u8>) -> Vec<u8> {
-    const WRONG: &str = "CompleteMultipartUploadResponse";
-    const RIGHT: &str = "CompleteMultipartUploadResult";
-    let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else { return answer };
-    let (head, body) = (&answer[..split + 4], &answer[split + 4..]);
-    let Ok(body) = std::str::from_utf8(body) else { return answer };
-    if !body.contains(&format!("<{WRONG}")) {
-        return answer;
-    }
-    let body = body
-        .replace(&format!("<{WRONG}"), &format!("<{RIGHT}"))
-        .replace(&format!("</{WRONG}>"), &format!("</{RIGHT}>"));
-    let head = String::from_utf8_lossy(head);
-    let head: Vec<String> = head
-        .split("\r\n")
-        .map(|line| {
-            if line.to_ascii_lowercase().starts_with("content-length:") {
-                format!("Content-Length: {}", body.len())
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect();
-    let mut fixed = head.join("\r\n").into_bytes();
-    fixed.extend_from_slice(body.as_bytes());
-    fixed
-}
-
 /// A broker over moto's KMS that reads and writes objects in moto's S3,
 /// with an S3 client of the test's own and a fresh bucket.
 struct S3Broker {
@@ -639,7 +577,7 @@ impl S3Broker {
         config.s3.part_size_mib = part_size >> 20;
         let kms = aws_kms(moto, &config).await;
         let settings = ObjectsSettings { force_path_style: true, part_size, ..ObjectsSettings::default() };
-        let sdk = moto.sdk_config().into_builder().endpoint_url(moto_s3_proxy(&moto.url).await).build();
+        let sdk = moto.sdk_config().into_builder().endpoint_url(S3Proxy::spawn(&moto.url).await.url).build();
         let s3 = keybroker::objects::s3_client(&sdk, &settings);
         let bucket = format!("kb-objects-{}", uuid::Uuid::new_v4().simple());
         s3.create_bucket().bucket(&bucket).send().await.expect("moto CreateBucket");

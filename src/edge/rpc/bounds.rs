@@ -279,6 +279,7 @@ impl Fields for pb::EncryptObjectStart {
         walk.text("kms_key_id", Limit::KmsKeyId, &mut self.kms_key_id);
         walk.message("source", self.source.as_mut());
         walk.message("destination", self.destination.as_mut());
+        walk.text("request_token", Limit::Word, &mut self.request_token);
     }
 }
 

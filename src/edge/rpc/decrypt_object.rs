@@ -81,6 +81,6 @@ async fn decrypt(
     notes.key(&objects.fingerprint(&params.key.wrapped));
     let session = objects.begin_decryption(params, grant).await.map_err(|e| object_status(&e, WIRE.direction))?;
     notes.kms_key_arn(session.key_arn());
-    let done = run_session(objects, session, transfer, inbound, tx, &WIRE).await?;
+    let (done, _) = run_session(objects, session, transfer, inbound, tx, &WIRE).await?;
     Ok(pb::DecryptObjectResult { plaintext_bytes: done.plaintext_bytes })
 }

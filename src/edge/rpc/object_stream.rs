@@ -18,7 +18,7 @@ use crate::edge::gate::Outbound;
 use crate::edge::pb;
 use crate::edge::status::{Direction, object_status, status_of, unreadable_body};
 use crate::objects::cipher::BLOCK_LEN;
-use crate::objects::{Cancel, ObjectError, Objects, PIECE_LEN, S3Location, S3Transfer, Session};
+use crate::objects::{Cancel, ObjectError, Objects, PIECE_LEN, S3Location, S3Transfer, Session, StoredObject};
 
 /// A request message, whichever RPC it belongs to.
 pub(super) enum Incoming<S> {
@@ -164,7 +164,8 @@ pub(super) async fn first_start<M, St, R>(inbound: &mut Inbound<M>, wire: &Wire<
 }
 
 /// Runs a begun session to its end: through S3 when the start named a
-/// source and a destination, else over the caller's chunks.
+/// source and a destination (answering what S3 answered for the object
+/// written), else over the caller's chunks.
 pub(super) async fn run_session<S: Session, M, St, R>(
     objects: &Objects,
     session: S,
@@ -172,10 +173,12 @@ pub(super) async fn run_session<S: Session, M, St, R>(
     inbound: &mut Inbound<M>,
     tx: &Outbound<R>,
     wire: &Wire<M, St, R>,
-) -> Result<S::Done, Status> {
+) -> Result<(S::Done, Option<StoredObject>), Status> {
     match transfer {
-        Some(transfer) => run_s3(inbound, wire, |cancel| objects.transfer_s3(session, &transfer, cancel)).await,
-        None => stream_chunks(session, inbound, tx, wire).await,
+        Some(transfer) => run_s3(inbound, wire, |cancel| objects.transfer_s3(session, &transfer, cancel))
+            .await
+            .map(|(done, stored)| (done, Some(stored))),
+        None => Ok((stream_chunks(session, inbound, tx, wire).await?, None)),
     }
 }
 

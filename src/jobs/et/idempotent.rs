@@ -154,14 +154,14 @@ impl Tokens<'_> {
                         return Ok(Start::Answer(Box::new(planned)));
                     }
                     if existing.claimed_until_ms < Ledger::now_ms()
-                        && ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?
+                        && ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?.is_some()
                     {
                         return Ok(Start::Resubmit(Box::new(planned), entry));
                     }
                 }
                 (_, None) => {
                     if existing.claimed_until_ms < Ledger::now_ms()
-                        && ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?
+                        && ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?.is_some()
                     {
                         return Ok(Start::Fresh);
                     }

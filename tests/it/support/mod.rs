@@ -12,4 +12,5 @@ pub mod moto;
 pub mod pki;
 pub mod process;
 pub mod rng;
+pub mod s3;
 pub mod tools;
