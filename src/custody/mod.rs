@@ -1,6 +1,7 @@
 //! The custody domain: data keys and their digests, the broker that issues,
 //! wraps and unwraps them through a KMS, key fingerprints, and the policy
-//! that decides who may do what.
+//! that decides who may do what, and the pools of keys wrapped ahead of
+//! demand.
 
 pub mod broker;
 pub mod field;
@@ -8,4 +9,5 @@ pub mod fingerprint;
 pub mod keys;
 pub mod kms;
 pub mod policy;
+pub mod pool;
 pub mod rpc;

@@ -25,4 +25,5 @@ mod key_rpcs;
 mod ledger;
 mod ledger_tokens;
 mod object_rpcs;
+mod pool;
 mod submit_job;

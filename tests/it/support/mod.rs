@@ -11,5 +11,6 @@ pub mod logs;
 pub mod moto;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod rng;
 pub mod tools;
