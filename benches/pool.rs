@@ -9,7 +9,9 @@
 //! its p99 at most 0.3, the 120-key job likewise; KMS unreachable for 10 s
 //! during a steady job load below the pool's capacity fails no job.
 //! Variables: `KEYBROKER_BENCH_RTT_MS` (20), `KEYBROKER_BENCH_JOBS` (100
-//! measured jobs per row), `KEYBROKER_BENCH_OUTAGE_SECS` (10).
+//! measured jobs per row), `KEYBROKER_BENCH_OUTAGE_SECS` (10),
+//! `KEYBROKER_BENCH_LEDGER=off` (no key ledger, to see its share),
+//! `KEYBROKER_BENCH_ROWS=warm` (the warm rows and the outage only).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -95,6 +97,7 @@ fn config(dir: &std::path::Path, pool: bool) -> Config {
         role: "arn:aws:iam::111122223333:role/Elastic_Transcoder_Default_Role".to_owned(),
         region: Some("us-east-1".to_owned()),
     }];
+    config.ledger.enabled = std::env::var("KEYBROKER_BENCH_LEDGER").as_deref() != Ok("off");
     config.pool.enabled = Some(pool);
     config.pool.min_size = 256;
     config.pool.key_bits = vec![256];
@@ -204,7 +207,11 @@ async fn main() {
 
     let mut rows: Vec<(String, Duration, Duration, usize)> = Vec::new();
     let mut one_wrap = Duration::ZERO;
+    let only_warm = std::env::var("KEYBROKER_BENCH_ROWS").as_deref() == Ok("warm");
     for warm in [false, true] {
+        if only_warm && !warm {
+            continue;
+        }
         let sub = dir.path().join(if warm { "warm" } else { "cold" });
         let (mut client, broker) = serve(config(&sub, warm), &stub).await;
         if warm {
@@ -253,6 +260,8 @@ async fn main() {
         );
     }
     println!("(one KMS round trip through the broker, IssueDataKey p50 with the pool off: {:.2} ms)", ms(one_wrap));
+    let ledger = std::env::var("KEYBROKER_BENCH_LEDGER").as_deref() != Ok("off");
+    println!("key ledger: {}", if ledger { "SQLite, synchronous = FULL (as --dev)" } else { "off" });
 
     // KMS unreachable during a steady load below the pool's capacity:
     // 30-key jobs at 5 a second (150 keys/s).
