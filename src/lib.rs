@@ -37,7 +37,10 @@
 //! pipeline ([`jobs::et::pipeline`]), validates the job against ET's rules
 //! ([`jobs::et::validate`]), finds every key block ([`jobs::et::plan`], at
 //! places named by [`jobs::place`]), keys them concurrently through the
-//! broker, and submits `CreateJob` through the AWS SDK.
+//! broker, and submits `CreateJob` through the AWS SDK. Keys no one needs
+//! in plaintext again (job keys, `IssueDataKey` without the plaintext) come
+//! from [`custody::pool`] when it holds one: keys KMS wrapped ahead of
+//! demand, so a job need not wait for KMS and rides out a KMS outage.
 //!
 //! **A pipeline's preflight.** `CheckPipeline` and `ConnectPipeline`
 //! ([`edge::rpc::check_pipeline`], [`edge::rpc::connect_pipeline`]) pass

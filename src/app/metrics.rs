@@ -1,7 +1,8 @@
 //! Prometheus metrics: requests by RPC and gRPC code with latency, KMS calls
 //! by operation with latency and errors, calls in flight, rate-limit and
 //! load-shed rejections, connections open and dropped by a limit, audit
-//! write failures and commit times, key ledger commit times and failures.
+//! write failures and commit times, key ledger commit times and failures,
+//! and the key pools (depth, target, hits, misses, refill time, discards).
 //!
 //! Recording goes through the `metrics` facade and costs nothing until
 //! [`install`] sets the Prometheus recorder, which serves the text format at
@@ -64,6 +65,12 @@ fn describe() {
         "keybroker_ledger_commit_failures_total",
         "key ledger commits that failed (each failed its calls UNAVAILABLE)"
     );
+    metrics::describe_gauge!("keybroker_pool_keys", "wrapped keys held in a key pool");
+    metrics::describe_gauge!("keybroker_pool_target_keys", "the size a key pool aims for, from the observed demand");
+    metrics::describe_counter!("keybroker_pool_hits_total", "keys handed out from a key pool");
+    metrics::describe_counter!("keybroker_pool_misses_total", "keys asked of an empty key pool (minted on demand)");
+    metrics::describe_histogram!("keybroker_pool_refill_seconds", "time of one refill of a key pool to its target");
+    metrics::describe_counter!("keybroker_pool_discards_total", "pooled keys discarded past their time to live");
 }
 
 /// Exports the counters of rare events at 0 from the start, so a
@@ -80,6 +87,63 @@ fn register_counters() {
     counter!("keybroker_audit_write_failures_total").increment(0);
     counter!("keybroker_audit_checkpoint_failures_total").increment(0);
     counter!("keybroker_ledger_commit_failures_total").increment(0);
+}
+
+/// The labels of one key pool's series: the KMS key as configured, the
+/// context's service or purpose, and the key length. None is secret.
+#[derive(Debug, Clone)]
+pub struct PoolLabels {
+    kms_key: String,
+    context: &'static str,
+    bits: &'static str,
+}
+
+impl PoolLabels {
+    /// The labels of the pool for `kms_key`, `context` and `bits`.
+    pub fn new(kms_key: &str, context: &'static str, bits: u32) -> Self {
+        let bits = match bits {
+            128 => "128",
+            192 => "192",
+            _ => "256",
+        };
+        PoolLabels { kms_key: kms_key.to_owned(), context, bits }
+    }
+
+    fn series(&self) -> [(&'static str, String); 3] {
+        [("kms_key", self.kms_key.clone()), ("context", self.context.to_owned()), ("bits", self.bits.to_owned())]
+    }
+}
+
+/// A key pool holds `depth` keys now.
+pub fn record_pool_depth(pool: &PoolLabels, depth: usize) {
+    gauge!("keybroker_pool_keys", &pool.series()).set(depth as f64);
+}
+
+/// A key pool aims for `target` keys now.
+pub fn record_pool_target(pool: &PoolLabels, target: usize) {
+    gauge!("keybroker_pool_target_keys", &pool.series()).set(target as f64);
+}
+
+/// A take from a key pool: a hit leaving `depth` keys, or a miss.
+pub fn record_pool_take(pool: &PoolLabels, hit: bool, depth: usize) {
+    if hit {
+        counter!("keybroker_pool_hits_total", &pool.series()).increment(1);
+    } else {
+        counter!("keybroker_pool_misses_total", &pool.series()).increment(1);
+    }
+    record_pool_depth(pool, depth);
+}
+
+/// One refill of a key pool to its target took `took`.
+pub fn record_pool_refill(pool: &PoolLabels, took: Duration) {
+    histogram!("keybroker_pool_refill_seconds", &pool.series()).record(took.as_secs_f64());
+}
+
+/// `count` pooled keys discarded past their time to live.
+pub fn record_pool_discards(pool: &PoolLabels, count: usize) {
+    if count > 0 {
+        counter!("keybroker_pool_discards_total", &pool.series()).increment(count as u64);
+    }
 }
 
 /// One RPC answered.

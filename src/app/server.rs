@@ -177,6 +177,12 @@ impl Application {
         &self.config
     }
 
+    /// The custody domain it serves, with its key pools (for start-up
+    /// checks, benchmarks and tests that watch the pools fill).
+    pub fn broker(&self) -> Arc<Broker> {
+        self.services.broker.clone()
+    }
+
     /// Serves on `listener` until `shutdown`, then drains.
     ///
     /// # Errors
@@ -261,7 +267,14 @@ fn build_broker(config: &Config, kms: Arc<dyn Kms>, ledger: Ledger) -> Result<Ar
             .map_err(|source| ServerError::FingerprintKey { path: path.clone(), source })?,
         None => Fingerprinter::ephemeral().map_err(ServerError::Random)?,
     };
-    Ok(Arc::new(Broker::new(kms, settings, fingerprints).with_ledger(ledger)))
+    let broker = Broker::new(kms, settings, fingerprints).with_ledger(ledger);
+    if !config.pool.is_enabled() {
+        return Ok(Arc::new(broker));
+    }
+    let pipeline_keys: Vec<&str> =
+        config.transcoder.pipelines.iter().filter_map(|p| p.kms_key_arn.as_deref()).filter(|a| !a.is_empty()).collect();
+    let pools = config.pool.pools(config.kms.default_key_id.as_deref(), &pipeline_keys)?;
+    Ok(Arc::new(broker.with_pool(config.pool.settings(), pools)))
 }
 
 /// The key ledger the configuration describes: PostgreSQL at

@@ -2,7 +2,10 @@
 //!
 //! Takes parsed domain types (never protobuf) and answers domain results
 //! or [`BrokerError`]. Enforces the server-wide plaintext-export switch before
-//! any KMS call, so a refused call has no side effect. Never logs key bytes.
+//! any KMS call, so a refused call has no side effect. Keys whose plaintext
+//! no one needs again come from the key pool when it holds one
+//! ([`Broker::issue_wrapped`]); keys a caller sees in plaintext are always
+//! minted on demand. Never logs key bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use crate::custody::keys::{
 };
 use crate::custody::kms::{Kms, KmsError, KmsKeyId};
 use crate::custody::policy::{Denial, Grant};
+use crate::custody::pool::{KeyPool, Minter, PoolKey, PoolSettings, PooledKey};
 use crate::custody::rpc::Rpc;
 use crate::ledger::Ledger;
 
@@ -161,14 +165,34 @@ pub struct RewrappedKey {
 pub struct Broker {
     kms: Arc<dyn Kms>,
     settings: BrokerSettings,
-    fingerprints: Fingerprinter,
+    fingerprints: Arc<Fingerprinter>,
     ledger: Ledger,
+    pool: Option<KeyPool>,
 }
 
 impl Broker {
     /// A broker over `kms`.
     pub fn new(kms: Arc<dyn Kms>, settings: BrokerSettings, fingerprints: Fingerprinter) -> Self {
-        Broker { kms, settings, fingerprints, ledger: Ledger::disabled() }
+        Broker { kms, settings, fingerprints: Arc::new(fingerprints), ledger: Ledger::disabled(), pool: None }
+    }
+
+    /// The same broker, keeping pools of wrapped keys for `keys` (and for
+    /// no other key) filled ahead of demand. Must be called inside a Tokio
+    /// runtime: the pools fill from background tasks.
+    #[must_use]
+    pub fn with_pool(self, settings: PoolSettings, keys: Vec<PoolKey>) -> Self {
+        let minter = Minter {
+            kms: self.kms.clone(),
+            fingerprints: self.fingerprints.clone(),
+            key_md5: self.settings.key_md5,
+            kms_deadline: self.settings.kms_deadline,
+        };
+        Broker { pool: Some(KeyPool::start(minter, settings, keys)), ..self }
+    }
+
+    /// The key pools, when the broker keeps any.
+    pub fn pool(&self) -> Option<&KeyPool> {
+        self.pool.as_ref()
     }
 
     /// The same broker, recording the keys it hands out in `ledger`.
@@ -217,13 +241,36 @@ impl Broker {
         }
         grant.check_key_bits(request.bits)?;
         let key_id = self.granted_key(request.key_id, grant)?;
+        if !request.return_plaintext {
+            return self.issue_wrapped(&key_id, request.bits, request.mode, request.context).await;
+        }
         let key = DataKey::generate(request.bits)?;
         let iv = Iv16::generate()?;
         let mut issued = self.seal(&key_id, &key, request.mode, iv, request.context).await?;
-        if request.return_plaintext {
-            issued.plaintext = Some(key);
-        }
+        issued.plaintext = Some(key);
         Ok(issued)
+    }
+
+    /// A fresh key and IV, wrapped under `context`, for a use that never
+    /// needs its plaintext again: taken from the key pool when it holds one
+    /// for (`key_id`, `context`, `bits`), else minted now. Either way the
+    /// key is handed out once, and recorded and audited by the caller.
+    ///
+    /// # Errors
+    /// [`BrokerError`]: the pool is empty and KMS fails.
+    pub async fn issue_wrapped(
+        &self,
+        key_id: &KmsKeyId,
+        bits: KeyBits,
+        mode: EncryptionMode,
+        context: ServiceContext,
+    ) -> Result<IssuedKey, BrokerError> {
+        if let Some(pooled) = self.pool.as_ref().and_then(|pool| pool.take(key_id, context, bits)) {
+            return Ok(issued_from_pool(pooled, mode));
+        }
+        let key = DataKey::generate(bits)?;
+        let iv = Iv16::generate()?;
+        self.seal(key_id, &key, mode, iv, context).await
     }
 
     /// Wraps the caller's key material.
@@ -367,5 +414,16 @@ impl Broker {
         };
         crate::app::metrics::record_kms(operation, result.is_ok(), started.elapsed());
         result
+    }
+}
+
+/// A pooled key as the `Encryption` block of `mode`: the key, IV, KeyMd5
+/// and fingerprint made when it was minted.
+fn issued_from_pool(pooled: PooledKey, mode: EncryptionMode) -> IssuedKey {
+    IssuedKey {
+        block: EncryptionBlock { mode, wrapped: pooled.wrapped, key_md5: pooled.key_md5, iv: pooled.iv },
+        key_arn: pooled.key_arn,
+        plaintext: None,
+        fingerprint: pooled.fingerprint,
     }
 }

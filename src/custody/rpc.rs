@@ -75,10 +75,11 @@ impl Rpc {
     }
 
     /// Whether a policy rule's `rpcs = ["*"]` grants it. `RewrapKeys` puts
-    /// a key within another service's (or KMS key's) reach, so a rule must
-    /// name it.
+    /// a key within another service's (or KMS key's) reach, and
+    /// `ConnectPipeline` changes a pipeline and a key's grants, so a rule
+    /// must name them.
     pub const fn granted_by_wildcard(self) -> bool {
-        !matches!(self, Rpc::RewrapKeys)
+        !matches!(self, Rpc::RewrapKeys | Rpc::ConnectPipeline)
     }
 
     /// Whether every successful call hands plaintext key material out, so

@@ -45,6 +45,9 @@ pub struct ConnInfo {
     pub certs: Option<PeerCerts>,
     /// The connection's calls in flight.
     pub activity: Activity,
+    /// The identity the client's leaf certificate names, parsed once for
+    /// all the connection's calls (by the gate).
+    pub identity: Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 /// Counts a connection's calls in flight, so the connection can tell when
@@ -178,7 +181,7 @@ mod tests {
 
     fn conn<T>(io: T, idle: Duration) -> (Conn<T>, Activity) {
         let activity = Activity::default();
-        let info = ConnInfo { peer: None, certs: None, activity: activity.clone() };
+        let info = ConnInfo { peer: None, certs: None, activity: activity.clone(), identity: Arc::default() };
         (Conn::new(io, info, idle, Box::new(())), activity)
     }
 

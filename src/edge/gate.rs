@@ -60,9 +60,11 @@ impl Caller {
     /// connection (without one, an in-process call: `anonymous`).
     pub fn from_parts(headers: &http::HeaderMap, extensions: &http::Extensions) -> Caller {
         let conn = extensions.get::<ConnInfo>();
-        let (identity, identified) = match conn.and_then(|conn| conn.certs.as_deref()) {
-            Some(certs) if !certs.is_empty() => match certs.first().and_then(crate::edge::tls::identity_of) {
-                Some(identity) => (identity, true),
+        let leaf = conn.and_then(|conn| conn.certs.as_deref()).and_then(|certs| certs.first());
+        let (identity, identified) = match (conn, leaf) {
+            // The certificate is parsed once per connection, not per call.
+            (Some(conn), Some(leaf)) => match conn.identity.get_or_init(|| crate::edge::tls::identity_of(leaf)) {
+                Some(identity) => (identity.clone(), true),
                 None => (UNIDENTIFIED.to_owned(), false),
             },
             _ => (ANONYMOUS.to_owned(), true),

@@ -104,7 +104,12 @@ pub fn accept<H: Handshake>(
                 drop(handshaking);
                 match outcome {
                     Ok(Ok((io, certs))) => {
-                        let info = ConnInfo { peer: Some(peer), certs, activity: Activity::default() };
+                        let info = ConnInfo {
+                            peer: Some(peer),
+                            certs,
+                            activity: Activity::default(),
+                            identity: Arc::default(),
+                        };
                         let _ = tx.send(Ok(Conn::new(io, info, idle, Box::new(guard)))).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),

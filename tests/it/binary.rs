@@ -419,7 +419,9 @@ pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
 fn metrics_are_exposed_and_move() {
     let dir = tempfile::tempdir().unwrap();
     let metrics_addr = free_addr();
-    let server = serve(dir.path(), &["--dev", "--metrics-listen", &metrics_addr], &[]);
+    // Without the key pool, each IssueDataKey is one KMS call.
+    let no_pool = [("KEYBROKER_POOL__ENABLED", "false".to_owned())];
+    let server = serve(dir.path(), &["--dev", "--metrics-listen", &metrics_addr], &no_pool);
     for _ in 0..3 {
         assert!(server.cli(&["issue-key"]).status.success());
     }
@@ -437,6 +439,29 @@ fn metrics_are_exposed_and_move() {
     let second = scrape(&metrics_addr);
     assert_eq!(sample(&second, ok), 4.0);
     assert_eq!(sample(&second, kms), 4.0);
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+/// `--dev` keeps key pools: IssueDataKey asks the default key's pool, and
+/// the pools' depth, hits or misses and refills are exposed.
+#[test]
+fn dev_keeps_key_pools_and_exposes_their_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = free_addr();
+    let server = serve(dir.path(), &["--dev", "--metrics-listen", &metrics_addr], &[]);
+    for _ in 0..3 {
+        assert!(server.cli(&["issue-key"]).status.success());
+    }
+    let text = scrape(&metrics_addr);
+    let labels = r#"{kms_key="alias/keybroker-dev",context="elastictranscoder.amazonaws.com",bits="256"}"#;
+    let taken = sample(&text, &format!("keybroker_pool_hits_total{labels}"))
+        + sample(&text, &format!("keybroker_pool_misses_total{labels}"));
+    assert_eq!(taken, 3.0, "{text}");
+    assert!(text.contains(&format!("keybroker_pool_keys{labels}")), "{text}");
+    assert!(text.contains("keybroker_pool_refill_seconds"), "{text}");
+    // The pools are minted by KMS calls of their own.
+    assert!(sample(&text, r#"keybroker_kms_calls_total{operation="Encrypt",outcome="ok"}"#) >= 16.0, "{text}");
     let (status, _) = server.terminate();
     assert!(status.success());
 }

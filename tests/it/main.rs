@@ -31,5 +31,6 @@ mod ledger_rewrap;
 mod ledger_tokens;
 mod object_rpcs;
 mod pipeline_preflight;
+mod pool;
 mod readme;
 mod submit_job;

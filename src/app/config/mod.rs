@@ -12,7 +12,10 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod pool;
 mod sections;
+
+pub use pool::{ExtraPool, PoolConfig};
 
 pub use sections::{
     AuditConfig, AwsConfig, KmsBackend, KmsConfig, LedgerConfig, LimitsConfig, LocalKmsConfig, LogConfig, LogFormat,
@@ -75,6 +78,8 @@ pub struct Config {
     pub s3: S3Config,
     /// The key ledger.
     pub ledger: LedgerConfig,
+    /// Keys wrapped ahead of demand.
+    pub pool: PoolConfig,
     /// What loading noticed that the operator should hear about (renamed
     /// keys), logged once telemetry is up. Not configuration.
     #[serde(skip)]
@@ -101,6 +106,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             s3: S3Config::default(),
             ledger: LedgerConfig::default(),
+            pool: PoolConfig::default(),
             notices: Vec::new(),
         }
     }
@@ -205,6 +211,7 @@ impl Config {
         }
         self.transcoder.submit = false;
         self.tls.mode = TlsMode::Plaintext;
+        self.pool.enabled.get_or_insert(true);
         if self.transcoder.pipelines.is_empty() {
             self.transcoder.pipelines.push(dev_pipeline());
         }
@@ -255,6 +262,7 @@ impl Config {
             }
         }
         self.limits.validate()?;
+        self.pool.validate()?;
         match (&self.policy.file, self.policy.allow_all) {
             (None, false) if !self.dev => {
                 return Err(ConfigError::Invalid {
@@ -460,6 +468,17 @@ mod tests {
         assert_eq!(config.kms.backend, KmsBackend::Aws, "--kms wins over --dev");
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 7001)));
         assert!(config.dev);
+    }
+
+    #[test]
+    fn dev_keeps_key_pools_unless_the_configuration_says_otherwise() {
+        assert!(!Config::default().pool.is_enabled());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "dev = true\n").unwrap();
+        assert!(Config::load(Some(&path)).unwrap().pool.is_enabled());
+        std::fs::write(&path, "dev = true\n[pool]\nenabled = false\n").unwrap();
+        assert!(!Config::load(Some(&path)).unwrap().pool.is_enabled());
     }
 
     #[test]

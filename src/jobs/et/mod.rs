@@ -37,7 +37,7 @@ use self::validate::BlockKind;
 use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
 use crate::custody::field::FieldError;
 use crate::custody::keys::{
-    DataKey, EncryptionMode, EncryptionText, Iv16, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
+    DataKey, EncryptionMode, EncryptionText, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
 };
 use crate::custody::kms::{KmsErrorKind, KmsKeyId};
 use crate::custody::policy::Grant;
@@ -272,9 +272,9 @@ impl Transcoder {
         let context = ServiceContext::ElasticTranscoder;
         match task {
             Task::Generate { mode, bits } => {
-                let key = DataKey::generate(*bits)?;
-                let iv = Iv16::generate()?;
-                let issued = self.broker.seal(key_id, &key, *mode, iv, context).await?;
+                // No one needs this key's plaintext again: a pooled key if
+                // the pipeline's key has a pool, else one minted now.
+                let issued = self.broker.issue_wrapped(key_id, *bits, *mode, context).await?;
                 let text = issued.block.to_text();
                 Ok(Outcome::Made {
                     key: text.key,

@@ -20,6 +20,8 @@ use super::moto::Moto;
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub config: Config,
+    /// The custody domain the server runs (its ledger and key pools).
+    pub broker: Arc<keybroker::custody::broker::Broker>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), keybroker::app::server::ServerError>>>,
     /// Holds the SQLite key ledger of a configuration that names none.
@@ -131,6 +133,7 @@ impl TestBroker {
             config.ledger.file = dir.path().join("ledger.sqlite");
         }
         let app = Application::build(config.clone(), peers).await.unwrap();
+        let broker = app.broker();
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             app.run(listener, async {
@@ -138,7 +141,7 @@ impl TestBroker {
             })
             .await
         });
-        TestBroker { addr, config, stop: Some(stop_tx), task: Some(task), _ledger_dir: ledger_dir }
+        TestBroker { addr, config, broker, stop: Some(stop_tx), task: Some(task), _ledger_dir: ledger_dir }
     }
 
     pub fn url(&self) -> String {

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod moto;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod rng;
 pub mod s3;
 pub mod tools;
