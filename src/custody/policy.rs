@@ -536,6 +536,23 @@ burst = 2
 "#;
 
     #[test]
+    fn the_wildcard_grants_every_rpc_but_those_a_rule_must_name() {
+        let star = Policy::parse("[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"*\"]\n").unwrap();
+        for rpc in Rpc::ALL {
+            let granted = star.authorize("dns:a", rpc);
+            assert_eq!(granted.is_ok(), rpc.granted_by_wildcard(), "{rpc}");
+            if let Err(denial) = granted {
+                assert!(denial.to_string().contains(&format!("name \"{rpc}\"")), "{denial}");
+            }
+        }
+        assert!(!Rpc::RewrapKeys.granted_by_wildcard() && !Rpc::ConnectPipeline.granted_by_wildcard());
+        let named =
+            Policy::parse("[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"RewrapKeys\", \"ConnectPipeline\"]\n").unwrap();
+        assert!(named.authorize("dns:a", Rpc::RewrapKeys).is_ok());
+        assert!(named.authorize("dns:a", Rpc::ConnectPipeline).is_ok());
+    }
+
+    #[test]
     fn first_matching_rule_governs_and_denials_name_the_permission() {
         let policy = Policy::parse(POLICY).unwrap();
         let encoder = "spiffe://example.org/ns/media/sa/encoder";
