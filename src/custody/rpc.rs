@@ -26,11 +26,13 @@ pub enum Rpc {
     LookupKeys,
     /// Recorded or given keys moved to another KMS key or service context.
     RewrapKeys,
+    /// A MediaConvert job keyed, validated and submitted.
+    SubmitMediaConvertJob,
 }
 
 impl Rpc {
     /// Every RPC, in the order the API lists them.
-    pub const ALL: [Rpc; 8] = [
+    pub const ALL: [Rpc; 9] = [
         Rpc::IssueDataKey,
         Rpc::WrapKey,
         Rpc::UnwrapKey,
@@ -39,6 +41,7 @@ impl Rpc {
         Rpc::DecryptObject,
         Rpc::LookupKeys,
         Rpc::RewrapKeys,
+        Rpc::SubmitMediaConvertJob,
     ];
 
     /// The RPC's name, as the proto, the policy and the audit log write it.
@@ -52,6 +55,7 @@ impl Rpc {
             Rpc::DecryptObject => "DecryptObject",
             Rpc::LookupKeys => "LookupKeys",
             Rpc::RewrapKeys => "RewrapKeys",
+            Rpc::SubmitMediaConvertJob => "SubmitMediaConvertJob",
         }
     }
 

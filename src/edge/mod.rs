@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::custody::broker::Broker;
 use crate::jobs::et::Transcoder;
+use crate::jobs::mediaconvert::MediaConvert;
 use crate::objects::Objects;
 use gate::{Gate, ResponseStream};
 use pb::key_broker_server::KeyBroker;
@@ -39,6 +40,7 @@ pub struct Api {
     transcoder: Arc<Transcoder>,
     gate: Arc<Gate>,
     objects: Arc<Objects>,
+    mediaconvert: Arc<MediaConvert>,
 }
 
 impl Api {
@@ -46,7 +48,16 @@ impl Api {
     /// without S3 mode until [`Api::with_objects`].
     pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>, gate: Arc<Gate>) -> Self {
         let objects = Arc::new(Objects::new(broker.clone(), None, Default::default()));
-        Api { broker, transcoder, gate, objects }
+        let mediaconvert = Arc::new(MediaConvert::new(broker.clone(), None, Default::default()));
+        Api { broker, transcoder, gate, objects, mediaconvert }
+    }
+
+    /// Serves `SubmitMediaConvertJob` through `mediaconvert` (its client and
+    /// settings); without it, MediaConvert jobs are `validate_only`.
+    #[must_use]
+    pub fn with_mediaconvert(mut self, mediaconvert: Arc<MediaConvert>) -> Self {
+        self.mediaconvert = mediaconvert;
+        self
     }
 
     /// Serves `EncryptObject`/`DecryptObject` through `objects` (its S3
@@ -106,6 +117,13 @@ impl KeyBroker for Api {
         request: Request<pb::RewrapKeysRequest>,
     ) -> Result<Response<pb::RewrapKeysResponse>, Status> {
         rpc::rewrap_keys::handle(&self.gate, &self.broker, request).await
+    }
+
+    async fn submit_media_convert_job(
+        &self,
+        request: Request<pb::SubmitMediaConvertJobRequest>,
+    ) -> Result<Response<pb::SubmitMediaConvertJobResponse>, Status> {
+        rpc::submit_mediaconvert_job::handle(&self.gate, &self.mediaconvert, request).await
     }
 
     type DecryptObjectStream = ResponseStream<pb::DecryptObjectResponse>;

@@ -2,4 +2,5 @@
 //! key block in a job), then one folder per transcoder.
 
 pub mod et;
+pub mod mediaconvert;
 pub mod place;

@@ -28,6 +28,8 @@ mod key_rpcs;
 mod ledger;
 mod ledger_rewrap;
 mod ledger_tokens;
+mod mediaconvert_endpoint;
+mod mediaconvert_jobs;
 mod object_rpcs;
 mod readme;
 mod submit_job;

@@ -93,7 +93,7 @@ impl TestBroker {
     /// `config` names when `None`.
     pub async fn start(config: Config, kms: Option<Arc<dyn Kms>>) -> TestBroker {
         assert!(kms.is_some() || config.kms.backend == KmsBackend::Local, "pass an AwsKms for the aws backend");
-        Self::launch(config, Peers { kms, et: None, s3: None }).await
+        Self::launch(config, Peers { kms, et: None, s3: None, mediaconvert: None }).await
     }
 
     /// Starts the server over `kms`, submitting jobs to `et` and reading and
@@ -104,7 +104,16 @@ impl TestBroker {
         et: Option<aws_sdk_elastictranscoder::Client>,
         s3: Option<aws_sdk_s3::Client>,
     ) -> TestBroker {
-        Self::launch(config, Peers { kms: Some(kms), et, s3 }).await
+        Self::launch(config, Peers { kms: Some(kms), et, s3, mediaconvert: None }).await
+    }
+
+    /// Starts the server over `kms`, submitting MediaConvert jobs to `mediaconvert`.
+    pub async fn start_with_mediaconvert(
+        config: Config,
+        kms: Arc<dyn Kms>,
+        mediaconvert: aws_sdk_mediaconvert::Client,
+    ) -> TestBroker {
+        Self::launch(config, Peers { kms: Some(kms), et: None, s3: None, mediaconvert: Some(mediaconvert) }).await
     }
 
     /// Builds the [`Application`] `keybroker serve` runs, over `peers`
