@@ -29,6 +29,7 @@ mod ledger;
 mod ledger_rewrap;
 mod ledger_tokens;
 mod mediaconvert_endpoint;
+mod mediaconvert_inputs;
 mod mediaconvert_jobs;
 mod object_rpcs;
 mod readme;

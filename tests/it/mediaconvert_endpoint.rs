@@ -260,3 +260,26 @@ fn the_model_checker_holds_required_members_types_and_unknown_members() {
         json!({"role": ROLE, "settings": {"inputs": [{"fileInput": "s3://in/a.mp4"}]}, "userMetadata": {"a": "b"}});
     assert_eq!(model.check(&good, "CreateJobRequest", ""), Ok(()));
 }
+
+/// The broker maps member names to the wire by a rule and a list
+/// (`jobs::mediaconvert::names`); both must be the model's own facts.
+#[test]
+fn the_brokers_name_mapping_is_the_models() {
+    use keybroker::jobs::mediaconvert::names::{MAP_MEMBERS, location_name};
+    let model = model();
+    let mut maps = std::collections::BTreeSet::new();
+    let mut members = 0;
+    for shape in model.shapes().values() {
+        for (name, member) in shape.get("members").and_then(|m| m.as_object()).into_iter().flatten() {
+            members += 1;
+            let wire = member.get("locationName").and_then(|l| l.as_str()).unwrap_or(name);
+            assert_eq!(location_name(name), wire, "member {name}");
+            let target = member["shape"].as_str().unwrap();
+            if model.shape(target)["type"] == "map" {
+                maps.insert(name.clone());
+            }
+        }
+    }
+    assert!(members > 1000, "the model has {members} members: not the MediaConvert model?");
+    assert_eq!(maps, MAP_MEMBERS.iter().map(|m| m.to_string()).collect());
+}

@@ -44,7 +44,7 @@ async fn rig() -> Rig {
     let endpoint = McEndpoint::spawn(moto.kms()).await;
     let client = endpoint.sdk_client(&moto.sdk_config());
     let audit = dir.path().join("audit.jsonl");
-    let broker = TestBroker::start_with_mediaconvert(config, kms.clone(), client).await;
+    let broker = TestBroker::start_with_mediaconvert(config, kms.clone(), client, None).await;
     Rig { moto, kms_key, kms, endpoint, broker, audit, _dir: dir }
 }
 

@@ -566,7 +566,7 @@ async fn a_100_mib_stream_round_trips() {
 /// `Content-Length`) and passes everything else byte for byte. moto closes
 /// every connection after one answer (`Connection: close`), so one
 /// connection is one exchange.
-async fn moto_s3_proxy(upstream: &str) -> String {
+pub async fn moto_s3_proxy(upstream: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let upstream = upstream.trim_start_matches("http://").to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

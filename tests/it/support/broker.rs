@@ -107,13 +107,15 @@ impl TestBroker {
         Self::launch(config, Peers { kms: Some(kms), et, s3, mediaconvert: None }).await
     }
 
-    /// Starts the server over `kms`, submitting MediaConvert jobs to `mediaconvert`.
+    /// Starts the server over `kms`, submitting MediaConvert jobs to
+    /// `mediaconvert`, reading and writing objects in `s3` where given.
     pub async fn start_with_mediaconvert(
         config: Config,
         kms: Arc<dyn Kms>,
         mediaconvert: aws_sdk_mediaconvert::Client,
+        s3: Option<aws_sdk_s3::Client>,
     ) -> TestBroker {
-        Self::launch(config, Peers { kms: Some(kms), et: None, s3: None, mediaconvert: Some(mediaconvert) }).await
+        Self::launch(config, Peers { kms: Some(kms), et: None, s3, mediaconvert: Some(mediaconvert) }).await
     }
 
     /// Builds the [`Application`] `keybroker serve` runs, over `peers`

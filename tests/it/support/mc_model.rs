@@ -61,6 +61,11 @@ impl Model {
         self.shapes.get(name).and_then(Value::as_object).unwrap_or_else(|| panic!("model has no shape {name}"))
     }
 
+    /// Every shape, by name.
+    pub fn shapes(&self) -> &Map<String, Value> {
+        &self.shapes
+    }
+
     /// Checks `value` (wire form) against shape `name`; `path` is where it
     /// sits. Answers the first violation in document order.
     ///
