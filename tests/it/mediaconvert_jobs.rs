@@ -305,3 +305,66 @@ async fn a_body_the_model_rejects_reaches_neither_kms_nor_mediaconvert() {
     assert_eq!(rig.kms.count(), before, "no KMS call for a refused body");
     assert_eq!(rig.endpoint.request_count(), 0, "nothing reached MediaConvert");
 }
+
+/// Runs the `keybroker` binary against the rig's broker; answers its stdout as JSON.
+async fn cli(rig: &Rig, args: &[&str]) -> Value {
+    let out = tokio::process::Command::new(crate::support::process::BIN)
+        .args(args)
+        .args(["--addr", &rig.broker.addr.to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_migrates_an_et_input_and_submits_the_example_job() {
+    let rig = rig().await;
+    let from_et = issue(&rig, "aes-gcm", 256, ET).await;
+    let block = from_et.encryption.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("et-input.json");
+    let et_json = json!({"Encryption": {"Mode": block.mode, "Key": block.key, "KeyMd5": block.key_md5,
+                                        "InitializationVector": block.initialization_vector}});
+    std::fs::write(&file, et_json.to_string()).unwrap();
+    let settings =
+        cli(&rig, &["migrate", "et-input", "--encryption", file.to_str().unwrap(), "--kms-key-id", &rig.kms_key]).await;
+    assert_eq!(settings["DecryptionMode"], "AES_GCM");
+    assert_eq!(settings["InitializationVector"], json!(block.initialization_vector), "the IV is carried");
+    assert_ne!(settings["EncryptedDecryptionKey"], json!(block.key), "the key is re-encrypted");
+
+    // The migrated block, brought in a job, is the same key under the MediaConvert context.
+    let job = json!({"Role": ROLE, "Settings": {"Inputs": [{"FileInput": "s3://in/migrated.mp4", "DecryptionSettings": settings}]}});
+    let answer = rig.broker.client().await.submit_media_convert_job(request(&job)).await.unwrap().into_inner();
+    assert!(!answer.job_id.is_empty());
+    assert_eq!(rig.endpoint.input_keys()[0].key, from_et.plaintext_key);
+    let audit = std::fs::read_to_string(&rig.audit).unwrap();
+    assert!(audit.contains("\"RewrapKeys\""), "the migration is audited");
+
+    // The example job: model-valid as MediaConvert's endpoint judges it.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mediaconvert/job.json");
+    let checked =
+        cli(&rig, &["mediaconvert", "submit", "--job", example, "--encrypt-outputs", "--validate-only"]).await;
+    assert!(checked["JobId"].is_null());
+    let hls = &checked["CreateJob"]["Settings"]["OutputGroups"][0]["OutputGroupSettings"]["HlsGroupSettings"];
+    assert_eq!(hls["DestinationSettings"]["S3Settings"]["Encryption"]["KmsKeyArn"], json!(rig.kms_key));
+    let submitted = cli(
+        &rig,
+        &[
+            "mediaconvert",
+            "submit",
+            "--job",
+            example,
+            "--encrypt-outputs",
+            "--bind-job-context",
+            "--request-token",
+            "example-1",
+        ],
+    )
+    .await;
+    assert!(submitted["JobId"].is_string(), "{submitted}");
+    assert_eq!(submitted["StaticKeysRedacted"], true);
+    assert_eq!(rig.endpoint.created_jobs().len(), 2);
+    assert!(rig.endpoint.rejections().is_empty(), "{:?}", rig.endpoint.rejections());
+}
