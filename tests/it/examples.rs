@@ -118,8 +118,8 @@ fn assert_example_output(output: &Value, example: &str) {
     assert_eq!(mc["job_id"], "", "{example}: validate_only submits nothing");
     let place = "Settings.OutputGroups[0].OutputGroupSettings.HlsGroupSettings.Encryption.StaticKeyProvider";
     assert_eq!(mc["keys"][0]["place"], place, "{example}: {mc}");
-    let provider = &mc["create_job"]["Settings"]["OutputGroups"][0]["OutputGroupSettings"]["HlsGroupSettings"]
-        ["Encryption"]["StaticKeyProvider"];
+    let provider = &mc["create_job"]["Settings"]["OutputGroups"][0]["OutputGroupSettings"]["HlsGroupSettings"]["Encryption"]
+        ["StaticKeyProvider"];
     let key = provider["StaticKeyValue"].as_str().unwrap_or_default();
     if mc["static_keys_redacted"] == true {
         assert!(key.starts_with("(redacted"), "{example}: {provider}");

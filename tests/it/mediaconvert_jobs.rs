@@ -32,6 +32,10 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with(|_| {}).await
+}
+
+async fn rig_with(adjust: impl FnOnce(&mut keybroker::app::config::Config)) -> Rig {
     let moto = Moto::shared();
     let kms_key = moto.create_key().await;
     let dir = tempfile::tempdir().unwrap();
@@ -40,6 +44,7 @@ async fn rig() -> Rig {
     config.mediaconvert.output_kms_key_arn = Some(kms_key.clone());
     config.mediaconvert.key_url_template = Some("https://keys.example.com/{token}/{group}.key".to_owned());
     config.audit.file = Some(dir.path().join("audit.jsonl"));
+    adjust(&mut config);
     let kms = ScriptedKms::counting(aws_kms(moto, &config).await);
     let endpoint = McEndpoint::spawn(moto.kms()).await;
     let client = endpoint.sdk_client(&moto.sdk_config());
@@ -235,6 +240,22 @@ async fn validate_only_answers_the_exact_body_with_static_keys_only_for_plaintex
         Some(&json!(rig.kms_key))
     );
     assert_eq!(rig.endpoint.request_count(), 0, "validate_only submits nothing");
+
+    // A caller without plaintext export sees the body with the key redacted.
+    let rig = rig_with(|config| config.allow_plaintext_export = false).await;
+    let mut req = request(&job);
+    req.validate_only = true;
+    let answer = rig.broker.client().await.submit_media_convert_job(req).await.unwrap().into_inner();
+    assert!(answer.static_keys_redacted);
+    let body: Value = serde_json::from_str(&answer.create_job_json).unwrap();
+    let shown = body
+        .pointer(
+            "/Settings/OutputGroups/0/OutputGroupSettings/HlsGroupSettings/Encryption/StaticKeyProvider/StaticKeyValue",
+        )
+        .and_then(Value::as_str)
+        .unwrap();
+    assert!(shown.starts_with("(redacted"), "{shown}");
+    assert_eq!(answer.keys.len(), 1, "the key was still made and recorded (wrapped)");
 }
 
 #[tokio::test]
@@ -367,4 +388,25 @@ async fn the_cli_migrates_an_et_input_and_submits_the_example_job() {
     assert_eq!(submitted["StaticKeysRedacted"], true);
     assert_eq!(rig.endpoint.created_jobs().len(), 2);
     assert!(rig.endpoint.rejections().is_empty(), "{:?}", rig.endpoint.rejections());
+}
+
+#[tokio::test]
+async fn a_server_that_requires_encrypted_outputs_refuses_a_plain_group_before_any_key_is_made() {
+    let rig = rig_with(|config| config.mediaconvert.require_encrypted_outputs = true).await;
+    let job = json!({"Role": ROLE, "Settings": {"OutputGroups": [hls_group(), file_group()]}});
+    let before = rig.kms.count();
+    let err = rig.broker.client().await.submit_media_convert_job(request(&job)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().starts_with("Settings.OutputGroups[0]: writes unencrypted outputs"), "{}", err.message());
+    assert_eq!(rig.kms.count(), before, "no static key was made");
+    assert_eq!(rig.endpoint.request_count(), 0);
+
+    // Asked for, the same job passes: every group SSE-KMS under the configured key.
+    let mut req = request(&job);
+    req.encrypt_outputs = true;
+    let answer = rig.broker.client().await.submit_media_convert_job(req).await.unwrap().into_inner();
+    assert!(!answer.job_id.is_empty());
+    let groups = rig.endpoint.groups();
+    assert!(groups.iter().all(|g| g.kms_key_arn.as_deref() == Some(rig.kms_key.as_str())), "{groups:?}");
+    assert!(groups.iter().all(|g| g.kms_encryption_context.is_none()), "no context unless asked");
 }
