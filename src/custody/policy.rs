@@ -575,6 +575,20 @@ burst = 2
     }
 
     #[test]
+    fn only_a_rule_naming_rewrap_keys_lets_other_rpcs_rewrap() {
+        let policy = Policy::parse(
+            "[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"*\"]\n\
+             [[rule]]\nidentity = \"dns:b\"\nrpcs = [\"SubmitMediaConvertJob\", \"RewrapKeys\"]\n",
+        )
+        .unwrap();
+        let wildcard = policy.authorize("dns:a", Rpc::SubmitMediaConvertJob).unwrap();
+        let err = wildcard.check_rewrap("Settings.Inputs[0]").unwrap_err().to_string();
+        assert!(err.contains("does not name \"RewrapKeys\""), "{err}");
+        assert!(policy.authorize("dns:b", Rpc::SubmitMediaConvertJob).unwrap().check_rewrap("x").is_ok());
+        assert!(Grant::unrestricted("dns:c", false).check_rewrap("x").is_ok());
+    }
+
+    #[test]
     fn max_concurrent_is_a_rules_cap_and_must_be_positive() {
         let policy = Policy::parse("[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"*\"]\nmax_concurrent = 3\n").unwrap();
         assert_eq!(policy.authorize("dns:a", Rpc::IssueDataKey).unwrap().max_concurrent(), Some(3));
