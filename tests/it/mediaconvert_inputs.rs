@@ -110,3 +110,43 @@ async fn files_encrypted_for_mediaconvert_decrypt_with_the_key_kms_gives_the_end
         assert!(std::fs::read(&dst).unwrap() == plaintext, "{mode}: the decrypted file differs from the original");
     }
 }
+
+/// `keybroker serve` as deployed: MediaConvert found through the shared AWS
+/// settings and `AWS_ENDPOINT_URL_MEDIACONVERT`, the job signed by the SDK
+/// and judged by the suite's endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_finds_mediaconvert_through_aws_endpoint_url_mediaconvert() {
+    let moto = Moto::shared();
+    let endpoint = McEndpoint::spawn(moto.kms()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("AWS_ENDPOINT_URL_MEDIACONVERT", endpoint.url.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("KEYBROKER_MEDIACONVERT__SUBMIT", "true".to_owned()),
+        ("KEYBROKER_POLICY__ALLOW_ALL", "true".to_owned()),
+        ("KEYBROKER_KMS__DEFAULT_KEY_ID", "alias/media".to_owned()),
+    ];
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mediaconvert/job.json");
+    let (answer, log) = tokio::task::spawn_blocking(move || {
+        let server = crate::support::process::serve(dir.path(), &["--kms", "local", "--tls-mode", "plaintext"], &env);
+        let out = server.cli(&["mediaconvert", "submit", "--job", example, "--request-token", "deployed-1"]);
+        let (_, log) = server.terminate();
+        (out, log)
+    })
+    .await
+    .unwrap();
+    assert!(answer.status.success(), "{}\n{log}", String::from_utf8_lossy(&answer.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&answer.stdout).unwrap();
+    assert!(printed["JobId"].is_string(), "{printed}");
+    let jobs = endpoint.created_jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["userMetadata"]["project"], "launch-trailer");
+    assert_eq!(jobs[0]["clientRequestToken"].as_str().map(str::len), Some(64), "derived from the request token");
+    assert_eq!(jobs[0]["userMetadata"]["keybroker-request-token"], jobs[0]["clientRequestToken"]);
+    let key = endpoint.groups()[0].static_key.clone().unwrap();
+    assert!(log.contains("keybroker stopped"), "the server's output was read: {log}");
+    assert!(!log.contains(&key) && !log.contains(&key.to_uppercase()), "the static key is not in the server's output");
+}
