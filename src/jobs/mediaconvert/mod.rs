@@ -81,7 +81,7 @@ impl MediaConvert {
             (Some(_), true) => {
                 return Err(FieldError::new("request_token", "not with validate_only, which submits nothing").into());
             }
-            (Some(token), false) => Some(submit::Ticket::new(&origin.identity, token.clone(), &request)?),
+            (Some(token), false) => Some(submit::new_ticket(&origin.identity, token.clone(), &request)?),
             (None, _) => None,
         };
         if let Some(ticket) = &ticket {

@@ -14,59 +14,37 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_mediaconvert::error::ProvideErrorMetadata as _;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 
 use super::error::{McError, ServiceFailure};
 use super::request::{McAnswer, McJobRequest};
-use crate::ledger::{Claim, Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer, TokenKey};
+pub(super) use crate::jobs::ticket::Ticket;
+use crate::ledger::{Claim, Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer};
 
 /// How often a call waiting for another call's submission looks again.
 const POLL: Duration = Duration::from_millis(100);
 
-/// One caller's token for one request.
-pub(super) struct Ticket {
-    identity: String,
-    token: RequestToken,
-    hash: String,
-    /// The token's `UserMetadata` value and `ClientRequestToken`.
-    marker: String,
-}
-
-impl Ticket {
-    /// Hashes the request as the caller sent it.
-    ///
-    /// # Errors
-    /// [`McError::Serialise`] when the document cannot be written.
-    pub(super) fn new(identity: &str, token: RequestToken, request: &McJobRequest) -> Result<Ticket, McError> {
-        let mut hash = Sha256::new();
-        hash.update(serde_json::to_vec(&request.job)?);
-        let flags = format!(
-            "{:?}|{}|{}|{}|{}|{}",
-            request.inputs.fingerprints,
-            request.inputs.rewrap_et_keys,
-            request.outputs.encrypt_outputs,
-            request.outputs.bind_job_context,
-            request.outputs.constant_iv,
-            request.kms_key_id.as_ref().map_or("", |k| k.as_str()),
-        );
+/// The ticket of `token` for `request`: the hash covers the document as the
+/// caller sent it and every protection flag.
+///
+/// # Errors
+/// [`McError::Serialise`] when the document cannot be written.
+pub(super) fn new_ticket(identity: &str, token: RequestToken, request: &McJobRequest) -> Result<Ticket, McError> {
+    let body = serde_json::to_vec(&request.job)?;
+    let flags = format!(
+        "{:?}|{}|{}|{}|{}|{}",
+        request.inputs.fingerprints,
+        request.inputs.rewrap_et_keys,
+        request.outputs.encrypt_outputs,
+        request.outputs.bind_job_context,
+        request.outputs.constant_iv,
+        request.kms_key_id.as_ref().map_or("", |k| k.as_str()),
+    );
+    Ok(Ticket::new(identity, token, |hash| {
+        hash.update(&body);
         hash.update([0]);
         hash.update(flags.as_bytes());
-        Ok(Ticket {
-            marker: token.metadata_value(identity),
-            identity: identity.to_owned(),
-            token,
-            hash: hex::encode(hash.finalize()),
-        })
-    }
-
-    fn key(&self) -> TokenKey<'_> {
-        TokenKey { identity: &self.identity, token: self.token.as_str() }
-    }
-
-    /// The `ClientRequestToken` and `UserMetadata` value of this token.
-    pub(super) fn marker(&self) -> &str {
-        &self.marker
-    }
+    }))
 }
 
 /// How a tokened submission goes on after its claim.
@@ -88,12 +66,12 @@ pub(super) enum Start {
 pub(super) async fn claim(ledger: &Ledger, ticket: &Ticket, lease: Duration) -> Result<Start, McError> {
     let give_up = Instant::now() + lease;
     loop {
-        let existing = match ledger.claim_token(ticket.key(), &ticket.hash, lease).await? {
+        let existing = match ledger.claim_token(ticket.key(), ticket.hash(), lease).await? {
             Claim::Owner { .. } => return Ok(Start::Fresh),
             Claim::Existing(existing) => existing,
         };
-        if existing.request_hash != ticket.hash {
-            return Err(McError::TokenReused(ticket.token.as_str().to_owned()));
+        if existing.request_hash != ticket.hash() {
+            return Err(McError::TokenReused(ticket.token().as_str().to_owned()));
         }
         let expired = existing.claimed_until_ms < Ledger::now_ms();
         match (existing.state, existing.answer_json.as_deref()) {
@@ -107,14 +85,14 @@ pub(super) async fn claim(ledger: &Ledger, ticket: &Ticket, lease: Duration) -> 
                 return Err(McError::Precondition(format!(
                     "request_token: the first submission under {:?} stopped after its keys were recorded; whether \
                      MediaConvert has the job is unknown: find it by UserMetadata {METADATA_KEY} = {}",
-                    ticket.token.as_str(),
-                    ticket.marker
+                    ticket.token().as_str(),
+                    ticket.marker()
                 )));
             }
             _ => {}
         }
         if Instant::now() + POLL > give_up {
-            return Err(McError::TokenInFlight(ticket.token.as_str().to_owned()));
+            return Err(McError::TokenInFlight(ticket.token().as_str().to_owned()));
         }
         tokio::time::sleep(POLL).await;
     }
