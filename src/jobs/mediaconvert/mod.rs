@@ -7,7 +7,7 @@
 //! inputs' `DecryptionSettings` ([`inputs`]), the output groups' SSE-KMS
 //! and static keys ([`outputs`]), check the filled document again, record
 //! every key in the ledger before the job leaves, and submit it through
-//! aws-sdk-mediaconvert ([`submit`]) under the ledger's request-token
+//! aws-sdk-mediaconvert (`submit`) under the ledger's request-token
 //! write-ahead. Must never put a static key's hex anywhere but the body
 //! sent to MediaConvert (and a `validate_only` answer to a caller allowed
 //! plaintext export): answers, stored answers and logs get the redacted
