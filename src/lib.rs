@@ -54,6 +54,15 @@
 //! job with a request token is claimed there, so a repeat answers the
 //! first answer ([`jobs::et`]'s idempotent submission).
 //!
+//! **MediaConvert.** [`edge::rpc::submit_mediaconvert_job`] parses the
+//! caller's CreateJob document; [`jobs::mediaconvert`] checks it against the
+//! MediaConvert model ([`jobs::mediaconvert::validate`]), fills input keys
+//! from the ledger or verifies them through KMS
+//! ([`jobs::mediaconvert::inputs`]), gives output groups SSE-KMS and fresh
+//! static keys ([`jobs::mediaconvert::outputs`]), and submits it through
+//! aws-sdk-mediaconvert under the same request-token write-ahead
+//! ([`jobs::ticket`]).
+//!
 //! **Files.** `EncryptObject` and `DecryptObject` stream through
 //! [`objects`]: sessions over [`objects::cipher`] (ET's CBC, CTR and GCM
 //! formats), or the S3 mode in which the broker reads and writes the

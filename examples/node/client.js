@@ -5,8 +5,10 @@
 // Asks a broker for an Elastic Transcoder `Encryption` block (IssueDataKey),
 // then has it key and validate a whole CreateJob (SubmitEncryptedJob,
 // validate_only): one MP4 output protected by aes-cbc-pkcs7, and an HLS
-// playlist with AES-128 content protection over two more outputs. Prints one
-// JSON object on stdout.
+// playlist with AES-128 content protection over two more outputs; then a
+// MediaConvert job (SubmitMediaConvertJob, validate_only) from
+// examples/mediaconvert/job.json, whose HLS group gets a static key from the
+// broker. Prints one JSON object on stdout.
 //
 //     node client.js --addr 127.0.0.1:50051
 //
@@ -18,7 +20,10 @@ const { parseArgs } = require('node:util');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
+const fs = require('node:fs');
+
 const PROTO_ROOT = path.join(__dirname, '..', '..', 'proto');
+const MEDIACONVERT_JOB = path.join(__dirname, '..', 'mediaconvert', 'job.json');
 const DEV_PIPELINE = '0000000000000-keydev';
 
 function loadKeyBroker() {
@@ -91,6 +96,8 @@ async function main() {
   try {
     const issued = await call(broker, 'IssueDataKey', { key_bits: 256, mode: 'aes-cbc-pkcs7' }, timeoutMs);
     const job = await call(broker, 'SubmitEncryptedJob', jobRequest(), timeoutMs);
+    const mcRequest = { create_job_json: fs.readFileSync(MEDIACONVERT_JOB, 'utf8'), validate_only: true };
+    const mcJob = await call(broker, 'SubmitMediaConvertJob', mcRequest, timeoutMs);
     const result = {
       issue_data_key: {
         Encryption: etBlock(issued.encryption),
@@ -106,6 +113,12 @@ async function main() {
           object_key: f.object_key,
           issued_by_broker: f.issued_by_broker,
         })),
+      },
+      submit_mediaconvert_job: {
+        job_id: mcJob.job_id,
+        static_keys_redacted: mcJob.static_keys_redacted,
+        create_job: JSON.parse(mcJob.create_job_json),
+        keys: mcJob.keys.map((k) => ({ place: k.place, key_fingerprint: k.key_fingerprint })),
       },
     };
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);

@@ -3,7 +3,10 @@
 Asks a broker for an Elastic Transcoder `Encryption` block (IssueDataKey), then
 has it key and validate a whole CreateJob (SubmitEncryptedJob, validate_only):
 one MP4 output protected by aes-cbc-pkcs7, and an HLS playlist with AES-128
-content protection over two more outputs. Prints one JSON object on stdout.
+content protection over two more outputs; then a MediaConvert job
+(SubmitMediaConvertJob, validate_only) from examples/mediaconvert/job.json,
+whose HLS group gets a static key from the broker. Prints one JSON object on
+stdout.
 
     python client.py --addr 127.0.0.1:50051
 
@@ -23,6 +26,7 @@ import grpc_tools
 from grpc_tools import protoc
 
 PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+MEDIACONVERT_JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mediaconvert", "job.json")
 DEV_PIPELINE = "0000000000000-keydev"
 
 
@@ -93,6 +97,9 @@ def main():
                 issued = broker.IssueDataKey(
                     pb2.IssueDataKeyRequest(key_bits=256, mode="aes-cbc-pkcs7"), timeout=args.timeout)
                 job = broker.SubmitEncryptedJob(job_request(pb2), timeout=args.timeout)
+                with open(MEDIACONVERT_JOB, encoding="utf-8") as f:
+                    mc_request = pb2.SubmitMediaConvertJobRequest(create_job_json=f.read(), validate_only=True)
+                mc_job = broker.SubmitMediaConvertJob(mc_request, timeout=args.timeout)
             except grpc.RpcError as err:
                 sys.exit(f"keybroker at {args.addr}: {err.code().name}: {err.details()}")
 
@@ -110,6 +117,12 @@ def main():
                 {"path": f.path, "object_key": f.object_key, "issued_by_broker": f.issued_by_broker}
                 for f in job.protected_files
             ],
+        },
+        "submit_mediaconvert_job": {
+            "job_id": mc_job.job_id,
+            "static_keys_redacted": mc_job.static_keys_redacted,
+            "create_job": json.loads(mc_job.create_job_json),
+            "keys": [{"place": k.place, "key_fingerprint": k.key_fingerprint} for k in mc_job.keys],
         },
     }, indent=2))
 

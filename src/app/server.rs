@@ -31,6 +31,7 @@ use crate::edge::tls::{ReloadableTls, TlsFiles};
 use crate::jobs::et::pipeline::Pipelines;
 use crate::jobs::et::preflight::{AwsAdmin, Preflight};
 use crate::jobs::et::{Transcoder, TranscoderSettings};
+use crate::jobs::mediaconvert::{MediaConvert, MediaConvertSettings};
 use crate::ledger::Ledger;
 use crate::objects::{Objects, ObjectsSettings};
 
@@ -97,6 +98,8 @@ pub struct Peers {
     /// The AWS configuration the pipeline preflight's KMS and STS clients
     /// are made from (with the `aws` KMS backend only).
     pub aws: Option<aws_config::SdkConfig>,
+    /// MediaConvert, for `CreateJob`.
+    pub mediaconvert: Option<aws_sdk_mediaconvert::Client>,
 }
 
 impl Peers {
@@ -107,7 +110,8 @@ impl Peers {
     async fn complete(self, config: &Config) -> Result<Services, ServerError> {
         let aws_kms_missing = self.kms.is_none() && config.kms.backend == KmsBackend::Aws;
         let et_missing = self.et.is_none() && config.transcoder.submit;
-        let sdk = if aws_kms_missing || et_missing {
+        let mc_missing = self.mediaconvert.is_none() && config.mediaconvert.submit;
+        let sdk = if aws_kms_missing || et_missing || mc_missing {
             Some(match config.kms.backend {
                 KmsBackend::Aws => crate::app::aws::load_sdk_config(&config.aws).await,
                 KmsBackend::Local => crate::app::aws::load_sdk_config_without_imds_region(&config.aws).await,
@@ -128,12 +132,17 @@ impl Peers {
             .or_else(|| sdk.as_ref().filter(|_| config.transcoder.submit).map(aws_sdk_elastictranscoder::Client::new));
         let admin = self
             .aws
-            .or(sdk)
+            .or(sdk.clone())
             .filter(|_| config.kms.backend == KmsBackend::Aws)
             .map(|sdk| AwsAdmin::new(&sdk, s3.clone()));
+        let mediaconvert = self
+            .mediaconvert
+            .or_else(|| sdk.as_ref().filter(|_| config.mediaconvert.submit).map(aws_sdk_mediaconvert::Client::new));
         let chain_key = chain_key(config, kms.as_ref()).await?;
         let ledger = open_ledger(config).await?;
-        Services::new(config, kms, et, s3, chain_key, ledger, admin)
+        let mut services = Services::new(config, kms, et, s3, chain_key, ledger, admin)?;
+        services.mediaconvert = build_mediaconvert(config, services.broker.clone(), mediaconvert)?;
+        Ok(services)
     }
 }
 
@@ -202,6 +211,7 @@ impl Application {
 struct Services {
     broker: Arc<Broker>,
     transcoder: Arc<Transcoder>,
+    mediaconvert: Arc<MediaConvert>,
     objects: Arc<Objects>,
     preflight: Arc<Preflight>,
     gate: Arc<Gate>,
@@ -227,7 +237,8 @@ impl Services {
         let objects = Arc::new(Objects::new(broker.clone(), s3, objects_settings));
         let preflight = Arc::new(Preflight::new(broker.clone(), transcoder.clone(), admin));
         let gate = build_gate(config, chain_key)?;
-        Ok(Services { broker, transcoder, objects, preflight, gate })
+        let mediaconvert = Arc::new(MediaConvert::new(broker.clone(), None, MediaConvertSettings::default()));
+        Ok(Services { broker, transcoder, mediaconvert, objects, preflight, gate })
     }
 }
 
@@ -250,6 +261,29 @@ fn build_transcoder(
         Duration::from_secs(config.transcoder.pipeline_cache_ttl_secs),
     );
     Arc::new(Transcoder::new(broker, pipelines, et, settings))
+}
+
+/// The MediaConvert side, submitting where the configuration lets it.
+fn build_mediaconvert(
+    config: &Config,
+    broker: Arc<Broker>,
+    client: Option<aws_sdk_mediaconvert::Client>,
+) -> Result<Arc<MediaConvert>, ServerError> {
+    let mc = &config.mediaconvert;
+    let output_kms_key = mc
+        .output_kms_key_arn
+        .as_deref()
+        .map(|arn| KmsKeyId::parse(arn, "mediaconvert.output_kms_key_arn"))
+        .transpose()
+        .map_err(|e| ConfigError::Invalid { key: "mediaconvert.output_kms_key_arn", rule: e.rule })?;
+    let settings = MediaConvertSettings {
+        output_kms_key,
+        key_url_template: mc.key_url_template.clone(),
+        require_encrypted_outputs: mc.require_encrypted_outputs,
+        always_bind_job_context: mc.bind_job_context,
+        token_lease: Duration::from_millis(config.transcoder.job_deadline_ms) + config.aws.call_timeout() * 4,
+    };
+    Ok(Arc::new(MediaConvert::new(broker, client, settings)))
 }
 
 /// The custody domain over `kms`, with the configuration's settings.
@@ -424,7 +458,7 @@ async fn serve(
     services: Services,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let Services { broker, transcoder, objects, preflight, gate } = services;
+    let Services { broker, transcoder, mediaconvert, objects, preflight, gate } = services;
     let tls = tls_files(config).map(ReloadableTls::load).transpose()?;
     spawn_reloaders(gate.clone(), tls.clone(), Duration::from_secs(config.tls.reload_poll_secs));
 
@@ -448,7 +482,10 @@ async fn serve(
     if !config.dev {
         preflight.check_configured_in_background();
     }
-    let api = Api::new(broker, transcoder, gate.clone()).with_objects(objects).with_preflight(preflight);
+    let api = Api::new(broker, transcoder, gate.clone())
+        .with_objects(objects)
+        .with_preflight(preflight)
+        .with_mediaconvert(mediaconvert);
     let key_broker = KeyBrokerServer::new(api).max_decoding_message_size(config.limits.max_message_bytes);
     let limits = &config.limits;
     let admit = AdmitLayer::new(

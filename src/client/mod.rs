@@ -14,6 +14,7 @@
 //! - [`audit`]: `audit verify`, `audit export-key`; [`loadgen`]: `bench`.
 //! - [`records`]: `keys lookup`, `keys rewrap` (the key ledger).
 //! - [`pipeline`]: `pipeline check`, `pipeline connect`.
+//! - [`mediaconvert`]: `mediaconvert submit`, `migrate et-input`.
 //! - [`docs`]: `completions`, `man`; [`error`]: how a command fails.
 
 pub mod args;
@@ -27,6 +28,7 @@ pub mod health;
 pub mod job;
 pub mod keys;
 pub mod loadgen;
+pub mod mediaconvert;
 pub mod pipeline;
 pub mod records;
 
@@ -81,6 +83,12 @@ pub enum Command {
     /// key or service context.
     #[command(subcommand)]
     Keys(records::KeysCommand),
+    /// AWS Elemental MediaConvert jobs.
+    #[command(subcommand)]
+    Mediaconvert(mediaconvert::MediaConvertCommand),
+    /// Move Elastic Transcoder keys to MediaConvert.
+    #[command(subcommand)]
+    Migrate(mediaconvert::MigrateCommand),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -122,6 +130,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Decrypt(args) => interruptible(files::decrypt_file(args)).await,
         Command::Health(args) => health::health(args).await,
         Command::Keys(command) => records::keys_command(command).await,
+        Command::Mediaconvert(command) => mediaconvert::mediaconvert_command(command).await,
+        Command::Migrate(command) => mediaconvert::migrate_command(command).await,
         Command::Audit(AuditCommand::Verify { files, after, checkpoint, allow_legacy, key }) => {
             audit::audit_verify(&files, after.as_deref(), checkpoint.as_deref(), allow_legacy, &key).await
         }

@@ -158,6 +158,9 @@ pub struct Grant {
     server_export: bool,
     /// The rule's cap on the identity's calls in flight.
     max_concurrent: Option<usize>,
+    /// Whether the rule names `RewrapKeys`, so other RPCs may rewrap keys
+    /// on the caller's behalf.
+    rewrap: bool,
 }
 
 /// A refusal, naming the missing permission.
@@ -192,7 +195,24 @@ impl Grant {
             plaintext_export: server_export,
             server_export,
             max_concurrent: None,
+            rewrap: true,
         }
+    }
+
+    /// Checks the caller may have keys rewrapped for it (its rule names
+    /// `RewrapKeys`), as a job that asks to move its inputs' keys needs.
+    ///
+    /// # Errors
+    /// [`Denial::Forbidden`] naming the rule.
+    pub fn check_rewrap(&self, what: &str) -> Result<(), Denial> {
+        if self.rewrap {
+            return Ok(());
+        }
+        Err(Denial::Forbidden(format!(
+            "{} may not have keys rewrapped ({what}): policy rule {} does not name \"RewrapKeys\" in its rpcs",
+            self.identity,
+            self.rule.unwrap_or_default()
+        )))
     }
 
     /// The rule's cap on the identity's calls in flight (`None`: the
@@ -449,6 +469,7 @@ impl Policy {
             plaintext_export: rule.plaintext_export,
             server_export: true,
             max_concurrent: rule.max_concurrent,
+            rewrap: rule.rpcs.as_ref().is_some_and(|granted| granted.contains(&Rpc::RewrapKeys)),
         })
     }
 }
@@ -568,6 +589,20 @@ burst = 2
         assert!(err.contains("may not call UnwrapKey (policy rule 1)"), "{err}");
         let err = policy.authorize("spiffe://evil.org/x", Rpc::IssueDataKey).unwrap_err().to_string();
         assert_eq!(err, "no policy rule matches identity spiffe://evil.org/x");
+    }
+
+    #[test]
+    fn only_a_rule_naming_rewrap_keys_lets_other_rpcs_rewrap() {
+        let policy = Policy::parse(
+            "[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"*\"]\n\
+             [[rule]]\nidentity = \"dns:b\"\nrpcs = [\"SubmitMediaConvertJob\", \"RewrapKeys\"]\n",
+        )
+        .unwrap();
+        let wildcard = policy.authorize("dns:a", Rpc::SubmitMediaConvertJob).unwrap();
+        let err = wildcard.check_rewrap("Settings.Inputs[0]").unwrap_err().to_string();
+        assert!(err.contains("does not name \"RewrapKeys\""), "{err}");
+        assert!(policy.authorize("dns:b", Rpc::SubmitMediaConvertJob).unwrap().check_rewrap("x").is_ok());
+        assert!(Grant::unrestricted("dns:c", false).check_rewrap("x").is_ok());
     }
 
     #[test]

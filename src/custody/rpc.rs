@@ -30,11 +30,13 @@ pub enum Rpc {
     CheckPipeline,
     /// A KMS key put on a pipeline and its role let use it (or the plan).
     ConnectPipeline,
+    /// A MediaConvert job keyed, validated and submitted.
+    SubmitMediaConvertJob,
 }
 
 impl Rpc {
     /// Every RPC, in the order the API lists them.
-    pub const ALL: [Rpc; 10] = [
+    pub const ALL: [Rpc; 11] = [
         Rpc::IssueDataKey,
         Rpc::WrapKey,
         Rpc::UnwrapKey,
@@ -45,6 +47,7 @@ impl Rpc {
         Rpc::RewrapKeys,
         Rpc::CheckPipeline,
         Rpc::ConnectPipeline,
+        Rpc::SubmitMediaConvertJob,
     ];
 
     /// The RPC's name, as the proto, the policy and the audit log write it.
@@ -60,6 +63,7 @@ impl Rpc {
             Rpc::RewrapKeys => "RewrapKeys",
             Rpc::CheckPipeline => "CheckPipeline",
             Rpc::ConnectPipeline => "ConnectPipeline",
+            Rpc::SubmitMediaConvertJob => "SubmitMediaConvertJob",
         }
     }
 

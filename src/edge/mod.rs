@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::custody::broker::Broker;
 use crate::jobs::et::Transcoder;
 use crate::jobs::et::preflight::Preflight;
+use crate::jobs::mediaconvert::MediaConvert;
 use crate::objects::Objects;
 use gate::{Gate, ResponseStream};
 use pb::key_broker_server::KeyBroker;
@@ -41,6 +42,7 @@ pub struct Api {
     gate: Arc<Gate>,
     objects: Arc<Objects>,
     preflight: Arc<Preflight>,
+    mediaconvert: Arc<MediaConvert>,
 }
 
 impl Api {
@@ -50,7 +52,8 @@ impl Api {
     pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>, gate: Arc<Gate>) -> Self {
         let objects = Arc::new(Objects::new(broker.clone(), None, Default::default()));
         let preflight = Arc::new(Preflight::new(broker.clone(), transcoder.clone(), None));
-        Api { broker, transcoder, gate, objects, preflight }
+        let mediaconvert = Arc::new(MediaConvert::new(broker.clone(), None, Default::default()));
+        Api { broker, transcoder, gate, objects, preflight, mediaconvert }
     }
 
     /// Serves `CheckPipeline`/`ConnectPipeline` through `preflight` (its
@@ -58,6 +61,14 @@ impl Api {
     #[must_use]
     pub fn with_preflight(mut self, preflight: Arc<Preflight>) -> Self {
         self.preflight = preflight;
+        self
+    }
+
+    /// Serves `SubmitMediaConvertJob` through `mediaconvert` (its client and
+    /// settings); without it, MediaConvert jobs are `validate_only`.
+    #[must_use]
+    pub fn with_mediaconvert(mut self, mediaconvert: Arc<MediaConvert>) -> Self {
+        self.mediaconvert = mediaconvert;
         self
     }
 
@@ -118,6 +129,13 @@ impl KeyBroker for Api {
         request: Request<pb::RewrapKeysRequest>,
     ) -> Result<Response<pb::RewrapKeysResponse>, Status> {
         rpc::rewrap_keys::handle(&self.gate, &self.broker, request).await
+    }
+
+    async fn submit_media_convert_job(
+        &self,
+        request: Request<pb::SubmitMediaConvertJobRequest>,
+    ) -> Result<Response<pb::SubmitMediaConvertJobResponse>, Status> {
+        rpc::submit_mediaconvert_job::handle(&self.gate, &self.mediaconvert, request).await
     }
 
     type DecryptObjectStream = ResponseStream<pb::DecryptObjectResponse>;

@@ -16,6 +16,7 @@ use crate::custody::records::RecordsError;
 use crate::jobs::et::JobError;
 use crate::jobs::et::error::EtErrorKind;
 use crate::jobs::et::preflight::PreflightError;
+use crate::jobs::mediaconvert::{McError, ServiceFailure};
 use crate::ledger::LedgerError;
 use crate::objects::cipher::CipherError;
 use crate::objects::{ObjectError, S3ErrorKind};
@@ -119,18 +120,49 @@ impl From<JobError> for Status {
     }
 }
 
+impl From<McError> for Status {
+    fn from(err: McError) -> Self {
+        match &err {
+            McError::Invalid(_) => Status::invalid_argument(err.to_string()),
+            McError::Precondition(_) => Status::failed_precondition(err.to_string()),
+            McError::Denied(denial) => denial_status(denial),
+            McError::Key { path, source } => {
+                let status = status_of(source);
+                Status::new(status.code(), format!("{path}: {}", status.message()))
+            }
+            McError::Records(records) => records_status(records),
+            McError::Ledger(ledger) => ledger_status(ledger),
+            McError::Service { kind, .. } => match kind {
+                ServiceFailure::Rejected => Status::invalid_argument(err.to_string()),
+                ServiceFailure::Unavailable => Status::unavailable(err.to_string()),
+                ServiceFailure::AccessDenied => Status::permission_denied(err.to_string()),
+                ServiceFailure::NotConfigured => Status::failed_precondition(err.to_string()),
+                ServiceFailure::Internal => internal(&err),
+            },
+            McError::TokenReused(_) => Status::already_exists(err.to_string()),
+            McError::TokenInFlight(_) => Status::aborted(err.to_string()),
+            McError::Serialise(_) => internal(&err),
+        }
+    }
+}
+
 impl From<RecordsError> for Status {
     fn from(err: RecordsError) -> Self {
-        match &err {
-            RecordsError::Invalid(_) => Status::invalid_argument(err.to_string()),
-            RecordsError::NotFound(_) => Status::not_found(err.to_string()),
-            RecordsError::Precondition(_) | RecordsError::NoLedger => Status::failed_precondition(err.to_string()),
-            RecordsError::Denied(denial) => denial_status(denial),
-            RecordsError::Ledger(ledger) => ledger_status(ledger),
-            RecordsError::Key { place, source } => {
-                let status = status_of(source);
-                Status::new(status.code(), format!("{place}: {}", status.message()))
-            }
+        records_status(&err)
+    }
+}
+
+/// The status of a lookup or rewrap failure.
+pub fn records_status(err: &RecordsError) -> Status {
+    match err {
+        RecordsError::Invalid(_) => Status::invalid_argument(err.to_string()),
+        RecordsError::NotFound(_) => Status::not_found(err.to_string()),
+        RecordsError::Precondition(_) | RecordsError::NoLedger => Status::failed_precondition(err.to_string()),
+        RecordsError::Denied(denial) => denial_status(denial),
+        RecordsError::Ledger(ledger) => ledger_status(ledger),
+        RecordsError::Key { place, source } => {
+            let status = status_of(source);
+            Status::new(status.code(), format!("{place}: {}", status.message()))
         }
     }
 }

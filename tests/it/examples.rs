@@ -112,6 +112,20 @@ fn assert_example_output(output: &Value, example: &str) {
     let paths: Vec<&str> =
         job["protected_files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["Outputs[0].Encryption", "Playlists[0].HlsContentProtection"], "{example}");
+
+    // The MediaConvert job: validated, its HLS group given a static key.
+    let mc = &output["submit_mediaconvert_job"];
+    assert_eq!(mc["job_id"], "", "{example}: validate_only submits nothing");
+    let place = "Settings.OutputGroups[0].OutputGroupSettings.HlsGroupSettings.Encryption.StaticKeyProvider";
+    assert_eq!(mc["keys"][0]["place"], place, "{example}: {mc}");
+    let provider = &mc["create_job"]["Settings"]["OutputGroups"][0]["OutputGroupSettings"]["HlsGroupSettings"]["Encryption"]
+        ["StaticKeyProvider"];
+    let key = provider["StaticKeyValue"].as_str().unwrap_or_default();
+    if mc["static_keys_redacted"] == true {
+        assert!(key.starts_with("(redacted"), "{example}: {provider}");
+    } else {
+        assert!(key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()), "{example}: {provider}");
+    }
 }
 
 #[test]

@@ -284,6 +284,16 @@ async fn every_request_field_over_its_limit_is_refused_by_name_audited_and_never
         async |req: pb::RewrapKeysRequest| c.clone().rewrap_keys(req).await.unwrap_err(),
     )
     .await;
+    let c = client.clone();
+    refuses_every_oversize_field(
+        &bench,
+        &schema,
+        "SubmitMediaConvertJobRequest",
+        "",
+        "SubmitMediaConvertJob",
+        async |req: pb::SubmitMediaConvertJobRequest| c.clone().submit_media_convert_job(req).await.unwrap_err(),
+    )
+    .await;
 
     // The object streams' other fields are their chunks, which the server's
     // message limit bounds; the start is the whole of the rest.

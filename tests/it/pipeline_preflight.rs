@@ -104,7 +104,8 @@ async fn broker_with(moto: &Moto, et: &EtEndpoint, adjust: impl FnOnce(&mut Conf
     adjust(&mut config);
     let kms = aws_kms(moto, &config).await;
     let sdk = moto.sdk_config();
-    let peers = Peers { kms: Some(kms), et: Some(et.sdk_client(&sdk)), s3: Some(s3(moto)), aws: Some(sdk) };
+    let peers =
+        Peers { kms: Some(kms), et: Some(et.sdk_client(&sdk)), s3: Some(s3(moto)), aws: Some(sdk), mediaconvert: None };
     TestBroker::start_with(config, peers).await
 }
 
@@ -525,7 +526,7 @@ async fn a_configured_pipeline_is_checked_at_start_as_warnings_and_on_demand() {
     let kms = aws_kms(moto, &config).await;
     let sdk = moto.sdk_config();
     // No Elastic Transcoder at all: the table is the only source.
-    let peers = Peers { kms: Some(kms), et: None, s3: Some(s3(moto)), aws: Some(sdk) };
+    let peers = Peers { kms: Some(kms), et: None, s3: Some(s3(moto)), aws: Some(sdk), mediaconvert: None };
     let broker = TestBroker::start_with(config, peers).await;
 
     // At start: a warning naming the pipeline, the requirement and the bucket.
@@ -726,8 +727,13 @@ async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
     config.audit.file = Some(audit.clone());
     let recording = std::sync::Arc::new(Recording { inner: aws_kms(moto, &config).await, wrapped: Default::default() });
     let sdk = moto.sdk_config();
-    let peers =
-        Peers { kms: Some(recording.clone()), et: Some(et.sdk_client(&sdk)), s3: Some(s3(moto)), aws: Some(sdk) };
+    let peers = Peers {
+        kms: Some(recording.clone()),
+        et: Some(et.sdk_client(&sdk)),
+        s3: Some(s3(moto)),
+        aws: Some(sdk),
+        mediaconvert: None,
+    };
     let broker = TestBroker::start_with(config, peers).await;
 
     let before = recording.wrapped.lock().unwrap().len();

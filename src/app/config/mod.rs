@@ -19,7 +19,7 @@ pub use pool::{ExtraPool, PoolConfig};
 
 pub use sections::{
     AuditConfig, AwsConfig, KmsBackend, KmsConfig, LedgerConfig, LimitsConfig, LocalKmsConfig, LogConfig, LogFormat,
-    MemoryConfig, PolicyConfig, S3Config, TlsConfig, TlsMode, TranscoderConfig,
+    MediaConvertConfig, MemoryConfig, PolicyConfig, S3Config, TlsConfig, TlsMode, TranscoderConfig,
 };
 
 /// Why a configuration was refused.
@@ -59,6 +59,8 @@ pub struct Config {
     pub kms: KmsConfig,
     /// Elastic Transcoder job assembly and submission.
     pub transcoder: TranscoderConfig,
+    /// MediaConvert job assembly and submission.
+    pub mediaconvert: MediaConvertConfig,
     /// A plaintext listener serving only `grpc.health.v1` (no key RPCs), for
     /// probes that cannot present a client certificate.
     pub health_listen: Option<SocketAddr>,
@@ -97,6 +99,7 @@ impl Default for Config {
             aws: AwsConfig::default(),
             kms: KmsConfig::default(),
             transcoder: TranscoderConfig::default(),
+            mediaconvert: MediaConvertConfig::default(),
             health_listen: None,
             metrics_listen: None,
             tls: TlsConfig::default(),
@@ -210,6 +213,7 @@ impl Config {
             self.kms.default_key_id = Some(DEV_DEFAULT_KEY_ID.to_owned());
         }
         self.transcoder.submit = false;
+        self.mediaconvert.submit = false;
         self.tls.mode = TlsMode::Plaintext;
         self.pool.enabled.get_or_insert(true);
         if self.transcoder.pipelines.is_empty() {
@@ -314,6 +318,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "transcoder.max_concurrent_kms_calls",
                 rule: "max_concurrent_kms_calls and job_deadline_ms must be greater than 0".to_owned(),
+            });
+        }
+        if let Some(arn) = &self.mediaconvert.output_kms_key_arn
+            && !crate::jobs::mediaconvert::validate::is_kms_key_arn(arn)
+        {
+            return Err(ConfigError::Invalid {
+                key: "mediaconvert.output_kms_key_arn",
+                rule: "must be a KMS key ARN (MediaConvert takes no alias here)".to_owned(),
             });
         }
         for pipeline in &self.transcoder.pipelines {

@@ -389,6 +389,26 @@ impl Default for LocalKmsConfig {
     }
 }
 
+/// AWS Elemental MediaConvert settings (`SubmitMediaConvertJob`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConvertConfig {
+    /// Whether to submit jobs to MediaConvert (endpoint from the shared AWS
+    /// settings; `AWS_ENDPOINT_URL_MEDIACONVERT` honoured). Off: only
+    /// `validate_only` jobs.
+    pub submit: bool,
+    /// The KMS key ARN output groups are encrypted under (SSE-KMS).
+    pub output_kms_key_arn: Option<String>,
+    /// The `Url` of a static key whose request names none: `{token}` (the
+    /// request token) and `{group}` (the output group index) are replaced.
+    pub key_url_template: Option<String>,
+    /// Refuse jobs with an output group that is not SSE-KMS encrypted.
+    pub require_encrypted_outputs: bool,
+    /// Bind every SSE-KMS encryption context to the job (request token,
+    /// caller), whatever the request asks.
+    pub bind_job_context: bool,
+}
+
 /// Elastic Transcoder settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -47,11 +47,13 @@ pub enum Limit {
     Text,
     /// A URL ET bounds at 512 characters, in UTF-8.
     Url,
+    /// A whole MediaConvert CreateJob document, JSON.
+    JobDocument,
 }
 
 impl Limit {
     /// Every limit, for documentation and tests.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::KmsKeyId,
         Limit::Word,
         Limit::WrappedKey,
@@ -62,6 +64,7 @@ impl Limit {
         Limit::Bucket,
         Limit::Text,
         Limit::Url,
+        Limit::JobDocument,
     ];
 
     /// The most bytes a field of this kind may hold.
@@ -77,6 +80,7 @@ impl Limit {
             Limit::Bucket => 63,
             Limit::Text => 1024,
             Limit::Url => 2048,
+            Limit::JobDocument => 256 * 1024,
         }
     }
 
@@ -93,6 +97,7 @@ impl Limit {
             Limit::Bucket => "an S3 bucket name",
             Limit::Text => "255 characters of UTF-8",
             Limit::Url => "512 characters of UTF-8",
+            Limit::JobDocument => "a MediaConvert job document",
         }
     }
 }
@@ -288,6 +293,21 @@ impl Fields for pb::DecryptObjectStart {
         walk.message("encryption", self.encryption.as_mut());
         walk.message("source", self.source.as_mut());
         walk.message("destination", self.destination.as_mut());
+    }
+}
+
+impl Fields for pb::SubmitMediaConvertJobRequest {
+    fn walk(&mut self, walk: &mut Walk<'_, '_>) {
+        walk.text("create_job_json", Limit::JobDocument, &mut self.create_job_json);
+        walk.messages("input_keys", &mut self.input_keys);
+        walk.text("kms_key_id", Limit::KmsKeyId, &mut self.kms_key_id);
+        walk.text("request_token", Limit::Word, &mut self.request_token);
+    }
+}
+
+impl Fields for pb::MediaConvertInputKey {
+    fn walk(&mut self, walk: &mut Walk<'_, '_>) {
+        walk.text("key_fingerprint", Limit::Word, &mut self.key_fingerprint);
     }
 }
 

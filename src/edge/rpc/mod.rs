@@ -15,6 +15,7 @@ pub mod lookup_keys;
 pub mod object_stream;
 pub mod rewrap_keys;
 pub mod submit_encrypted_job;
+pub mod submit_mediaconvert_job;
 pub mod unwrap_key;
 pub mod wrap_key;
 

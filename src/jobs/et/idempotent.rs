@@ -12,13 +12,14 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_elastictranscoder::types::Job;
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 
 use super::assembled::AssembledJob;
 use super::error::JobError;
 use super::error::{EtError, EtErrorKind, map_et_error, no_submission};
 use super::{model, request};
-use crate::ledger::{Claim, Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer, TokenKey};
+pub(super) use crate::jobs::ticket::Ticket;
+use crate::ledger::{Claim, Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer};
 
 /// The most ListJobsByPipeline pages searched for a token's job.
 const MAX_PAGES: usize = 20;
@@ -29,62 +30,42 @@ const CREATE_ATTEMPTS: u32 = 3;
 /// How often a call waiting for another call's submission looks again.
 const POLL: Duration = Duration::from_millis(100);
 
-/// One caller's token for one request.
-pub(super) struct Ticket {
-    identity: String,
+/// Checks the request may carry a token and makes its ticket (the hash of
+/// the request as the caller sent it).
+///
+/// # Errors
+/// [`JobError::Invalid`] naming the field.
+pub(super) fn new_ticket(
+    identity: &str,
     token: RequestToken,
-    /// The hash of the request as the caller sent it.
-    hash: String,
-    /// The token's `UserMetadata` value.
-    pub(super) marker: String,
-}
-
-impl Ticket {
-    /// Checks the request may carry a token and hashes it.
-    ///
-    /// # Errors
-    /// [`JobError::Invalid`] naming the field.
-    pub(super) fn new(
-        identity: &str,
-        token: RequestToken,
-        job: &model::CreateJob,
-        kms_key_id: Option<&str>,
-        validate_only: bool,
-        has_content_keys: bool,
-    ) -> Result<Ticket, JobError> {
-        let refuse =
-            |field: &str, rule: &str| Err(JobError::Invalid(crate::custody::field::FieldError::new(field, rule)));
-        if validate_only {
-            return refuse("request_token", "not with validate_only, which submits nothing to repeat");
-        }
-        if has_content_keys {
-            return refuse(
-                "request_token",
-                "not with playlists[].play_ready_drm.content_key (a repeat could not be compared without keeping \
-                 the plaintext); pass the wrapped key instead",
-            );
-        }
-        if job.user_metadata.contains_key(METADATA_KEY) {
-            return refuse("user_metadata", "keybroker-request-token is the broker's key for request_token");
-        }
-        if job.user_metadata.len() >= super::validate::MAX_USER_METADATA {
-            return refuse("user_metadata", "at most 9 pairs with request_token (the token takes the tenth)");
-        }
-        let mut hash = Sha256::new();
-        hash.update(serde_json::to_vec(job)?);
+    job: &model::CreateJob,
+    kms_key_id: Option<&str>,
+    validate_only: bool,
+    has_content_keys: bool,
+) -> Result<Ticket, JobError> {
+    let refuse = |field: &str, rule: &str| Err(JobError::Invalid(crate::custody::field::FieldError::new(field, rule)));
+    if validate_only {
+        return refuse("request_token", "not with validate_only, which submits nothing to repeat");
+    }
+    if has_content_keys {
+        return refuse(
+            "request_token",
+            "not with playlists[].play_ready_drm.content_key (a repeat could not be compared without keeping \
+             the plaintext); pass the wrapped key instead",
+        );
+    }
+    if job.user_metadata.contains_key(METADATA_KEY) {
+        return refuse("user_metadata", "keybroker-request-token is the broker's key for request_token");
+    }
+    if job.user_metadata.len() >= super::validate::MAX_USER_METADATA {
+        return refuse("user_metadata", "at most 9 pairs with request_token (the token takes the tenth)");
+    }
+    let body = serde_json::to_vec(job)?;
+    Ok(Ticket::new(identity, token, |hash| {
+        hash.update(&body);
         hash.update([0]);
         hash.update(kms_key_id.unwrap_or_default().as_bytes());
-        Ok(Ticket {
-            marker: token.metadata_value(identity),
-            identity: identity.to_owned(),
-            token,
-            hash: hex::encode(hash.finalize()),
-        })
-    }
-
-    pub(super) fn key(&self) -> TokenKey<'_> {
-        TokenKey { identity: &self.identity, token: self.token.as_str() }
-    }
+    }))
 }
 
 /// How a tokened submission goes on after its claim.
@@ -137,19 +118,19 @@ impl Tokens<'_> {
         let lease = self.lease;
         let give_up = Instant::now() + self.wait;
         loop {
-            let existing = match ledger.claim_token(ticket.key(), &ticket.hash, lease).await? {
+            let existing = match ledger.claim_token(ticket.key(), ticket.hash(), lease).await? {
                 Claim::Owner { .. } => return Ok(Start::Fresh),
                 Claim::Existing(existing) => existing,
             };
-            if existing.request_hash != ticket.hash {
-                return Err(JobError::TokenReused(ticket.token.as_str().to_owned()));
+            if existing.request_hash != ticket.hash() {
+                return Err(JobError::TokenReused(ticket.token().as_str().to_owned()));
             }
             let answer = parse_answer(existing.answer_json.as_deref())?;
             match (existing.state, answer) {
                 (SubmissionState::Submitted, Some(answer)) => return Ok(Start::Answer(Box::new(answer))),
                 (_, Some(mut planned)) => {
                     let entry = existing.entry_id.clone().unwrap_or_default();
-                    if let Some(job) = self.find_job(pipeline_id, &ticket.marker).await? {
+                    if let Some(job) = self.find_job(pipeline_id, ticket.marker()).await? {
                         self.mark_submitted(ticket, &mut planned, &job, &entry).await;
                         return Ok(Start::Answer(Box::new(planned)));
                     }
@@ -168,7 +149,7 @@ impl Tokens<'_> {
                 }
             }
             if Instant::now() + POLL > give_up {
-                return Err(JobError::TokenInFlight(ticket.token.as_str().to_owned()));
+                return Err(JobError::TokenInFlight(ticket.token().as_str().to_owned()));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -256,7 +237,7 @@ impl Tokens<'_> {
         entry: &str,
     ) -> Result<AssembledJob, JobError> {
         let job: model::CreateJob = serde_json::from_str(&planned.request_json)?;
-        let created = self.create_job_once(&job, &ticket.marker).await?;
+        let created = self.create_job_once(&job, ticket.marker()).await?;
         self.mark_submitted(ticket, &mut planned, &created, entry).await;
         Ok(planned)
     }

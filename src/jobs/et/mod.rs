@@ -30,7 +30,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 pub use self::assembled::{AssembledJob, ProtectedFile};
 pub use self::error::JobError;
 use self::error::{EtError, EtErrorKind, map_et_error, no_submission};
-use self::idempotent::{Start, Ticket, Tokens, et_client};
+use self::idempotent::{Start, Tokens, et_client, new_ticket};
 use self::pipeline::Pipelines;
 use self::plan::Block;
 use self::validate::BlockKind;
@@ -143,14 +143,14 @@ impl Transcoder {
             Some(token) => {
                 let named = kms_key_id.as_ref().map(KmsKeyId::as_str);
                 let content_keys = !playready_content_keys.is_empty();
-                let ticket = Ticket::new(&origin.identity, token, &job, named, validate_only, content_keys)?;
+                let ticket = new_ticket(&origin.identity, token, &job, named, validate_only, content_keys)?;
                 grant.check_pipeline(&job.pipeline_id)?;
                 match self.tokens().claim(&ticket, &job.pipeline_id).await? {
                     Start::Fresh => {}
                     Start::Answer(answer) => return Ok(*answer),
                     Start::Resubmit(planned, entry) => return self.tokens().resubmit(&ticket, *planned, &entry).await,
                 }
-                job.user_metadata.insert(crate::ledger::METADATA_KEY.to_owned(), ticket.marker.clone());
+                job.user_metadata.insert(crate::ledger::METADATA_KEY.to_owned(), ticket.marker().to_owned());
                 Some(ticket)
             }
         };
@@ -210,7 +210,7 @@ impl Transcoder {
         if let Some(ticket) = &ticket {
             let tokens = self.tokens();
             tokens.mark_planned(ticket, &assembled, &entry).await?;
-            let created = tokens.create_job_once(&job, &ticket.marker).await?;
+            let created = tokens.create_job_once(&job, ticket.marker()).await?;
             tracing::info!(job_id = ?created.id(), pipeline_id = %job.pipeline_id, "submitted an Elastic Transcoder job");
             tokens.mark_submitted(ticket, &mut assembled, &created, &entry).await;
             return Ok(assembled);

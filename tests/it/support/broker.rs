@@ -115,6 +115,17 @@ impl TestBroker {
         Self::launch(config, peers).await
     }
 
+    /// Starts the server over `kms`, submitting MediaConvert jobs to
+    /// `mediaconvert`, reading and writing objects in `s3` where given.
+    pub async fn start_with_mediaconvert(
+        config: Config,
+        kms: Arc<dyn Kms>,
+        mediaconvert: aws_sdk_mediaconvert::Client,
+        s3: Option<aws_sdk_s3::Client>,
+    ) -> TestBroker {
+        Self::launch(config, Peers { kms: Some(kms), s3, mediaconvert: Some(mediaconvert), ..Peers::default() }).await
+    }
+
     /// Builds the [`Application`] `keybroker serve` runs, over `peers`
     /// (the missing ones made from `config`), and serves it on port 0.
     async fn launch(mut config: Config, peers: Peers) -> TestBroker {

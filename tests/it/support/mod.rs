@@ -8,6 +8,8 @@ pub mod et;
 pub mod kms;
 pub mod ledger_db;
 pub mod logs;
+pub mod mc_model;
+pub mod mediaconvert;
 pub mod moto;
 pub mod pki;
 pub mod process;
