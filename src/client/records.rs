@@ -146,12 +146,10 @@ async fn rewrap(args: RewrapArgs) -> Result<(), CliError> {
     print_keys(answer.keys)
 }
 
-/// The service a context enum value names.
+/// The service a context enum value names (as the API reads it: 0 and
+/// unknown values are Elastic Transcoder).
 fn context_name(value: i32) -> &'static str {
-    match pb::ServiceContext::try_from(value) {
-        Ok(pb::ServiceContext::Mediaconvert) => "mediaconvert.amazonaws.com",
-        _ => "elastictranscoder.amazonaws.com",
-    }
+    crate::edge::rpc::parse_context(value, "context").unwrap_or_default().entry().1
 }
 
 /// One recorded key as the CLI prints it: ET's `Encryption` block and the

@@ -244,6 +244,20 @@ async fn a_ledger_that_cannot_record_fails_calls_unavailable_and_the_broker_reco
     }
 }
 
+/// An ET endpoint with `pipeline` on `key_arn` (moto), and an AWS-KMS broker
+/// submitting to it and recording into `db`.
+pub async fn aws_broker_with_et(db: &LedgerDb, key_arn: &str, pipeline: &str) -> (EtEndpoint, TestBroker) {
+    let moto = Moto::shared();
+    let et =
+        EtEndpoint::spawn(moto.kms(), vec![PipelineFixture::new(pipeline, Some(key_arn))], KeyMd5Reading::Plaintext)
+            .await;
+    let mut config = aws_config(key_arn);
+    db.configure(&mut config);
+    let kms = aws_kms(moto, &config).await;
+    let broker = TestBroker::start_with_peers(config, kms, Some(et.sdk_client(&moto.sdk_config())), None).await;
+    (et, broker)
+}
+
 #[tokio::test]
 async fn job_keys_are_recorded_with_their_places_and_the_job_id_before_the_job_leaves() {
     const PIPELINE: &str = "1234567890123-abcdef";
@@ -251,16 +265,7 @@ async fn job_keys_are_recorded_with_their_places_and_the_job_id_before_the_job_l
     let key_arn = moto.create_key().await;
     for engine in ENGINES {
         let db = LedgerDb::new(engine).await;
-        let et = EtEndpoint::spawn(
-            moto.kms(),
-            vec![PipelineFixture::new(PIPELINE, Some(&key_arn))],
-            KeyMd5Reading::Plaintext,
-        )
-        .await;
-        let mut config = aws_config(&key_arn);
-        db.configure(&mut config);
-        let kms = aws_kms(moto, &config).await;
-        let broker = TestBroker::start_with_peers(config, kms, Some(et.sdk_client(&moto.sdk_config())), None).await;
+        let (et, broker) = aws_broker_with_et(&db, &key_arn, PIPELINE).await;
         let mut client = broker.client().await;
         let aes = |mode: &str| {
             Some(pb::Protection {

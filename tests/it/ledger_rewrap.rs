@@ -17,8 +17,7 @@ use keybroker::ledger::Filter;
 use keybroker::pb;
 use tonic::Code;
 
-use crate::support::broker::{TestBroker, aws_config, aws_kms, local_config, local_keyring};
-use crate::support::et::{EtEndpoint, KeyMd5Reading, PipelineFixture};
+use crate::support::broker::{TestBroker, local_config, local_keyring};
 use crate::support::kms::ScriptedKms;
 use crate::support::ledger_db::{ENGINES, Engine, LedgerDb};
 use crate::support::moto::Moto;
@@ -82,16 +81,7 @@ async fn job_keys_are_looked_up_and_moved_to_mediaconvert_through_kms_on_both_en
     let key_arn = moto.create_key().await;
     for engine in ENGINES {
         let db = LedgerDb::new(engine).await;
-        let et = EtEndpoint::spawn(
-            moto.kms(),
-            vec![PipelineFixture::new(PIPELINE, Some(&key_arn))],
-            KeyMd5Reading::Plaintext,
-        )
-        .await;
-        let mut config = aws_config(&key_arn);
-        db.configure(&mut config);
-        let kms = aws_kms(moto, &config).await;
-        let broker = TestBroker::start_with_peers(config, kms, Some(et.sdk_client(&moto.sdk_config())), None).await;
+        let (_et, broker) = crate::ledger::aws_broker_with_et(&db, &key_arn, PIPELINE).await;
         let mut client = broker.client().await;
         let answer = client.submit_encrypted_job(job("job-token-1")).await.unwrap().into_inner();
 

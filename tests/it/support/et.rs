@@ -198,19 +198,7 @@ impl EtEndpoint {
             .fallback(unknown_operation)
             .layer(middleware::from_fn_with_state(shared.clone(), count_and_authenticate))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the ET endpoint on 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().expect("ET endpoint address"));
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                eprintln!("ET endpoint stopped: {e}");
-            }
-        });
+        let (url, shutdown) = super::serve_on_loopback(app, "ET endpoint").await;
         EtEndpoint { url, shared, shutdown: Some(shutdown) }
     }
 

@@ -137,19 +137,7 @@ impl McEndpoint {
             .fallback(unknown_operation)
             .layer(middleware::from_fn_with_state(shared.clone(), count_and_authenticate))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the MediaConvert endpoint");
-        let url = format!("http://{}", listener.local_addr().expect("MediaConvert endpoint address"));
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                eprintln!("MediaConvert endpoint stopped: {e}");
-            }
-        });
+        let (url, shutdown) = super::serve_on_loopback(app, "MediaConvert endpoint").await;
         McEndpoint { url, shared, shutdown: Some(shutdown) }
     }
 
