@@ -453,15 +453,26 @@ fn dev_keeps_key_pools_and_exposes_their_metrics() {
     for _ in 0..3 {
         assert!(server.cli(&["issue-key"]).status.success());
     }
-    let text = scrape(&metrics_addr);
+    // Pools refill in the background: wait for a finished refill rather
+    // than assume one happened before the scrape.
+    let encrypts = r#"keybroker_kms_calls_total{operation="Encrypt",outcome="ok"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = scrape(&metrics_addr);
+        let refilled = text.contains("keybroker_pool_refill_seconds_count") && sample(&text, encrypts) >= 16.0;
+        if refilled || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let labels = r#"{kms_key="alias/keybroker-dev",context="elastictranscoder.amazonaws.com",bits="256"}"#;
     let taken = sample(&text, &format!("keybroker_pool_hits_total{labels}"))
         + sample(&text, &format!("keybroker_pool_misses_total{labels}"));
     assert_eq!(taken, 3.0, "{text}");
     assert!(text.contains(&format!("keybroker_pool_keys{labels}")), "{text}");
-    assert!(text.contains("keybroker_pool_refill_seconds"), "{text}");
+    assert!(text.contains("keybroker_pool_refill_seconds_count"), "{text}");
     // The pools are minted by KMS calls of their own.
-    assert!(sample(&text, r#"keybroker_kms_calls_total{operation="Encrypt",outcome="ok"}"#) >= 16.0, "{text}");
+    assert!(sample(&text, encrypts) >= 16.0, "{text}");
     let (status, _) = server.terminate();
     assert!(status.success());
 }
