@@ -336,10 +336,20 @@ fn policy_reloads_on_sighup_and_bad_files_are_refused() {
     let allow = "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"IssueDataKey\"]\n";
     std::fs::write(&policy, allow).unwrap();
     let server = serve(dir.path(), &["--dev", "--policy", policy.to_str().unwrap()], &[]);
+    // Each reload ends in one of two log lines; wait for the next one.
+    let reloads = |server: &Served| {
+        let log = server.log_text();
+        log.matches("policy reloaded").count() + log.matches("policy reload failed").count()
+    };
     let hup = |server: &Served| {
+        let before = reloads(server);
         let pid = server.child.id().to_string();
         assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-        std::thread::sleep(Duration::from_millis(400));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while reloads(server) == before {
+            assert!(std::time::Instant::now() < deadline, "no reload logged: {}", server.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
     assert!(server.cli(&["issue-key"]).status.success(), "the first policy allows IssueDataKey");
 
