@@ -505,8 +505,8 @@ async fn shutdown_drains_in_flight_calls_and_flips_health() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::broker::local_config(dir.path());
     let ring = support::broker::local_keyring(&config);
-    let slow: Arc<dyn Kms> = crate::support::kms::ScriptedKms::delayed(ring, Duration::from_millis(800));
-    let mut broker = TestBroker::start(config, Some(slow)).await;
+    let slow = crate::support::kms::ScriptedKms::delayed(ring, Duration::from_millis(800));
+    let mut broker = TestBroker::start(config, Some(slow.clone() as Arc<dyn Kms>)).await;
     let channel = broker.channel().await;
 
     let mut watch = HealthClient::new(channel.clone())
@@ -518,7 +518,10 @@ async fn shutdown_drains_in_flight_calls_and_flips_health() {
 
     let mut client = pb::key_broker_client::KeyBrokerClient::new(channel);
     let in_flight = tokio::spawn(async move { client.issue_data_key(issue(256, "aes-gcm")).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stop only once the call is inside the broker, waiting on KMS.
+    while slow.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     broker.begin_stop();
     let flipped = watch.message().await.unwrap().unwrap().status;
     assert_eq!(flipped, ServingStatus::NotServing as i32);
