@@ -439,8 +439,8 @@ async fn an_object_stream_holds_its_place_until_it_ends_and_its_deadline_ends_it
 async fn the_callers_deadline_is_capped_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
-    let slow: Arc<dyn Kms> = ScriptedKms::delayed(ring, Duration::from_secs(3));
-    let c = custody_with(|config| config.limits.request_timeout_ms = 300, Some(slow)).await;
+    let slow = ScriptedKms::delayed(ring, Duration::from_secs(3));
+    let c = custody_with(|config| config.limits.request_timeout_ms = 300, Some(slow.clone() as Arc<dyn Kms>)).await;
     let mut client = c.client_as(ENCODER).await;
     let started = std::time::Instant::now();
     let mut request = tonic::Request::new(issue(128, "aes-gcm"));
@@ -470,8 +470,12 @@ async fn the_callers_deadline_is_capped_by_the_server() {
     );
 
     // A call its caller abandons is recorded too, as cancelled.
+    let reached = slow.count();
     let call = tokio::spawn(async move { client.issue_data_key(issue(128, "aes-gcm")).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Abandon it once it waits on KMS inside the broker.
+    while slow.count() == reached {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     call.abort();
     let _ = call.await;
     let records = c.audit_records_when(|r| r.len() == 3).await;
