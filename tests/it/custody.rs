@@ -102,10 +102,10 @@ impl Custody {
     }
 
     /// The audit records once `ready` holds of them, for records written
-    /// after the client has its answer (or gave up); at most 5 s.
+    /// after the client has its answer (or gave up); at most 20 s.
     async fn audit_records_when(&self, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
         let mut records = self.audit_records();
-        for _ in 0..50 {
+        for _ in 0..200 {
             if ready(&records) {
                 break;
             }
