@@ -1,9 +1,8 @@
 //! EncryptObject and DecryptObject over real gRPC: every mode and edge size
 //! round-trips, the ciphertext is what OpenSSL and Python `cryptography`
 //! make and read with the same key, damaged objects end in DATA_LOSS with no
-//! result, S3 mode against moto's S3 (multipart, and no destination when a
-//! tag fails), a 100 MiB stream, the audit record, and the `encrypt` and
-//! `decrypt` CLI against a `serve --dev` child process.
+//! result, a 100 MiB stream, and the audit record. S3 mode is in
+//! `object_s3`, the CLI in `object_cli`; both use the helpers here.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -13,10 +12,9 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use keybroker::app::config::Config;
 use keybroker::custody::keys::EncryptionMode;
 use keybroker::custody::kms::Kms;
-use keybroker::objects::{ObjectsSettings, PIECE_LEN};
+use keybroker::objects::PIECE_LEN;
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use sha2::{Digest as _, Sha256};
@@ -25,35 +23,32 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::support;
-use crate::support::broker::{TestBroker, aws_config, aws_kms, local_config, local_keyring};
+use crate::support::broker::{TestBroker, local_config, local_keyring};
 use crate::support::kms::ScriptedKms;
-use crate::support::moto::Moto;
-use crate::support::process::{Served, serve};
 use crate::support::rng::Rng;
-use crate::support::s3::S3Proxy;
 use crate::support::tools::{openssl_enc, python_with_cryptography};
 
-const MODES: [&str; 3] = ["aes-cbc-pkcs7", "aes-ctr", "aes-gcm"];
-const MIB: usize = 1 << 20;
+pub(crate) const MODES: [&str; 3] = ["aes-cbc-pkcs7", "aes-ctr", "aes-gcm"];
+pub(crate) const MIB: usize = 1 << 20;
 const LOCAL_DEFAULT_ARN: &str = "arn:aws:kms:local:000000000000:alias/test-default";
 
 // ---------------------------------------------------------------------------
 // Helpers: data, streams, peers.
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn data(len: usize, seed: u64) -> Vec<u8> {
     Rng(seed | 1).bytes(len)
 }
 
 /// What a streaming call answered: the chunks, the result (if any), and
 /// how the stream ended.
-struct Streamed<R> {
+pub(crate) struct Streamed<R> {
     bytes: Vec<u8>,
     result: Option<R>,
     status: Result<(), Status>,
 }
 
 impl<R: std::fmt::Debug> Streamed<R> {
-    fn ok(self) -> (Vec<u8>, R) {
+    pub(crate) fn ok(self) -> (Vec<u8>, R) {
         if let Err(status) = &self.status {
             panic!("the call failed: {:?}: {}", status.code(), status.message());
         }
@@ -61,7 +56,7 @@ impl<R: std::fmt::Debug> Streamed<R> {
     }
 
     /// Asserts the stream failed with `code` and carried no result.
-    fn failed(self, code: Code) -> Status {
+    pub(crate) fn failed(self, code: Code) -> Status {
         assert!(self.result.is_none(), "a failed stream carried a result: {:?}", self.result);
         let status = self.status.expect_err("the call should have failed");
         assert_eq!(status.code(), code, "{}", status.message());
@@ -69,7 +64,7 @@ impl<R: std::fmt::Debug> Streamed<R> {
     }
 }
 
-fn enc_start(mode: &str, key_bits: u32) -> pb::EncryptObjectStart {
+pub(crate) fn enc_start(mode: &str, key_bits: u32) -> pb::EncryptObjectStart {
     pb::EncryptObjectStart { mode: mode.into(), key_bits, ..Default::default() }
 }
 
@@ -82,7 +77,11 @@ fn enc_messages(start: pb::EncryptObjectStart, plaintext: &[u8], chunk: usize) -
     messages
 }
 
-fn dec_messages(start: pb::DecryptObjectStart, ciphertext: &[u8], chunk: usize) -> Vec<pb::DecryptObjectRequest> {
+pub(crate) fn dec_messages(
+    start: pb::DecryptObjectStart,
+    ciphertext: &[u8],
+    chunk: usize,
+) -> Vec<pb::DecryptObjectRequest> {
     use pb::decrypt_object_request::Message;
     let mut messages = vec![pb::DecryptObjectRequest { message: Some(Message::Start(start)) }];
     messages.extend(
@@ -91,7 +90,7 @@ fn dec_messages(start: pb::DecryptObjectStart, ciphertext: &[u8], chunk: usize) 
     messages
 }
 
-fn dec_start(encryption: &pb::Encryption) -> pb::DecryptObjectStart {
+pub(crate) fn dec_start(encryption: &pb::Encryption) -> pb::DecryptObjectStart {
     pb::DecryptObjectStart { encryption: Some(encryption.clone()), ..Default::default() }
 }
 
@@ -130,7 +129,7 @@ async fn encrypt_raw(
     }
 }
 
-async fn decrypt_raw(
+pub(crate) async fn decrypt_raw(
     client: &mut KeyBrokerClient<Channel>,
     messages: impl futures::Stream<Item = pb::DecryptObjectRequest> + Send + 'static,
 ) -> Streamed<pb::DecryptObjectResult> {
@@ -164,7 +163,7 @@ async fn decrypt_raw(
     }
 }
 
-async fn encrypt(
+pub(crate) async fn encrypt(
     client: &mut KeyBrokerClient<Channel>,
     start: pb::EncryptObjectStart,
     plaintext: &[u8],
@@ -183,7 +182,7 @@ async fn decrypt(
 }
 
 /// The plaintext key of a block, through UnwrapKey (plaintext export on).
-async fn unwrap(client: &mut KeyBrokerClient<Channel>, encryption: &pb::Encryption) -> Vec<u8> {
+pub(crate) async fn unwrap(client: &mut KeyBrokerClient<Channel>, encryption: &pb::Encryption) -> Vec<u8> {
     client
         .unwrap_key(pb::UnwrapKeyRequest { encryption: Some(encryption.clone()), ..Default::default() })
         .await
@@ -192,11 +191,11 @@ async fn unwrap(client: &mut KeyBrokerClient<Channel>, encryption: &pb::Encrypti
         .plaintext_key
 }
 
-fn iv_of(encryption: &pb::Encryption) -> Vec<u8> {
+pub(crate) fn iv_of(encryption: &pb::Encryption) -> Vec<u8> {
     B64.decode(&encryption.initialization_vector).unwrap()
 }
 
-fn expected_len(mode: &str, plaintext: usize) -> usize {
+pub(crate) fn expected_len(mode: &str, plaintext: usize) -> usize {
     match mode {
         "aes-cbc-pkcs7" => (plaintext / 16 + 1) * 16,
         "aes-gcm" => plaintext + 16,
@@ -204,12 +203,12 @@ fn expected_len(mode: &str, plaintext: usize) -> usize {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
 /// What `openssl enc` writes for `plaintext` under this key and IV.
-fn openssl_encrypt(dir: &Path, mode: &str, key: &[u8], iv: &[u8], plaintext: &[u8]) -> Vec<u8> {
+pub(crate) fn openssl_encrypt(dir: &Path, mode: &str, key: &[u8], iv: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mode = EncryptionMode::parse(mode, "mode").unwrap();
     let input = dir.join(format!("openssl-{}.in", uuid::Uuid::new_v4()));
     std::fs::write(&input, plaintext).unwrap();
@@ -224,7 +223,7 @@ fn openssl_encrypt(dir: &Path, mode: &str, key: &[u8], iv: &[u8], plaintext: &[u
 /// One GCM object for Python to check: key, IV, ciphertext with tag, plaintext.
 type GcmCase = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
 
-fn python_gcm_check(dir: &Path, cases: &[GcmCase]) {
+pub(crate) fn python_gcm_check(dir: &Path, cases: &[GcmCase]) {
     let mut manifest = String::new();
     for (i, (key, iv, ciphertext, plaintext)) in cases.iter().enumerate() {
         let ct = dir.join(format!("gcm-{i}.ct"));
@@ -554,275 +553,4 @@ async fn a_100_mib_stream_round_trips() {
     assert_eq!(result.unwrap().plaintext_bytes, TOTAL as u64);
     assert_eq!(<[u8; 32]>::from(hasher.finalize()), plaintext_digest, "SHA-256 of the decrypted stream");
     eprintln!("100 MiB encrypted and decrypted in {:?} (debug build)", started.elapsed());
-}
-
-// ---------------------------------------------------------------------------
-// S3 mode: moto's S3 and KMS.
-
-/// A broker over moto's KMS that reads and writes objects in moto's S3,
-/// with an S3 client of the test's own and a fresh bucket.
-struct S3Broker {
-    broker: TestBroker,
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-}
-
-impl S3Broker {
-    /// `part_size`: the multipart part size, in bytes.
-    async fn start(part_size: usize) -> S3Broker {
-        let moto = Moto::shared();
-        let key_arn = moto.create_key().await;
-        let mut config: Config = aws_config(&key_arn);
-        config.s3.force_path_style = true;
-        config.s3.part_size_mib = part_size >> 20;
-        let kms = aws_kms(moto, &config).await;
-        let settings = ObjectsSettings { force_path_style: true, part_size, ..ObjectsSettings::default() };
-        let sdk = moto.sdk_config().into_builder().endpoint_url(S3Proxy::spawn(&moto.url).await.url).build();
-        let s3 = keybroker::objects::s3_client(&sdk, &settings);
-        let bucket = format!("kb-objects-{}", uuid::Uuid::new_v4().simple());
-        s3.create_bucket().bucket(&bucket).send().await.expect("moto CreateBucket");
-        let broker = TestBroker::start_with_peers(config, kms, None, Some(s3.clone())).await;
-        S3Broker { broker, s3, bucket }
-    }
-
-    async fn client(&self) -> KeyBrokerClient<Channel> {
-        self.broker.client().await
-    }
-
-    fn location(&self, key: &str) -> Option<pb::S3Location> {
-        Some(pb::S3Location { bucket: self.bucket.clone(), key: key.into() })
-    }
-
-    async fn put(&self, key: &str, bytes: Vec<u8>) {
-        self.s3.put_object().bucket(&self.bucket).key(key).body(bytes.into()).send().await.unwrap();
-    }
-
-    async fn get(&self, key: &str) -> Vec<u8> {
-        let object = self.s3.get_object().bucket(&self.bucket).key(key).send().await.unwrap();
-        object.body.collect().await.unwrap().into_bytes().to_vec()
-    }
-
-    /// The object's ETag, or `None` when it does not exist.
-    async fn etag(&self, key: &str) -> Option<String> {
-        match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
-            Ok(head) => Some(head.e_tag().unwrap_or_default().to_owned()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => None,
-            Err(e) => panic!("HeadObject {key}: {e:?}"),
-        }
-    }
-
-    async fn pending_uploads(&self) -> usize {
-        let listed = self.s3.list_multipart_uploads().bucket(&self.bucket).send().await.unwrap();
-        listed.uploads().len()
-    }
-
-    async fn encrypt(&self, mode: &str, from: &str, to: &str) -> Streamed<pb::EncryptObjectResult> {
-        let start = pb::EncryptObjectStart {
-            source: self.location(from),
-            destination: self.location(to),
-            ..enc_start(mode, 0)
-        };
-        encrypt(&mut self.client().await, start, &[], 1).await
-    }
-
-    async fn decrypt(&self, block: &pb::Encryption, from: &str, to: &str) -> Streamed<pb::DecryptObjectResult> {
-        let start =
-            pb::DecryptObjectStart { source: self.location(from), destination: self.location(to), ..dec_start(block) };
-        decrypt_raw(&mut self.client().await, futures::stream::iter(dec_messages(start, &[], 1))).await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_mode_round_trips_a_multipart_object_and_a_failed_tag_leaves_no_destination() {
-    let s3 = S3Broker::start(keybroker::objects::DEFAULT_PART_SIZE).await;
-    let mut client = s3.client().await;
-    let plaintext = data(20 * MIB + 5, 11);
-    s3.put("in/clip.mov", plaintext.clone()).await;
-
-    let (chunks, result) = s3.encrypt("aes-gcm", "in/clip.mov", "enc/clip.mov").await.ok();
-    assert!(chunks.is_empty(), "S3 mode streams no chunks");
-    assert_eq!(result.plaintext_bytes, plaintext.len() as u64);
-    assert_eq!(result.ciphertext_bytes, plaintext.len() as u64 + 16);
-    let etag = s3.etag("enc/clip.mov").await.expect("the encrypted object exists");
-    assert!(etag.trim_matches('"').ends_with("-3"), "a 3-part multipart upload, got ETag {etag}");
-
-    // Independent check: Python cryptography reads the object S3 holds.
-    let block = result.encryption.unwrap();
-    let ciphertext = s3.get("enc/clip.mov").await;
-    assert_eq!(ciphertext.len() as u64, result.ciphertext_bytes);
-    let key = unwrap(&mut client, &block).await;
-    let dir = tempfile::tempdir().unwrap();
-    python_gcm_check(dir.path(), &[(key.clone(), iv_of(&block), ciphertext.clone(), plaintext.clone())]);
-
-    let (chunks, done) = s3.decrypt(&block, "enc/clip.mov", "out/clip.mov").await.ok();
-    assert!(chunks.is_empty());
-    assert_eq!(done.plaintext_bytes, plaintext.len() as u64);
-    assert_eq!(sha256(&s3.get("out/clip.mov").await), sha256(&plaintext), "SHA-256 of the decrypted object");
-
-    // One flipped bit: DATA_LOSS, and the parts already uploaded are aborted.
-    let mut tampered = ciphertext;
-    let at = tampered.len() / 2;
-    tampered[at] ^= 0x04;
-    s3.put("enc/tampered.mov", tampered).await;
-    let status = s3.decrypt(&block, "enc/tampered.mov", "out/tampered.mov").await.failed(Code::DataLoss);
-    assert!(status.message().contains("authentication"), "{}", status.message());
-    assert_eq!(s3.etag("out/tampered.mov").await, None, "a destination appeared for a forged object");
-    assert_eq!(s3.pending_uploads().await, 0, "the multipart upload was not aborted");
-    support::logs::assert_no_key_logged(&[key]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_mode_small_objects_every_mode_and_failures_name_the_location() {
-    let s3 = S3Broker::start(keybroker::objects::MIN_PART_SIZE).await;
-    let mut client = s3.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    for (i, mode) in MODES.into_iter().enumerate() {
-        for size in [0, 17, 70_001] {
-            let plaintext = data(size, 100 + i as u64);
-            let (src, enc, out) = (format!("p/{mode}-{size}"), format!("e/{mode}-{size}"), format!("o/{mode}-{size}"));
-            s3.put(&src, plaintext.clone()).await;
-            let (_, result) = s3.encrypt(mode, &src, &enc).await.ok();
-            let block = result.encryption.unwrap();
-            let ciphertext = s3.get(&enc).await;
-            assert_eq!(ciphertext.len(), expected_len(mode, size), "{mode} {size}");
-            assert!(!s3.etag(&enc).await.unwrap().contains('-'), "a single PutObject below one part");
-            if mode != "aes-gcm" {
-                let key = unwrap(&mut client, &block).await;
-                assert!(
-                    openssl_encrypt(dir.path(), mode, &key, &iv_of(&block), &plaintext) == ciphertext,
-                    "{mode} {size}"
-                );
-            }
-            s3.decrypt(&block, &enc, &out).await.ok();
-            assert!(s3.get(&out).await == plaintext, "{mode} {size}");
-        }
-    }
-
-    // A truncated CBC object: DATA_LOSS, nothing written.
-    s3.put("p/cbc", data(1000, 1)).await;
-    let (_, result) = s3.encrypt("aes-cbc-pkcs7", "p/cbc", "e/cbc").await.ok();
-    let mut ciphertext = s3.get("e/cbc").await;
-    ciphertext.pop();
-    s3.put("e/cbc-short", ciphertext).await;
-    s3.decrypt(result.encryption.as_ref().unwrap(), "e/cbc-short", "o/cbc-short").await.failed(Code::DataLoss);
-    assert_eq!(s3.etag("o/cbc-short").await, None);
-
-    let status = s3.encrypt("aes-gcm", "p/missing", "e/missing").await.failed(Code::FailedPrecondition);
-    let missing = format!("s3://{}/p/missing", s3.bucket);
-    assert!(status.message().contains(&missing), "{}", status.message());
-    let start = pb::EncryptObjectStart {
-        source: s3.location("p/cbc"),
-        destination: Some(pb::S3Location { bucket: "kb-no-such-bucket".into(), key: "x".into() }),
-        ..enc_start("aes-gcm", 0)
-    };
-    let status = encrypt(&mut client, start, &[], 1).await.failed(Code::FailedPrecondition);
-    assert!(status.message().contains("s3://kb-no-such-bucket/x"), "{}", status.message());
-
-    // S3 mode carries no chunks.
-    let start = pb::EncryptObjectStart {
-        source: s3.location("p/cbc"),
-        destination: s3.location("e/x"),
-        ..enc_start("aes-gcm", 0)
-    };
-    let err = encrypt(&mut client, start, b"data", 4).await.failed(Code::InvalidArgument);
-    assert!(err.message().starts_with("chunk:"), "{}", err.message());
-    assert_eq!(s3.pending_uploads().await, 0);
-}
-
-// ---------------------------------------------------------------------------
-// The CLI against `keybroker serve --dev` in a child process.
-
-fn serve_dev(cwd: &Path) -> Served {
-    serve(cwd, &["--dev", "--allow-plaintext-export"], &[("RUST_LOG", "trace".to_owned())])
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.contains(".keybroker-"))
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_encrypts_and_decrypts_files_and_a_forged_file_leaves_no_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve_dev(dir.path());
-    let files = dir.path().join("files");
-    std::fs::create_dir(&files).unwrap();
-    let path = |name: &str| files.join(name).to_str().unwrap().to_owned();
-    let plaintext = data(3 * MIB + 777, 21);
-    std::fs::write(path("clip.mov"), &plaintext).unwrap();
-
-    let mut keys = Vec::new();
-    let mut client = KeyBrokerClient::connect(format!("http://{}", server.addr)).await.unwrap();
-    for mode in MODES {
-        let enc = format!("clip.{mode}");
-        let out = server.cli(&["encrypt", "--in", &path("clip.mov"), "--out", &path(&enc), "--mode", mode]);
-        assert!(out.status.success(), "encrypt {mode}: {}", String::from_utf8_lossy(&out.stderr));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains('\r') && !stderr.contains("eta"), "a progress bar on a non-terminal: {stderr:?}");
-        let block: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let fields: Vec<&str> = block.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(fields, ["InitializationVector", "Key", "KeyMd5", "Mode"], "exactly ET's four fields");
-        assert_eq!(block["Mode"], mode);
-        let ciphertext = std::fs::read(path(&enc)).unwrap();
-        assert_eq!(ciphertext.len(), expected_len(mode, plaintext.len()));
-
-        let json = path(&format!("clip.{mode}.json"));
-        std::fs::write(&json, &out.stdout).unwrap();
-        let back = format!("clip.{mode}.out");
-        let out = server.cli(&["decrypt", "--in", &path(&enc), "--out", &path(&back), "--encryption", &json]);
-        assert!(out.status.success(), "decrypt {mode}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(std::fs::read(path(&back)).unwrap() == plaintext, "{mode}: the file did not round-trip");
-
-        let encryption = pb::Encryption {
-            mode: mode.into(),
-            key: block["Key"].as_str().unwrap().into(),
-            key_md5: block["KeyMd5"].as_str().unwrap().into(),
-            initialization_vector: block["InitializationVector"].as_str().unwrap().into(),
-        };
-        let key = unwrap(&mut client, &encryption).await;
-        if mode != "aes-gcm" {
-            let theirs = openssl_encrypt(dir.path(), mode, &key, &iv_of(&encryption), &plaintext);
-            assert!(theirs == ciphertext, "{mode}: openssl enc wrote other bytes");
-        }
-        keys.push(key);
-    }
-
-    // A forged GCM file: non-zero exit, the status on stderr, no --out file.
-    let mut forged = std::fs::read(path("clip.aes-gcm")).unwrap();
-    let at = forged.len() - 3;
-    forged[at] ^= 0x80;
-    std::fs::write(path("forged.aes-gcm"), &forged).unwrap();
-    let out = server.cli(&[
-        "decrypt",
-        "--in",
-        &path("forged.aes-gcm"),
-        "--out",
-        &path("forged.out"),
-        "--encryption",
-        &path("clip.aes-gcm.json"),
-    ]);
-    assert!(!out.status.success(), "a forged file decrypted");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("authentication failed"), "{stderr}");
-    assert!(!files.join("forged.out").exists(), "a forged file left its plaintext behind");
-    assert_eq!(leftovers(&files), Vec::<String>::new(), "temporary files left behind");
-
-    // Local and S3 do not mix; a missing input says so; in and out differ.
-    let out = server.cli(&["encrypt", "--in", &path("clip.mov"), "--out", "s3://bucket/key", "--mode", "aes-gcm"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("both must be local files or both s3:// URLs"));
-    let out = server.cli(&["encrypt", "--in", &path("nothing"), "--out", &path("x"), "--mode", "aes-gcm"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing"));
-    let out = server.cli(&["encrypt", "--in", &path("clip.mov"), "--out", &path("clip.mov"), "--mode", "aes-gcm"]);
-    assert!(!out.status.success());
-    assert!(!files.join("x").exists());
-    assert_eq!(leftovers(&files), Vec::<String>::new());
-
-    let log = server.log_text();
-    assert!(log.contains("EncryptObject") || log.contains("keybroker serving"), "{log}");
-    support::logs::assert_no_key_in(&log, &keys, "the server's output");
 }
