@@ -1,15 +1,14 @@
 //! The custody boundary over real mutual TLS: client certificates made in
-//! the test (a CA plus CA:FALSE leaves), policy decisions, the audit log,
-//! rate and concurrency limits, certificate reload.
+//! the test (a CA plus CA:FALSE leaves), identities, policy decisions, the
+//! audit verifier, certificate reload. The limits are in `custody_limits`,
+//! which shares this module's mutual TLS rig.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keybroker::app::config::{Config, TlsMode};
-use keybroker::custody::kms::{Kms, LocalKeyring};
-
-use crate::support::kms::ScriptedKms;
+use keybroker::custody::kms::Kms;
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tonic::Code;
@@ -19,12 +18,12 @@ use crate::support;
 use crate::support::broker::{TestBroker, issue, local_config};
 use crate::support::pki::{Ca, Leaf};
 
-const ENCODER: &str = "spiffe://test.example/encoder";
-const OPS: &str = "spiffe://test.example/ops/alice";
-const LIMITED: &str = "spiffe://test.example/limited";
-const STRANGER: &str = "spiffe://test.example/stranger";
+pub(crate) const ENCODER: &str = "spiffe://test.example/encoder";
+pub(crate) const OPS: &str = "spiffe://test.example/ops/alice";
+pub(crate) const LIMITED: &str = "spiffe://test.example/limited";
+pub(crate) const STRANGER: &str = "spiffe://test.example/stranger";
 
-const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 [[rule]]
 identity = "spiffe://test.example/encoder"
 rpcs = ["IssueDataKey", "WrapKey", "SubmitEncryptedJob"]
@@ -43,15 +42,15 @@ rate_per_second = 1
 burst = 3
 "#;
 
-struct Custody {
-    dir: tempfile::TempDir,
-    ca: Ca,
-    ca_path: PathBuf,
-    audit: PathBuf,
-    broker: TestBroker,
+pub(crate) struct Custody {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca: Ca,
+    pub(crate) ca_path: PathBuf,
+    pub(crate) audit: PathBuf,
+    pub(crate) broker: TestBroker,
 }
 
-fn custody_config(dir: &std::path::Path, ca: &Ca) -> Config {
+pub(crate) fn custody_config(dir: &std::path::Path, ca: &Ca) -> Config {
     let (cert, key) = ca.server().write(dir, "server");
     let mut config = local_config(dir);
     config.tls.mode = TlsMode::Mutual;
@@ -68,7 +67,7 @@ fn custody_config(dir: &std::path::Path, ca: &Ca) -> Config {
     config
 }
 
-async fn custody_with(tweak: impl FnOnce(&mut Config), kms: Option<Arc<dyn Kms>>) -> Custody {
+pub(crate) async fn custody_with(tweak: impl FnOnce(&mut Config), kms: Option<Arc<dyn Kms>>) -> Custody {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("keybroker test CA");
     let mut config = custody_config(dir.path(), &ca);
@@ -79,12 +78,12 @@ async fn custody_with(tweak: impl FnOnce(&mut Config), kms: Option<Arc<dyn Kms>>
     Custody { dir, ca, ca_path, audit, broker }
 }
 
-async fn custody() -> Custody {
+pub(crate) async fn custody() -> Custody {
     custody_with(|_| {}, None).await
 }
 
 impl Custody {
-    fn endpoint(&self, leaf: Option<&Leaf>, trust_pem: &str) -> Endpoint {
+    pub(crate) fn endpoint(&self, leaf: Option<&Leaf>, trust_pem: &str) -> Endpoint {
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(trust_pem)).domain_name("localhost");
         if let Some(leaf) = leaf {
             tls = tls.identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
@@ -96,14 +95,17 @@ impl Custody {
             .timeout(Duration::from_secs(5))
     }
 
-    async fn client_as(&self, identity: &str) -> KeyBrokerClient<Channel> {
+    pub(crate) async fn client_as(&self, identity: &str) -> KeyBrokerClient<Channel> {
         let leaf = self.ca.client(identity);
         KeyBrokerClient::new(self.endpoint(Some(&leaf), &self.ca.pem).connect().await.unwrap())
     }
 
     /// The audit records once `ready` holds of them, for records written
     /// after the client has its answer (or gave up); at most 20 s.
-    async fn audit_records_when(&self, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    pub(crate) async fn audit_records_when(
+        &self,
+        ready: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let mut records = self.audit_records();
         for _ in 0..200 {
             if ready(&records) {
@@ -115,7 +117,7 @@ impl Custody {
         records
     }
 
-    fn audit_records(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit_records(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
             .lines()
@@ -126,7 +128,7 @@ impl Custody {
 
 /// A call over an endpoint whose handshake should fail: either connecting
 /// or the first call errors, and the broker answers nothing.
-async fn refused(endpoint: Endpoint) -> String {
+pub(crate) async fn refused(endpoint: Endpoint) -> String {
     match endpoint.connect().await {
         Err(e) => format!("connect: {e:?}"),
         Ok(channel) => {
@@ -138,7 +140,7 @@ async fn refused(endpoint: Endpoint) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_valid_client_certificate_is_served_and_its_identity_audited() {
+pub(crate) async fn a_valid_client_certificate_is_served_and_its_identity_audited() {
     let c = custody().await;
     let mut client = c.client_as(ENCODER).await;
     let request = {
@@ -163,7 +165,7 @@ async fn a_valid_client_certificate_is_served_and_its_identity_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_certificate_another_ca_and_an_expired_one_are_refused_at_the_handshake() {
+pub(crate) async fn no_certificate_another_ca_and_an_expired_one_are_refused_at_the_handshake() {
     let c = custody().await;
     let no_cert = refused(c.endpoint(None, &c.ca.pem)).await;
     let other_ca = Ca::new("someone else's CA");
@@ -180,7 +182,7 @@ async fn no_certificate_another_ca_and_an_expired_one_are_refused_at_the_handsha
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_policy_decides_and_names_what_is_missing() {
+pub(crate) async fn the_policy_decides_and_names_what_is_missing() {
     let c = custody().await;
 
     let err = c.client_as(STRANGER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
@@ -233,7 +235,7 @@ async fn the_policy_decides_and_names_what_is_missing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_servers_export_switch_is_a_ceiling_no_rule_lifts() {
+pub(crate) async fn the_servers_export_switch_is_a_ceiling_no_rule_lifts() {
     let c = custody_with(|config| config.allow_plaintext_export = false, None).await;
     let issued = c.client_as(ENCODER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap().into_inner();
     let mut ops = c.client_as(OPS).await;
@@ -254,7 +256,7 @@ async fn the_servers_export_switch_is_a_ceiling_no_rule_lifts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_that_names_no_identity_is_unauthenticated_not_anonymous() {
+pub(crate) async fn a_certificate_that_names_no_identity_is_unauthenticated_not_anonymous() {
     // A rule for every identity, `anonymous` included: the caller must not
     // fall through to it.
     let c = custody_with(
@@ -281,7 +283,7 @@ async fn a_certificate_that_names_no_identity_is_unauthenticated_not_anonymous()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dns_san_is_a_dns_identity_and_never_passes_as_a_spiffe_id() {
+pub(crate) async fn a_dns_san_is_a_dns_identity_and_never_passes_as_a_spiffe_id() {
     let c = custody_with(
         |config| {
             let policy = config.policy.file.clone().unwrap();
@@ -314,235 +316,7 @@ async fn a_dns_san_is_a_dns_identity_and_never_passes_as_a_spiffe_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_limit_is_per_identity_and_answers_resource_exhausted() {
-    let c = custody().await;
-    let mut limited = c.client_as(LIMITED).await;
-    let mut answers = Vec::new();
-    for _ in 0..5 {
-        answers.push(
-            limited
-                .issue_data_key(issue(128, "aes-gcm"))
-                .await
-                .map(|_| ())
-                .map_err(|e| (e.code(), e.message().to_owned())),
-        );
-    }
-    assert!(answers[..3].iter().all(Result::is_ok), "the burst of 3 is allowed: {answers:?}");
-    let (code, message) = answers[3].clone().unwrap_err();
-    assert_eq!(code, Code::ResourceExhausted);
-    assert!(message.contains("over its rate limit of 1 calls per second (policy rule 3)"), "{message}");
-    // Another identity is not limited by it.
-    c.client_as(ENCODER).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_concurrency_limit_sheds_load_and_health_still_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
-    let slow: Arc<dyn Kms> = ScriptedKms::delayed(ring, Duration::from_millis(600));
-    let c = custody_with(|config| config.limits.max_concurrent_requests = 2, Some(slow)).await;
-    let channel = c.endpoint(Some(&c.ca.client(ENCODER)), &c.ca.pem).connect().await.unwrap();
-    let calls: Vec<_> = (0..6)
-        .map(|_| {
-            let mut client = KeyBrokerClient::new(channel.clone());
-            tokio::spawn(async move { client.issue_data_key(issue(128, "aes-gcm")).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-    let mut ok = 0;
-    let mut shed = 0;
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(e) => {
-                assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
-                assert!(e.message().contains("limit of 2 calls in flight"), "{}", e.message());
-                shed += 1;
-            }
-        }
-    }
-    assert_eq!((ok, shed), (2, 4));
-    // The shed calls are audited too, under their caller's identity.
-    let records = c.audit_records_when(|r| r.len() == 6).await;
-    let shed_records: Vec<_> = records.iter().filter(|r| r["code"] == "ResourceExhausted").collect();
-    assert_eq!((records.len(), shed_records.len()), (6, 4), "{records:?}");
-    for record in shed_records {
-        assert_eq!(record["identity"], ENCODER);
-        assert_eq!(record["rpc"], "IssueDataKey");
-        assert_eq!(record["outcome"], "denied");
-        assert!(record["message"].as_str().unwrap().contains("limit of 2 calls in flight"), "{record}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_object_stream_holds_its_place_until_it_ends_and_its_deadline_ends_it() {
-    let c = custody_with(|config| config.limits.max_concurrent_requests = 1, None).await;
-    let mut ops = c.client_as(OPS).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let start = pb::EncryptObjectStart { mode: "aes-ctr".into(), key_bits: 128, ..Default::default() };
-    tx.send(pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Start(start.clone())) })
-        .await
-        .unwrap();
-    tx.send(pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Chunk(vec![7; 1000])) })
-        .await
-        .unwrap();
-    let mut stream = ops.encrypt_object(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
-    // The stream is answered (headers sent) and still open: it is in flight.
-    let err = c.client_as(OPS).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    drop(tx);
-    let mut ciphertext = 0;
-    let mut result = None;
-    while let Some(message) = stream.message().await.unwrap() {
-        match message.message.unwrap() {
-            pb::encrypt_object_response::Message::Chunk(chunk) => ciphertext += chunk.len(),
-            pb::encrypt_object_response::Message::Result(done) => result = Some(done),
-        }
-    }
-    assert_eq!(ciphertext, 1000);
-    assert_eq!(result.unwrap().plaintext_bytes, 1000);
-    // Ended: its place is free again.
-    c.client_as(OPS).await.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
-
-    // A stream that outlives the caller's deadline ends with DEADLINE_EXCEEDED.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Start(start)) })
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    request.metadata_mut().insert("grpc-timeout", "300m".parse().unwrap());
-    let outcome = async {
-        let mut stream = ops.encrypt_object(request).await?.into_inner();
-        while stream.message().await?.is_some() {}
-        Ok::<_, tonic::Status>(())
-    };
-    let err = tokio::time::timeout(Duration::from_secs(10), outcome).await.expect("the stream outlived its deadline");
-    drop(tx);
-    let err = err.unwrap_err();
-    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
-    // (The client may give up first; the server's record follows.)
-    let records = c
-        .audit_records_when(|r| r.last().is_some_and(|last| last["rpc"] == "EncryptObject" && last["code"] != "Ok"))
-        .await;
-    let last = records.last().unwrap();
-    assert_eq!(last["rpc"], "EncryptObject");
-    assert_eq!(last["code"], "DeadlineExceeded", "{last}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_callers_deadline_is_capped_by_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let ring: Arc<dyn Kms> = Arc::new(LocalKeyring::open_or_create(&dir.path().join("mk")).unwrap());
-    let slow = ScriptedKms::delayed(ring, Duration::from_secs(3));
-    let c = custody_with(|config| config.limits.request_timeout_ms = 300, Some(slow.clone() as Arc<dyn Kms>)).await;
-    let mut client = c.client_as(ENCODER).await;
-    let started = std::time::Instant::now();
-    let mut request = tonic::Request::new(issue(128, "aes-gcm"));
-    request.set_timeout(Duration::from_secs(30));
-    let err = client.issue_data_key(request).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert!(err.message().contains("deadline of 300 ms"), "{}", err.message());
-    // A shorter deadline from the caller wins over the server's cap.
-    // (tonic's client gives up at the same moment, so the server's side is
-    // read from its audit record.)
-    let mut request = tonic::Request::new(issue(128, "aes-gcm"));
-    request.set_timeout(Duration::from_millis(100));
-    client.issue_data_key(request).await.unwrap_err();
-    let records = c.audit_records_when(|r| r.len() == 2).await;
-    // Both calls are in the audit log, each with the deadline it ran into
-    // (the second, unless the client's reset reached the server first, in
-    // which case the call is recorded as cancelled).
-    let seen: Vec<_> = records.iter().map(|r| (r["code"].as_str().unwrap(), r["message"].as_str().unwrap())).collect();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_eq!(seen[0].0, "DeadlineExceeded");
-    assert!(seen[0].1.contains("deadline of 300 ms"), "{seen:?}");
-    assert!(
-        seen[1] == ("Cancelled", "the caller cancelled the call or went away before it was answered")
-            || (seen[1].0 == "DeadlineExceeded" && seen[1].1.contains("deadline of 100 ms")),
-        "{seen:?}"
-    );
-
-    // A call its caller abandons is recorded too, as cancelled.
-    let reached = slow.count();
-    let call = tokio::spawn(async move { client.issue_data_key(issue(128, "aes-gcm")).await });
-    // Abandon it once it waits on KMS inside the broker.
-    while slow.count() == reached {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    call.abort();
-    let _ = call.await;
-    let records = c.audit_records_when(|r| r.len() == 3).await;
-    assert_eq!(records.len(), 3, "{records:?}");
-    assert_eq!(records[2]["code"], "Cancelled", "{records:?}");
-    assert_eq!(records[2]["identity"], ENCODER);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_megabyte_of_input_is_refused_at_its_field_limit_and_a_long_value_echoed_as_a_short_prefix() {
-    let c = custody().await;
-    let huge = "m".repeat(1 << 20);
-
-    // A unary call: over the field's limit, named with its length only.
-    let mut encoder = c.client_as(ENCODER).await;
-    let err = encoder.issue_data_key(issue(128, &huge)).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(err.message(), "mode: must be at most 64 bytes (a word of the field's grammar), got 1048576");
-    // Within the limit, a bad value is echoed as a short prefix.
-    let err = encoder.issue_data_key(issue(128, &"m".repeat(60))).await.unwrap_err();
-    assert!(err.message().starts_with("mode: must be aes-cbc-pkcs7, aes-ctr or aes-gcm"), "{}", err.message());
-    assert!(err.message().ends_with(&format!("(lower case), got \"{}\"… (60 bytes)", "m".repeat(32))));
-
-    // A streaming call, through the same gate.
-    let mut ops = c.client_as(OPS).await;
-    let start = pb::EncryptObjectStart { mode: huge.clone(), ..Default::default() };
-    let request = pb::EncryptObjectRequest { message: Some(pb::encrypt_object_request::Message::Start(start)) };
-    let mut stream = ops.encrypt_object(futures::stream::iter([request])).await.unwrap().into_inner();
-    let err = stream.message().await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("start.mode: must be"), "{}", &err.message()[..80]);
-    assert!(err.message().len() < 256, "{} bytes", err.message().len());
-
-    let records = c.audit_records_when(|r| r.iter().filter(|r| r["code"] == "InvalidArgument").count() == 3).await;
-    let refused: Vec<_> = records.iter().filter(|r| r["code"] == "InvalidArgument").collect();
-    assert_eq!(refused.len(), 3, "{records:?}");
-    for (record, length) in refused.into_iter().zip(["got 1048576", "… (60 bytes)", "got 1048576"]) {
-        let line = serde_json::to_string(record).unwrap();
-        assert!(line.len() < 1024, "an audit record of {} bytes", line.len());
-        assert!(record["message"].as_str().unwrap().contains(length), "{line}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_messages_are_refused() {
-    let c = custody_with(|config| config.limits.max_message_bytes = 1024, None).await;
-    let mut client = c.client_as(ENCODER).await;
-    let err =
-        client.wrap_key(pb::WrapKeyRequest { plaintext_key: vec![1; 4096], ..Default::default() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
-    assert!(err.message().contains("limit of 1024 bytes (limits.max_message_bytes)"), "{}", err.message());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_that_cannot_be_written_fails_the_call_and_returns_no_key() {
-    let c = custody().await;
-    let mut client = c.client_as(ENCODER).await;
-    client.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
-    std::fs::remove_file(&c.audit).unwrap();
-    let err = client.issue_data_key(issue(128, "aes-gcm")).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains("audit log"), "{}", err.message());
-    assert!(!c.audit.exists(), "the broker did not recreate a removed log behind the operator's back");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
+pub(crate) async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
     let c = custody().await;
     let mut client = c.client_as(ENCODER).await;
     for _ in 0..6 {
@@ -614,7 +388,7 @@ async fn the_audit_verifier_finds_edits_deletions_and_swaps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_and_trust_bundle_reload_without_dropping_connections() {
+pub(crate) async fn certificates_and_trust_bundle_reload_without_dropping_connections() {
     let c = custody().await;
     let mut established = c.client_as(ENCODER).await;
     established.issue_data_key(issue(128, "aes-gcm")).await.unwrap();
@@ -643,7 +417,7 @@ async fn certificates_and_trust_bundle_reload_without_dropping_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_grpcio_client_connects_with_its_own_certificate() {
+pub(crate) async fn a_python_grpcio_client_connects_with_its_own_certificate() {
     let c = custody().await;
     let leaf = c.ca.client("spiffe://test.example/ops/python");
     let (cert, key) = leaf.write(c.dir.path(), "python-client");

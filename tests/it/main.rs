@@ -17,6 +17,7 @@ mod bodies;
 mod cipher_interop;
 mod cli;
 mod custody;
+mod custody_limits;
 mod dashboard;
 mod deploy_lint;
 mod et_endpoint;
