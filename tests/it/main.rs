@@ -40,3 +40,4 @@ mod pipeline_preflight;
 mod pool;
 mod readme;
 mod submit_job;
+mod submit_job_failures;

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -20,16 +19,20 @@ use crate::support::et::{EtEndpoint, KeyMd5Reading, PipelineFixture};
 use crate::support::kms::ScriptedKms;
 use crate::support::moto::Moto;
 
-const PIPELINE: &str = "1234567890123-abcdef";
+pub(crate) const PIPELINE: &str = "1234567890123-abcdef";
 
-struct Rig {
-    et: EtEndpoint,
-    kms: Arc<ScriptedKms>,
-    broker: TestBroker,
-    key_arn: String,
+pub(crate) struct Rig {
+    pub(crate) et: EtEndpoint,
+    pub(crate) kms: Arc<ScriptedKms>,
+    pub(crate) broker: TestBroker,
+    pub(crate) key_arn: String,
 }
 
-async fn rig_with(fixture: impl FnOnce(&str) -> PipelineFixture, md5: KeyMd5Source, wrap: Option<WrapKms>) -> Rig {
+pub(crate) async fn rig_with(
+    fixture: impl FnOnce(&str) -> PipelineFixture,
+    md5: KeyMd5Source,
+    wrap: Option<WrapKms>,
+) -> Rig {
     let moto = Moto::shared();
     let key_arn = moto.create_key().await;
     let reading = match md5 {
@@ -51,24 +54,24 @@ async fn rig_with(fixture: impl FnOnce(&str) -> PipelineFixture, md5: KeyMd5Sour
     Rig { et, kms, broker, key_arn }
 }
 
-type WrapKms = Box<dyn FnOnce(Arc<dyn Kms>) -> Arc<dyn Kms>>;
+pub(crate) type WrapKms = Box<dyn FnOnce(Arc<dyn Kms>) -> Arc<dyn Kms>>;
 
-async fn rig() -> Rig {
+pub(crate) async fn rig() -> Rig {
     rig_with(|key| PipelineFixture::new(PIPELINE, Some(key)), KeyMd5Source::Plaintext, None).await
 }
 
-fn aes(mode: &str, bits: u32) -> Option<pb::Protection> {
+pub(crate) fn aes(mode: &str, bits: u32) -> Option<pb::Protection> {
     Some(pb::Protection {
         encryption: Some(pb::Encryption { mode: mode.into(), ..Default::default() }),
         key_bits: bits,
     })
 }
 
-fn output(i: usize) -> pb::JobOutput {
+pub(crate) fn output(i: usize) -> pb::JobOutput {
     pb::JobOutput { key: format!("out/{i}.mp4"), preset_id: "1351620000001-000010".into(), ..Default::default() }
 }
 
-fn minimal_job(outputs: usize) -> pb::SubmitEncryptedJobRequest {
+pub(crate) fn minimal_job(outputs: usize) -> pb::SubmitEncryptedJobRequest {
     pb::SubmitEncryptedJobRequest {
         pipeline_id: PIPELINE.into(),
         input: Some(pb::JobInput { key: "in/source.mov".into(), ..Default::default() }),
@@ -78,7 +81,7 @@ fn minimal_job(outputs: usize) -> pb::SubmitEncryptedJobRequest {
 }
 
 /// A caller's block for a file it encrypted, issued by the same broker.
-async fn caller_block(rig: &Rig, mode: &str) -> pb::Encryption {
+pub(crate) async fn caller_block(rig: &Rig, mode: &str) -> pb::Encryption {
     let mut client = rig.broker.client().await;
     client
         .issue_data_key(pb::IssueDataKeyRequest { mode: mode.into(), ..Default::default() })
@@ -92,7 +95,7 @@ async fn caller_block(rig: &Rig, mode: &str) -> pb::Encryption {
 /// 30 outputs (file, thumbnail and caption encryption in every AES mode and
 /// length), watermarks, album art, captions and inputs the caller encrypted,
 /// an HLS playlist with content protection and a PlayReady playlist.
-async fn full_job(rig: &Rig) -> pb::SubmitEncryptedJobRequest {
+pub(crate) async fn full_job(rig: &Rig) -> pb::SubmitEncryptedJobRequest {
     let modes = ["aes-cbc-pkcs7", "aes-ctr", "aes-gcm"];
     let bits = [128, 192, 256];
     let mut outputs = Vec::new();
@@ -191,7 +194,7 @@ async fn full_job(rig: &Rig) -> pb::SubmitEncryptedJobRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_30_output_job_with_every_kind_of_protection_is_accepted() {
+pub(crate) async fn a_30_output_job_with_every_kind_of_protection_is_accepted() {
     let rig = rig().await;
     let request = full_job(&rig).await;
     let mut client = rig.broker.client().await;
@@ -246,7 +249,7 @@ async fn a_30_output_job_with_every_kind_of_protection_is_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn validate_only_answers_the_body_and_submits_nothing() {
+pub(crate) async fn validate_only_answers_the_body_and_submits_nothing() {
     let rig = rig().await;
     let mut request = minimal_job(3);
     request.validate_only = true;
@@ -286,7 +289,7 @@ async fn validate_only_answers_the_body_and_submits_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_over_the_limits_are_refused_before_any_kms_call() {
+pub(crate) async fn counts_over_the_limits_are_refused_before_any_kms_call() {
     let rig = rig().await;
     let mut client = rig.broker.client().await;
 
@@ -317,7 +320,7 @@ async fn counts_over_the_limits_are_refused_before_any_kms_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_violation_names_its_path() {
+pub(crate) async fn every_violation_names_its_path() {
     let rig = rig().await;
     let mut client = rig.broker.client().await;
     let caller = caller_block(&rig, "aes-gcm").await;
@@ -420,7 +423,7 @@ async fn every_violation_names_its_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn caller_blocks_are_checked_with_kms_before_submission() {
+pub(crate) async fn caller_blocks_are_checked_with_kms_before_submission() {
     let rig = rig().await;
     let mut client = rig.broker.client().await;
     let good = caller_block(&rig, "aes-ctr").await;
@@ -463,7 +466,7 @@ async fn caller_blocks_are_checked_with_kms_before_submission() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipeline_preconditions_say_how_to_fix_them() {
+pub(crate) async fn pipeline_preconditions_say_how_to_fix_them() {
     // No KMS key on the pipeline.
     let rig = rig_with(|_| PipelineFixture::new(PIPELINE, None), KeyMd5Source::Plaintext, None).await;
     let mut client = rig.broker.client().await;
@@ -511,113 +514,4 @@ async fn pipeline_preconditions_say_how_to_fix_them() {
     let err = client.submit_encrypted_job(job).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
     assert!(err.message().contains("ReadPipeline"), "{}", err.message());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_submission_maps_to_its_code_and_leaves_no_job() {
-    let rig = rig().await;
-    let mut client = rig.broker.client().await;
-    rig.et.fail_next_create_jobs(3, 503, "ServiceUnavailableException");
-    let err = client.submit_encrypted_job(minimal_job(2)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
-    assert!(err.message().contains("CreateJob"), "{}", err.message());
-
-    rig.et.fail_next_create_job(400, "AccessDeniedException");
-    let err = client.submit_encrypted_job(minimal_job(2)).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
-    assert!(rig.et.created_jobs().is_empty());
-    let logs = support::logs::text();
-    assert!(logs.contains("call failed") && logs.contains("SubmitEncryptedJob"), "the failure is logged");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_that_fails_to_wrap_means_no_job_is_submitted() {
-    /// A KMS whose fifth wrap fails as if throttled.
-    struct FailFifth {
-        inner: Arc<dyn Kms>,
-        wraps: AtomicUsize,
-    }
-    #[async_trait::async_trait]
-    impl Kms for FailFifth {
-        fn backend(&self) -> &'static str {
-            "test"
-        }
-        async fn wrap(
-            &self,
-            key_id: &keybroker::custody::kms::KmsKeyId,
-            plaintext: &keybroker::custody::keys::DataKey,
-            context: keybroker::custody::keys::ServiceContext,
-        ) -> Result<keybroker::custody::kms::Wrapped, keybroker::custody::kms::KmsError> {
-            if self.wraps.fetch_add(1, Ordering::SeqCst) == 4 {
-                return Err(keybroker::custody::kms::KmsError {
-                    operation: "Encrypt",
-                    kind: keybroker::custody::kms::KmsErrorKind::Unavailable,
-                    message: "ThrottlingException: Rate exceeded".into(),
-                });
-            }
-            self.inner.wrap(key_id, plaintext, context).await
-        }
-        async fn unwrap(
-            &self,
-            key_id: Option<&keybroker::custody::kms::KmsKeyId>,
-            wrapped: &keybroker::custody::keys::WrappedKey,
-            context: keybroker::custody::keys::ServiceContext,
-        ) -> Result<keybroker::custody::kms::Unwrapped, keybroker::custody::kms::KmsError> {
-            self.inner.unwrap(key_id, wrapped, context).await
-        }
-    }
-    let rig = rig_with(
-        |key| PipelineFixture::new(PIPELINE, Some(key)),
-        KeyMd5Source::Plaintext,
-        Some(Box::new(|inner| Arc::new(FailFifth { inner, wraps: AtomicUsize::new(0) }) as Arc<dyn Kms>)),
-    )
-    .await;
-    let mut client = rig.broker.client().await;
-    let err = client.submit_encrypted_job(minimal_job(10)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
-    assert!(err.message().contains("ThrottlingException"), "{}", err.message());
-    assert!(err.message().starts_with("outputs["), "the message names the block: {}", err.message());
-    assert_eq!(rig.et.request_count() - rig.et.rejections().len(), 1, "only ReadPipeline reached ET");
-    assert!(rig.et.created_jobs().is_empty(), "a job was submitted with a key that failed to wrap");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_md5_of_the_ciphertext_is_a_deployment_option() {
-    let rig = rig_with(|key| PipelineFixture::new(PIPELINE, Some(key)), KeyMd5Source::Ciphertext, None).await;
-    let mut client = rig.broker.client().await;
-    let answer = client.submit_encrypted_job(minimal_job(2)).await.unwrap().into_inner();
-    assert!(!answer.job_id.is_empty(), "rejections: {:?}", rig.et.rejections());
-    for file in &answer.protected_files {
-        let block = file.encryption.as_ref().unwrap();
-        let blob = B64.decode(&block.key).unwrap();
-        assert_eq!(B64.decode(&block.key_md5).unwrap(), keybroker::custody::keys::md5_of(&blob).to_vec());
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_that_submits_nothing_refuses_a_job_as_a_precondition_before_any_key_is_made() {
-    // transcoder.submit off, as with --dev: no ET client is made.
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = support::broker::local_config(dir.path());
-    config.transcoder.submit = false;
-    config.transcoder.pipelines = vec![keybroker::jobs::et::pipeline::Pipeline {
-        id: PIPELINE.into(),
-        kms_key_arn: Some("arn:aws:kms:us-east-1:111122223333:key/local".into()),
-        role: String::new(),
-        region: None,
-        ..Default::default()
-    }];
-    let kms = ScriptedKms::counting(support::broker::local_keyring(&config));
-    let broker = TestBroker::start(config, Some(kms.clone() as Arc<dyn Kms>)).await;
-    let mut client = broker.client().await;
-
-    let err = client.submit_encrypted_job(minimal_job(2)).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
-    assert!(err.message().contains("send validate_only"), "{}", err.message());
-    assert_eq!(kms.count(), 0, "keys were made for a job that could not be submitted");
-
-    let mut request = minimal_job(2);
-    request.validate_only = true;
-    let answer = client.submit_encrypted_job(request).await.unwrap().into_inner();
-    assert!(answer.job_id.is_empty() && !answer.create_job_request_json.is_empty());
 }
