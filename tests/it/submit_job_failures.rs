@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keybroker::custody::keys::KeyMd5Source;
-use keybroker::custody::kms::Kms;
+use keybroker::custody::kms::{Kms, KmsError, KmsErrorKind};
 use tonic::Code;
 
 use crate::submit_job::*;
 use crate::support;
 use crate::support::broker::TestBroker;
 use crate::support::et::PipelineFixture;
-use crate::support::kms::ScriptedKms;
+use crate::support::kms::{OnWrap, ScriptedKms};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_submission_maps_to_its_code_and_leaves_no_job() {
@@ -36,46 +36,21 @@ async fn a_failed_submission_maps_to_its_code_and_leaves_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_fails_to_wrap_means_no_job_is_submitted() {
-    /// A KMS whose fifth wrap fails as if throttled.
-    struct FailFifth {
-        inner: Arc<dyn Kms>,
-        wraps: AtomicUsize,
-    }
-    #[async_trait::async_trait]
-    impl Kms for FailFifth {
-        fn backend(&self) -> &'static str {
-            "test"
-        }
-        async fn wrap(
-            &self,
-            key_id: &keybroker::custody::kms::KmsKeyId,
-            plaintext: &keybroker::custody::keys::DataKey,
-            context: keybroker::custody::keys::ServiceContext,
-        ) -> Result<keybroker::custody::kms::Wrapped, keybroker::custody::kms::KmsError> {
-            if self.wraps.fetch_add(1, Ordering::SeqCst) == 4 {
-                return Err(keybroker::custody::kms::KmsError {
-                    operation: "Encrypt",
-                    kind: keybroker::custody::kms::KmsErrorKind::Unavailable,
-                    message: "ThrottlingException: Rate exceeded".into(),
-                });
-            }
-            self.inner.wrap(key_id, plaintext, context).await
-        }
-        async fn unwrap(
-            &self,
-            key_id: Option<&keybroker::custody::kms::KmsKeyId>,
-            wrapped: &keybroker::custody::keys::WrappedKey,
-            context: keybroker::custody::keys::ServiceContext,
-        ) -> Result<keybroker::custody::kms::Unwrapped, keybroker::custody::kms::KmsError> {
-            self.inner.unwrap(key_id, wrapped, context).await
-        }
-    }
-    let rig = rig_with(
-        |key| PipelineFixture::new(PIPELINE, Some(key)),
-        KeyMd5Source::Plaintext,
-        Some(Box::new(|inner| Arc::new(FailFifth { inner, wraps: AtomicUsize::new(0) }) as Arc<dyn Kms>)),
-    )
-    .await;
+    // A KMS whose fifth wrap fails as if throttled.
+    let fail_fifth = |inner| {
+        let wraps = AtomicUsize::new(0);
+        OnWrap::around(inner, move |_| match wraps.fetch_add(1, Ordering::SeqCst) {
+            4 => Err(KmsError {
+                operation: "Encrypt",
+                kind: KmsErrorKind::Unavailable,
+                message: "ThrottlingException: Rate exceeded".into(),
+            }),
+            _ => Ok(()),
+        })
+    };
+    let rig =
+        rig_with(|key| PipelineFixture::new(PIPELINE, Some(key)), KeyMd5Source::Plaintext, Some(Box::new(fail_fifth)))
+            .await;
     let mut client = rig.broker.client().await;
     let err = client.submit_encrypted_job(minimal_job(10)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());

@@ -74,3 +74,55 @@ impl Kms for ScriptedKms {
         self.inner.rewrap(source_key_id, wrapped, source, destination_key_id, destination).await
     }
 }
+
+/// A KMS over `inner` that shows every key to `hook` before wrapping it; an
+/// error from the hook is the wrap's answer, and the key never reaches
+/// `inner`.
+pub struct OnWrap<F> {
+    inner: Arc<dyn Kms>,
+    hook: F,
+}
+
+impl<F> OnWrap<F>
+where
+    F: Fn(&DataKey) -> Result<(), KmsError> + Send + Sync + 'static,
+{
+    pub fn around(inner: Arc<dyn Kms>, hook: F) -> Arc<dyn Kms> {
+        Arc::new(OnWrap { inner, hook })
+    }
+}
+
+#[async_trait::async_trait]
+impl<F> Kms for OnWrap<F>
+where
+    F: Fn(&DataKey) -> Result<(), KmsError> + Send + Sync + 'static,
+{
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
+        (self.hook)(plaintext)?;
+        self.inner.wrap(key_id, plaintext, context).await
+    }
+
+    async fn unwrap(
+        &self,
+        key_id: Option<&KmsKeyId>,
+        wrapped: &WrappedKey,
+        context: ServiceContext,
+    ) -> Result<Unwrapped, KmsError> {
+        self.inner.unwrap(key_id, wrapped, context).await
+    }
+
+    async fn rewrap(
+        &self,
+        source_key_id: Option<&KmsKeyId>,
+        wrapped: &WrappedKey,
+        source: ServiceContext,
+        destination_key_id: &KmsKeyId,
+        destination: ServiceContext,
+    ) -> Result<keybroker::custody::kms::Rewrapped, KmsError> {
+        self.inner.rewrap(source_key_id, wrapped, source, destination_key_id, destination).await
+    }
+}
