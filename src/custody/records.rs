@@ -322,13 +322,10 @@ pub async fn rewrap(
         .try_collect()
         .await?;
     let fresh: Vec<KeyRow> = moved.iter().filter(|m| m.origin == *origin).map(|m| m.row.clone()).collect();
-    let entry = broker.ledger().record(origin, fresh).await?;
     // Answered as recorded: with the time of the commit.
-    let stored = broker.ledger().find(&Filter::Entry(entry)).await?;
+    let (_, recorded_at_ms) = broker.ledger().record_at(origin, fresh).await?;
     for key in moved.iter_mut().filter(|m| m.origin == *origin) {
-        if let Some(row) = stored.iter().find(|r| r.key.fingerprint == key.row.fingerprint) {
-            key.recorded_at_ms = row.recorded_at_ms;
-        }
+        key.recorded_at_ms = recorded_at_ms;
     }
     Ok(moved)
 }

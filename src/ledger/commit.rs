@@ -20,7 +20,7 @@ const QUEUE_DEPTH: usize = 4096;
 /// One call's rows and where to answer it.
 pub(super) struct Queued {
     pub(super) entry: Entry,
-    pub(super) done: oneshot::Sender<Result<(), String>>,
+    pub(super) done: oneshot::Sender<Result<i64, String>>,
 }
 
 /// Starts the writer task over `store`; it ends when every sender is gone.
@@ -63,7 +63,8 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Queued>) {
 async fn commit(store: &Store, batch: Vec<Queued>, rows: usize) {
     let started = std::time::Instant::now();
     let (entries, answers): (Vec<Entry>, Vec<_>) = batch.into_iter().map(|q| (q.entry, q.done)).unzip();
-    let result = store.insert(&entries, now_ms()).await.map_err(|e| e.to_string());
+    let at = now_ms();
+    let result = store.insert(&entries, at).await.map(|()| at).map_err(|e| e.to_string());
     metrics::histogram!("keybroker_ledger_commit_rows").record(rows as f64);
     metrics::histogram!("keybroker_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {

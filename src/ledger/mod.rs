@@ -203,18 +203,24 @@ impl Ledger {
     /// [`LedgerError`] when the rows could not be committed: none of them
     /// is recorded, and the call must release nothing.
     pub async fn record(&self, origin: &Origin, rows: Vec<KeyRow>) -> Result<String, LedgerError> {
+        self.record_at(origin, rows).await.map(|(entry_id, _)| entry_id)
+    }
+
+    /// [`Ledger::record`], answering also the rows' `recorded_at_ms` (the
+    /// time of their commit; now, when nothing was recorded).
+    ///
+    /// # Errors
+    /// As [`Ledger::record`].
+    pub async fn record_at(&self, origin: &Origin, rows: Vec<KeyRow>) -> Result<(String, i64), LedgerError> {
         let entry_id = entry_id();
-        let Some(open) = &self.inner else {
-            return Ok(entry_id);
+        let Some(open) = self.inner.as_ref().filter(|_| !rows.is_empty()) else {
+            return Ok((entry_id, Ledger::now_ms()));
         };
-        if rows.is_empty() {
-            return Ok(entry_id);
-        }
         let (done, answer) = oneshot::channel();
         let entry = Entry { entry_id: entry_id.clone(), origin: origin.clone(), rows };
         open.writer.send(commit::Queued { entry, done }).await.map_err(|_| LedgerError::Stopped)?;
-        answer.await.map_err(|_| LedgerError::Stopped)?.map_err(LedgerError::Commit)?;
-        Ok(entry_id)
+        let at = answer.await.map_err(|_| LedgerError::Stopped)?.map_err(LedgerError::Commit)?;
+        Ok((entry_id, at))
     }
 
     /// Names the Elastic Transcoder job whose keys the entry `entry_id`
