@@ -18,21 +18,43 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 /// Latency buckets, in seconds: 0.5 ms to 10 s.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Starts the exporter on `addr`.
+/// Sets the Prometheus recorder and binds its listener on `addr`. Recording
+/// starts now, so what the broker does while it starts (its key pools'
+/// first fill) is counted; `/metrics` is served once [`Exporter::serve`]
+/// is called.
 ///
 /// # Errors
 /// When the recorder is already installed or the listener cannot bind.
-pub fn install(addr: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
+pub fn install(addr: SocketAddr) -> Result<Exporter, String> {
+    let (recorder, exporter) = PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
         .map_err(|e| e.to_string())?
-        .install()
+        .build()
         .map_err(|e| e.to_string())?;
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
     describe();
     register_counters();
-    tracing::info!(%addr, "Prometheus metrics at /metrics");
-    Ok(())
+    Ok(Exporter { addr, exporter })
+}
+
+/// The `/metrics` listener [`install`] bound, not yet answering.
+pub struct Exporter {
+    addr: SocketAddr,
+    exporter: metrics_exporter_prometheus::ExporterFuture,
+}
+
+impl Exporter {
+    /// Answers `/metrics` from now on, on the current runtime.
+    pub fn serve(self) {
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = self.exporter.await {
+                tracing::error!(%addr, error = ?e, "the Prometheus metrics listener stopped");
+            }
+        });
+        tracing::info!(%addr, "Prometheus metrics at /metrics");
+    }
 }
 
 fn describe() {

@@ -156,11 +156,18 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = serve_config(&args)?;
     crate::app::telemetry::init(config.log.format, &config.log.filter);
     crate::app::hygiene::harden(config.memory.lock_keys);
-    // Checks the configuration (once) before anything listens.
+    // Metrics record from before the broker is built (its key pools start
+    // filling there); their listener answers only once the configuration
+    // has passed its checks.
+    let exporter = config
+        .metrics_listen
+        .map(|addr| crate::app::metrics::install(addr).map_err(|message| CliError::Metrics { addr, message }))
+        .transpose()?;
+    // Checks the configuration (once) before the broker listens.
     let app = crate::app::server::Application::build(config, Default::default()).await?;
     let config = app.config();
-    if let Some(addr) = config.metrics_listen {
-        crate::app::metrics::install(addr).map_err(|message| CliError::Metrics { addr, message })?;
+    if let Some(exporter) = exporter {
+        exporter.serve();
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -453,6 +453,44 @@ fn metrics_are_exposed_and_move() {
     assert!(status.success());
 }
 
+/// Metrics count from before the broker is built: every key the pools hold
+/// after their first fill came from a KMS call the scrape counts, though
+/// no caller has asked for anything yet.
+#[test]
+fn metrics_count_the_key_pools_first_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = free_addr();
+    let server = serve(dir.path(), &["--dev", "--metrics-listen", &metrics_addr], &[]);
+    // `(labels, value)` of each series of `name`.
+    let series = |text: &str, name: &str| -> Vec<(String, f64)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once("} ")?;
+                Some((labels.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = scrape(&metrics_addr);
+        let targets = series(&text, "keybroker_pool_target_keys");
+        let depths = series(&text, "keybroker_pool_keys");
+        let full = !targets.is_empty()
+            && targets.iter().all(|(labels, target)| *target > 0.0 && depths.contains(&(labels.clone(), *target)));
+        if full {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pools did not fill: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pooled: f64 = series(&text, "keybroker_pool_keys").iter().map(|(_, depth)| depth).sum();
+    let encrypts = sample(&text, r#"keybroker_kms_calls_total{operation="Encrypt",outcome="ok"}"#);
+    assert!(encrypts >= pooled, "{pooled} pooled keys but {encrypts} KMS Encrypt calls counted: {text}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
 /// `--dev` keeps key pools: IssueDataKey asks the default key's pool, and
 /// the pools' depth, hits or misses and refills are exposed.
 #[test]
