@@ -115,6 +115,11 @@ impl AwsAdmin {
         aws_sdk_kms::Client::from_conf(config.build())
     }
 
+    /// The region the SDK calls services in, when it has one.
+    pub fn region(&self) -> Option<String> {
+        self.sdk.region().map(ToString::to_string)
+    }
+
     /// The region of `bucket`, `None` when S3 cannot say.
     pub async fn bucket_region(&self, bucket: &str) -> Option<String> {
         facts::bucket_region(self.s3.as_ref()?, bucket).await.ok()
