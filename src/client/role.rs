@@ -21,17 +21,17 @@ pub struct CheckRoleArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// The job role's ARN (default: the server's mediaconvert.role_arn).
-    #[arg(long, value_name = "ARN", default_value = "")]
+    #[arg(long, value_name = "ARN", default_value = "", hide_default_value = true)]
     pub role: String,
     /// The KMS key ARN (default: the server's mediaconvert.output_kms_key_arn,
     /// else kms.default_key_id).
-    #[arg(long, value_name = "ARN", default_value = "")]
+    #[arg(long, value_name = "ARN", default_value = "", hide_default_value = true)]
     pub kms_key: String,
     /// A bucket jobs read from, checked for its region.
-    #[arg(long, value_name = "BUCKET", default_value = "")]
+    #[arg(long, value_name = "BUCKET", default_value = "", hide_default_value = true)]
     pub input_bucket: String,
     /// A bucket jobs write to, checked for its region.
-    #[arg(long, value_name = "BUCKET", default_value = "")]
+    #[arg(long, value_name = "BUCKET", default_value = "", hide_default_value = true)]
     pub output_bucket: String,
     /// Print the answer as JSON.
     #[arg(long)]
@@ -44,10 +44,10 @@ pub struct ConnectRoleArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// The job role's ARN (default: the server's mediaconvert.role_arn).
-    #[arg(long, value_name = "ARN", default_value = "")]
+    #[arg(long, value_name = "ARN", default_value = "", hide_default_value = true)]
     pub role: String,
     /// The KMS key ARN (default: the server's, as for check-role).
-    #[arg(long, value_name = "ARN", default_value = "")]
+    #[arg(long, value_name = "ARN", default_value = "", hide_default_value = true)]
     pub kms_key: String,
     /// Make the grant; without it nothing changes.
     #[arg(long)]

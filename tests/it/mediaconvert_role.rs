@@ -481,6 +481,34 @@ async fn a_configured_role_is_checked_at_start_as_warnings_and_is_the_default() 
     assert_eq!(requirement(&answer, "probe").0, "pass");
 }
 
+/// `kms.default_key_id` is often an alias: the check and the grant are
+/// about the key it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_key_named_by_alias_is_checked_and_connected_as_its_key() {
+    let moto = Moto::shared();
+    let role = iam_role(moto, "mc-alias");
+    let arn = key(moto, "us-east-1", Some(vec![outputs_statement(&role), broker_statement()])).await;
+    let alias = format!("alias/mc-{}", uuid::Uuid::new_v4().simple());
+    moto.create_alias(&alias, &arn).await;
+    let broker = broker_with(moto, |config| {
+        config.kms.default_key_id = Some(alias.clone());
+        config.mediaconvert.role_arn = Some(role.clone());
+    })
+    .await;
+
+    let before = check(&broker, pb::CheckMediaConvertRoleRequest::default()).await;
+    assert_eq!(before.kms_key_arn, arn, "the alias is checked as the key it names");
+    assert_eq!(requirement(&before, "customer-managed-key").0, "pass");
+    assert_eq!(requirement(&before, "role-may-decrypt").0, "fail");
+    let apply = pb::ConnectMediaConvertRoleRequest { apply: true, ..Default::default() };
+    let done = broker.client().await.connect_media_convert_role(apply).await.unwrap().into_inner();
+    assert_eq!(done.changes[0].state, "done");
+    let made = grants(moto, &arn).await;
+    assert_eq!(made.len(), 1, "the grant is on the key the alias names");
+    assert_eq!(made[0].grantee_principal(), Some(role.as_str()));
+    assert!(done.check.unwrap().ready);
+}
+
 /// A configuration naming a malformed role is refused at start, by key.
 #[test]
 fn a_malformed_configured_role_is_refused() {

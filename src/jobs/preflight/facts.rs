@@ -28,6 +28,8 @@ pub struct KeyFacts {
     pub spec: String,
     /// `KeyUsage` (`ENCRYPT_DECRYPT`, …).
     pub usage: String,
+    /// The key's ARN (for a key named by alias, the key it names).
+    pub arn: String,
 }
 
 /// The answer of a DescribeKey.
@@ -55,6 +57,7 @@ pub async fn describe_key(kms: &aws_sdk_kms::Client, arn: &str) -> KeyLookup {
                     state: meta.key_state().map_or("unknown", |s| s.as_str()).to_owned(),
                     spec: meta.key_spec().map_or("unknown", |s| s.as_str()).to_owned(),
                     usage: meta.key_usage().map_or("unknown", |u| u.as_str()).to_owned(),
+                    arn: meta.arn().unwrap_or_default().to_owned(),
                 })
             }
             None => KeyLookup::Unreadable("no KeyMetadata in the answer".to_owned()),

@@ -53,6 +53,8 @@ impl RoleCheck {
         grant: &Grant,
     ) -> Result<RoleConnection, PreflightError> {
         let subject = self.resolve(request)?;
+        grant.check_kms_key(&subject.kms_key_arn)?;
+        let subject = self.named_key(subject).await;
         let key = parse_key_arn(&subject.kms_key_arn)?;
         let role = parse_role_arn(&subject.role_arn)
             .map_err(|e| FieldError::new("role_arn", format!("{} (mediaconvert.role_arn)", e.rule)))?;

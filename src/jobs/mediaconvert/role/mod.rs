@@ -242,7 +242,24 @@ impl RoleCheck {
     pub async fn check(&self, request: &RoleRequest, grant: &Grant) -> Result<RoleReport, PreflightError> {
         let subject = self.resolve(request)?;
         grant.check_kms_key(&subject.kms_key_arn)?;
-        Ok(self.check_subject(subject).await)
+        Ok(self.check_subject(self.named_key(subject).await).await)
+    }
+
+    /// The subject with a configured key named by alias (as
+    /// `kms.default_key_id` may be) replaced by the key ARN DescribeKey
+    /// answers: grants, key policies and MediaConvert deal in the key.
+    pub(crate) async fn named_key(&self, mut subject: Subject) -> Subject {
+        if parse_key_arn(&subject.kms_key_arn).is_ok() {
+            return subject;
+        }
+        if let Some(aws) = &self.aws
+            && let KeyLookup::Found(found) =
+                facts::describe_key(&aws.kms(&subject.kms_key_arn), &subject.kms_key_arn).await
+            && parse_key_arn(&found.arn).is_ok()
+        {
+            subject.kms_key_arn = found.arn;
+        }
+        subject
     }
 
     /// Checks a resolved subject.
