@@ -17,6 +17,9 @@ use crate::jobs::preflight::PreflightError;
 use crate::jobs::preflight::change::{Change, ChangeState, check_key, kind_of, make_grant, parse_key_arn};
 use crate::jobs::preflight::facts;
 
+/// What the key is to serve, as a refusal names it.
+const SUBJECT_WORDS: &str = "MediaConvert's job role";
+
 /// What `connect` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleConnection {
@@ -105,9 +108,6 @@ impl RoleCheck {
         Ok(RoleConnection { changes: vec![create_grant], applied: apply, report })
     }
 }
-
-/// What the key is to serve, as a refusal names it.
-const SUBJECT_WORDS: &str = "MediaConvert's job role";
 
 #[cfg(test)]
 mod tests {

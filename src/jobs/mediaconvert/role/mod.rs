@@ -380,10 +380,6 @@ impl RoleCheck {
 mod tests {
     use super::*;
 
-    fn check(settings: RoleSettings) -> RoleSettings {
-        settings
-    }
-
     #[test]
     fn role_arns_are_checked_by_name_and_rule() {
         let role = parse_role_arn("arn:aws:iam::111122223333:role/MediaConvert_Default_Role").unwrap();
@@ -405,10 +401,13 @@ mod tests {
             output_bucket: Some("out".into()),
             ..RoleSettings::default()
         };
-        let subject = resolve(&check(configured), &RoleRequest::default()).unwrap();
+        let subject = resolve(&configured, &RoleRequest::default()).unwrap();
         assert_eq!(subject.source, "configuration");
         assert_eq!(subject.output_bucket.as_deref(), Some("out"));
-        let bare = check(RoleSettings::default());
+        let given = RoleRequest { role_arn: "arn:aws:iam::111122223333:role/other".into(), ..RoleRequest::default() };
+        let subject = resolve(&configured, &given).unwrap();
+        assert_eq!((subject.role_arn.as_str(), subject.source), ("arn:aws:iam::111122223333:role/other", "request"));
+        let bare = RoleSettings::default();
         let err = resolve(&bare, &RoleRequest::default()).unwrap_err().to_string();
         assert_eq!(err, "role_arn: required: no mediaconvert.role_arn is configured");
         let request = RoleRequest { role_arn: "arn:aws:iam::111122223333:role/mc".into(), ..RoleRequest::default() };
