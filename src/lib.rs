@@ -48,6 +48,11 @@
 //! and STS what they show of its key, buckets and role, probes the key
 //! through the broker, and, to connect, calls ET `UpdatePipeline` and KMS
 //! `CreateGrant`. The server also checks its configured pipelines at start.
+//! `CheckMediaConvertRole` and `ConnectMediaConvertRole`
+//! ([`edge::rpc::check_mediaconvert_role`],
+//! [`edge::rpc::connect_mediaconvert_role`]) do the same for a MediaConvert
+//! job role ([`jobs::mediaconvert::role`]); both build on the parts every
+//! transcoder shares ([`jobs::preflight`]: key, access, probe and grant).
 //!
 //! Every key that leaves (issued, wrapped, in a job or an S3 object) is
 //! first recorded in the key ledger ([`ledger`], SQLite or PostgreSQL); a

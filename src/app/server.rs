@@ -31,6 +31,7 @@ use crate::edge::tls::{ReloadableTls, TlsFiles};
 use crate::jobs::et::pipeline::Pipelines;
 use crate::jobs::et::preflight::{AwsAdmin, Preflight};
 use crate::jobs::et::{Transcoder, TranscoderSettings};
+use crate::jobs::mediaconvert::role::{RoleCheck, RoleSettings};
 use crate::jobs::mediaconvert::{MediaConvert, MediaConvertSettings};
 use crate::ledger::Ledger;
 use crate::objects::{Objects, ObjectsSettings};
@@ -140,7 +141,9 @@ impl Peers {
             .or_else(|| sdk.as_ref().filter(|_| config.mediaconvert.submit).map(aws_sdk_mediaconvert::Client::new));
         let chain_key = chain_key(config, kms.as_ref()).await?;
         let ledger = open_ledger(config).await?;
-        let mut services = Services::new(config, kms, et, s3, chain_key, ledger, admin)?;
+        let role_settings = RoleSettings::from_config(config, mediaconvert.as_ref(), admin.as_ref());
+        let mut services = Services::new(config, kms, et, s3, chain_key, ledger, admin.clone())?;
+        services.role_check = Arc::new(RoleCheck::new(services.broker.clone(), admin, role_settings));
         services.mediaconvert = build_mediaconvert(config, services.broker.clone(), mediaconvert)?;
         Ok(services)
     }
@@ -214,6 +217,7 @@ struct Services {
     mediaconvert: Arc<MediaConvert>,
     objects: Arc<Objects>,
     preflight: Arc<Preflight>,
+    role_check: Arc<RoleCheck>,
     gate: Arc<Gate>,
 }
 
@@ -238,7 +242,8 @@ impl Services {
         let preflight = Arc::new(Preflight::new(broker.clone(), transcoder.clone(), admin));
         let gate = build_gate(config, chain_key)?;
         let mediaconvert = Arc::new(MediaConvert::new(broker.clone(), None, MediaConvertSettings::default()));
-        Ok(Services { broker, transcoder, mediaconvert, objects, preflight, gate })
+        let role_check = Arc::new(RoleCheck::new(broker.clone(), None, RoleSettings::default()));
+        Ok(Services { broker, transcoder, mediaconvert, objects, preflight, role_check, gate })
     }
 }
 
@@ -458,7 +463,7 @@ async fn serve(
     services: Services,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let Services { broker, transcoder, mediaconvert, objects, preflight, gate } = services;
+    let Services { broker, transcoder, mediaconvert, objects, preflight, role_check, gate } = services;
     let tls = tls_files(config).map(ReloadableTls::load).transpose()?;
     spawn_reloaders(gate.clone(), tls.clone(), Duration::from_secs(config.tls.reload_poll_secs));
 
@@ -481,11 +486,13 @@ async fn serve(
     };
     if !config.dev {
         preflight.check_configured_in_background();
+        role_check.check_configured_in_background();
     }
     let api = Api::new(broker, transcoder, gate.clone())
         .with_objects(objects)
         .with_preflight(preflight)
-        .with_mediaconvert(mediaconvert);
+        .with_mediaconvert(mediaconvert)
+        .with_role_check(role_check);
     let key_broker = KeyBrokerServer::new(api).max_decoding_message_size(config.limits.max_message_bytes);
     let limits = &config.limits;
     let admit = AdmitLayer::new(

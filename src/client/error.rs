@@ -78,6 +78,15 @@ pub enum CliError {
         /// How many failed.
         failed: usize,
     },
+    /// `mediaconvert check-role`/`connect-role`: the check found
+    /// requirements not met.
+    #[error("MediaConvert role {role_arn}: {failed} requirement(s) not met")]
+    RoleNotReady {
+        /// The role.
+        role_arn: String,
+        /// How many failed.
+        failed: usize,
+    },
     /// An answer could not be printed as JSON.
     #[error(transparent)]
     Json(serde_json::Error),

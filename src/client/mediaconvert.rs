@@ -28,6 +28,14 @@ pub enum MediaConvertCommand {
     /// Have the broker key, validate and (unless `--validate-only`) submit a
     /// MediaConvert job written as MediaConvert's CreateJob JSON.
     Submit(SubmitArgs),
+    /// Check what MediaConvert needs of a job role and the KMS key the
+    /// broker wraps with; prints pass / fail / unknown per requirement with
+    /// the fix (exit 1 when one fails).
+    CheckRole(crate::client::role::CheckRoleArgs),
+    /// Grant a job role Decrypt with the KMS key under the MediaConvert
+    /// context (KMS CreateGrant): prints the plan, and with --apply makes
+    /// it and checks again.
+    ConnectRole(crate::client::role::ConnectRoleArgs),
 }
 
 /// `keybroker migrate …`.
@@ -98,6 +106,8 @@ pub struct EtInputArgs {
 pub async fn mediaconvert_command(command: MediaConvertCommand) -> Result<(), CliError> {
     match command {
         MediaConvertCommand::Submit(args) => submit(args).await,
+        MediaConvertCommand::CheckRole(args) => crate::client::role::check_role(args).await,
+        MediaConvertCommand::ConnectRole(args) => crate::client::role::connect_role(args).await,
     }
 }
 

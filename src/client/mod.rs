@@ -15,6 +15,7 @@
 //! - [`records`]: `keys lookup`, `keys rewrap` (the key ledger).
 //! - [`pipeline`]: `pipeline check`, `pipeline connect`.
 //! - [`mediaconvert`]: `mediaconvert submit`, `migrate et-input`.
+//! - [`role`]: `mediaconvert check-role`, `mediaconvert connect-role`.
 //! - [`docs`]: `completions`, `man`; [`error`]: how a command fails.
 
 pub mod args;
@@ -31,6 +32,7 @@ pub mod loadgen;
 pub mod mediaconvert;
 pub mod pipeline;
 pub mod records;
+pub mod role;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
@@ -83,7 +85,7 @@ pub enum Command {
     /// key or service context.
     #[command(subcommand)]
     Keys(records::KeysCommand),
-    /// AWS Elemental MediaConvert jobs.
+    /// AWS Elemental MediaConvert jobs, and the job role's KMS set-up.
     #[command(subcommand)]
     Mediaconvert(mediaconvert::MediaConvertCommand),
     /// Move Elastic Transcoder keys to MediaConvert.

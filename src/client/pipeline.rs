@@ -46,7 +46,7 @@ pub async fn pipeline_command(command: PipelineCommand) -> Result<(), CliError> 
     }
 }
 
-fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
+pub(crate) fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
     println!("{}", serde_json::to_string_pretty(value).map_err(CliError::Json)?);
     Ok(())
 }
@@ -61,7 +61,7 @@ fn verdict(check: &pb::CheckPipelineResponse) -> Result<(), CliError> {
     }
 }
 
-fn outcome_word(outcome: i32) -> &'static str {
+pub(crate) fn outcome_word(outcome: i32) -> &'static str {
     match pb::CheckOutcome::try_from(outcome) {
         Ok(pb::CheckOutcome::Pass) => "pass",
         Ok(pb::CheckOutcome::Fail) => "fail",
@@ -137,7 +137,7 @@ fn check_json(check: &pb::CheckPipelineResponse) -> serde_json::Value {
     })
 }
 
-fn change_json(change: &pb::PipelineChange) -> serde_json::Value {
+pub(crate) fn change_json(change: &pb::PipelineChange) -> serde_json::Value {
     let request = serde_json::from_str::<serde_json::Value>(&change.request_json).unwrap_or(serde_json::Value::Null);
     serde_json::json!({ "Action": change.action, "State": change.state, "Detail": change.detail, "Request": request })
 }

@@ -566,11 +566,16 @@ burst = 2
                 assert!(denial.to_string().contains(&format!("name \"{rpc}\"")), "{denial}");
             }
         }
-        assert!(!Rpc::RewrapKeys.granted_by_wildcard() && !Rpc::ConnectPipeline.granted_by_wildcard());
-        let named =
-            Policy::parse("[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"RewrapKeys\", \"ConnectPipeline\"]\n").unwrap();
+        let named_only: Vec<Rpc> = Rpc::ALL.into_iter().filter(|rpc| !rpc.granted_by_wildcard()).collect();
+        assert_eq!(named_only, [Rpc::RewrapKeys, Rpc::ConnectPipeline, Rpc::ConnectMediaConvertRole]);
+        assert!(star.authorize("dns:a", Rpc::CheckMediaConvertRole).is_ok());
+        let named = Policy::parse(
+            "[[rule]]\nidentity = \"dns:a\"\nrpcs = [\"RewrapKeys\", \"ConnectPipeline\", \"ConnectMediaConvertRole\"]\n",
+        )
+        .unwrap();
         assert!(named.authorize("dns:a", Rpc::RewrapKeys).is_ok());
         assert!(named.authorize("dns:a", Rpc::ConnectPipeline).is_ok());
+        assert!(named.authorize("dns:a", Rpc::ConnectMediaConvertRole).is_ok());
     }
 
     #[test]

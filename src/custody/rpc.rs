@@ -32,11 +32,15 @@ pub enum Rpc {
     ConnectPipeline,
     /// A MediaConvert job keyed, validated and submitted.
     SubmitMediaConvertJob,
+    /// A MediaConvert job role's KMS set-up checked; changes nothing.
+    CheckMediaConvertRole,
+    /// A MediaConvert job role let decrypt with a KMS key (or the plan).
+    ConnectMediaConvertRole,
 }
 
 impl Rpc {
     /// Every RPC, in the order the API lists them.
-    pub const ALL: [Rpc; 11] = [
+    pub const ALL: [Rpc; 13] = [
         Rpc::IssueDataKey,
         Rpc::WrapKey,
         Rpc::UnwrapKey,
@@ -48,6 +52,8 @@ impl Rpc {
         Rpc::CheckPipeline,
         Rpc::ConnectPipeline,
         Rpc::SubmitMediaConvertJob,
+        Rpc::CheckMediaConvertRole,
+        Rpc::ConnectMediaConvertRole,
     ];
 
     /// The RPC's name, as the proto, the policy and the audit log write it.
@@ -64,6 +70,8 @@ impl Rpc {
             Rpc::CheckPipeline => "CheckPipeline",
             Rpc::ConnectPipeline => "ConnectPipeline",
             Rpc::SubmitMediaConvertJob => "SubmitMediaConvertJob",
+            Rpc::CheckMediaConvertRole => "CheckMediaConvertRole",
+            Rpc::ConnectMediaConvertRole => "ConnectMediaConvertRole",
         }
     }
 
@@ -80,10 +88,10 @@ impl Rpc {
 
     /// Whether a policy rule's `rpcs = ["*"]` grants it. `RewrapKeys` puts
     /// a key within another service's (or KMS key's) reach, and
-    /// `ConnectPipeline` changes a pipeline and a key's grants, so a rule
-    /// must name them.
+    /// `ConnectPipeline` and `ConnectMediaConvertRole` change a key's
+    /// grants (and a pipeline), so a rule must name them.
     pub const fn granted_by_wildcard(self) -> bool {
-        !matches!(self, Rpc::RewrapKeys | Rpc::ConnectPipeline)
+        !matches!(self, Rpc::RewrapKeys | Rpc::ConnectPipeline | Rpc::ConnectMediaConvertRole)
     }
 
     /// Whether every successful call hands plaintext key material out, so

@@ -30,6 +30,7 @@ use crate::custody::broker::Broker;
 use crate::jobs::et::Transcoder;
 use crate::jobs::et::preflight::Preflight;
 use crate::jobs::mediaconvert::MediaConvert;
+use crate::jobs::mediaconvert::role::{RoleCheck, RoleSettings};
 use crate::objects::Objects;
 use gate::{Gate, ResponseStream};
 use pb::key_broker_server::KeyBroker;
@@ -43,17 +44,28 @@ pub struct Api {
     objects: Arc<Objects>,
     preflight: Arc<Preflight>,
     mediaconvert: Arc<MediaConvert>,
+    role_check: Arc<RoleCheck>,
 }
 
 impl Api {
     /// Serves `broker` and `transcoder` behind `gate`; object encryption
     /// without S3 mode until [`Api::with_objects`], the pipeline preflight
-    /// without AWS until [`Api::with_preflight`].
+    /// without AWS until [`Api::with_preflight`], the MediaConvert role
+    /// check without AWS or settings until [`Api::with_role_check`].
     pub fn new(broker: Arc<Broker>, transcoder: Arc<Transcoder>, gate: Arc<Gate>) -> Self {
         let objects = Arc::new(Objects::new(broker.clone(), None, Default::default()));
         let preflight = Arc::new(Preflight::new(broker.clone(), transcoder.clone(), None));
         let mediaconvert = Arc::new(MediaConvert::new(broker.clone(), None, Default::default()));
-        Api { broker, transcoder, gate, objects, preflight, mediaconvert }
+        let role_check = Arc::new(RoleCheck::new(broker.clone(), None, RoleSettings::default()));
+        Api { broker, transcoder, gate, objects, preflight, mediaconvert, role_check }
+    }
+
+    /// Serves `CheckMediaConvertRole`/`ConnectMediaConvertRole` through
+    /// `role_check` (its AWS clients and the configured role and key).
+    #[must_use]
+    pub fn with_role_check(mut self, role_check: Arc<RoleCheck>) -> Self {
+        self.role_check = role_check;
+        self
     }
 
     /// Serves `CheckPipeline`/`ConnectPipeline` through `preflight` (its
@@ -159,5 +171,19 @@ impl KeyBroker for Api {
         request: Request<pb::ConnectPipelineRequest>,
     ) -> Result<Response<pb::ConnectPipelineResponse>, Status> {
         rpc::connect_pipeline::handle(&self.gate, &self.preflight, request).await
+    }
+
+    async fn check_media_convert_role(
+        &self,
+        request: Request<pb::CheckMediaConvertRoleRequest>,
+    ) -> Result<Response<pb::CheckMediaConvertRoleResponse>, Status> {
+        rpc::check_mediaconvert_role::handle(&self.gate, &self.role_check, request).await
+    }
+
+    async fn connect_media_convert_role(
+        &self,
+        request: Request<pb::ConnectMediaConvertRoleRequest>,
+    ) -> Result<Response<pb::ConnectMediaConvertRoleResponse>, Status> {
+        rpc::connect_mediaconvert_role::handle(&self.gate, &self.role_check, request).await
     }
 }

@@ -130,6 +130,7 @@ fn completions_and_man_pages_cover_the_commands() {
     assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
     let text = String::from_utf8(bash.stdout).unwrap();
     assert!(text.contains("unwrap-key") && text.contains("--plaintext-out") && text.contains("--force-terminal"));
+    assert!(text.contains("check-role") && text.contains("connect-role") && text.contains("--output-bucket"));
     for (shell, marker) in [("zsh", "#compdef keybroker"), ("fish", "complete -c keybroker")] {
         let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(marker), "{shell}");
@@ -148,4 +149,6 @@ fn completions_and_man_pages_cover_the_commands() {
     std::fs::File::open(pages.join("keybroker-serve.1")).unwrap().read_to_string(&mut serve_page).unwrap();
     assert!(serve_page.contains("KEYBROKER_LISTEN"), "{serve_page}");
     assert!(pages.join("keybroker-unwrap-key.1").exists() && pages.join("keybroker-completions.1").exists());
+    assert!(pages.join("keybroker-mediaconvert-check-role.1").exists(), "no check-role page");
+    assert!(pages.join("keybroker-mediaconvert-connect-role.1").exists(), "no connect-role page");
 }

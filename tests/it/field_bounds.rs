@@ -241,6 +241,26 @@ async fn every_request_field_over_its_limit_is_refused_by_name_audited_and_never
     refuses_every_oversize_field(
         &bench,
         &schema,
+        "CheckMediaConvertRoleRequest",
+        "",
+        "CheckMediaConvertRole",
+        async |req: pb::CheckMediaConvertRoleRequest| c.clone().check_media_convert_role(req).await.unwrap_err(),
+    )
+    .await;
+    let c = client.clone();
+    refuses_every_oversize_field(
+        &bench,
+        &schema,
+        "ConnectMediaConvertRoleRequest",
+        "",
+        "ConnectMediaConvertRole",
+        async |req: pb::ConnectMediaConvertRoleRequest| c.clone().connect_media_convert_role(req).await.unwrap_err(),
+    )
+    .await;
+    let c = client.clone();
+    refuses_every_oversize_field(
+        &bench,
+        &schema,
         "EncryptObjectStart",
         "start",
         "EncryptObject",

@@ -33,6 +33,7 @@ mod ledger_tokens;
 mod mediaconvert_endpoint;
 mod mediaconvert_inputs;
 mod mediaconvert_jobs;
+mod mediaconvert_role;
 mod object_cli;
 mod object_rpcs;
 mod object_s3;

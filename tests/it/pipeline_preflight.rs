@@ -682,10 +682,10 @@ async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
 }
 
 /// A KMS over moto's that remembers every plaintext it was asked to wrap,
-/// so the test can look for the probe key where it must never be.
-struct Recording {
-    inner: std::sync::Arc<dyn keybroker::custody::kms::Kms>,
-    wrapped: std::sync::Mutex<Vec<Vec<u8>>>,
+/// so a test can look for a probe key where it must never be.
+pub(crate) struct Recording {
+    pub(crate) inner: std::sync::Arc<dyn keybroker::custody::kms::Kms>,
+    pub(crate) wrapped: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 #[async_trait::async_trait]

@@ -328,6 +328,14 @@ impl Config {
                 rule: "must be a KMS key ARN (MediaConvert takes no alias here)".to_owned(),
             });
         }
+        if let Some(role) = &self.mediaconvert.role_arn
+            && !crate::jobs::mediaconvert::validate::is_role_arn(role)
+        {
+            return Err(ConfigError::Invalid {
+                key: "mediaconvert.role_arn",
+                rule: "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)".to_owned(),
+            });
+        }
         for pipeline in &self.transcoder.pipelines {
             if !crate::jobs::et::validate::is_pipeline_id(&pipeline.id) {
                 return Err(ConfigError::Invalid {

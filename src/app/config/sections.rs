@@ -407,6 +407,13 @@ pub struct MediaConvertConfig {
     /// Bind every SSE-KMS encryption context to the job (request token,
     /// caller), whatever the request asks.
     pub bind_job_context: bool,
+    /// The IAM role MediaConvert jobs run as: `mediaconvert check-role`'s
+    /// default, and checked at start (findings are warnings).
+    pub role_arn: Option<String>,
+    /// A bucket jobs read inputs from, for the role check's region test.
+    pub input_bucket: Option<String>,
+    /// A bucket jobs write outputs to, for the role check's region test.
+    pub output_bucket: Option<String>,
 }
 
 /// Elastic Transcoder settings.

@@ -49,11 +49,13 @@ pub enum Limit {
     Url,
     /// A whole MediaConvert CreateJob document, JSON.
     JobDocument,
+    /// An IAM role ARN: IAM's limit.
+    RoleArn,
 }
 
 impl Limit {
     /// Every limit, for documentation and tests.
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 12] = [
         Limit::KmsKeyId,
         Limit::Word,
         Limit::WrappedKey,
@@ -65,6 +67,7 @@ impl Limit {
         Limit::Text,
         Limit::Url,
         Limit::JobDocument,
+        Limit::RoleArn,
     ];
 
     /// The most bytes a field of this kind may hold.
@@ -81,6 +84,7 @@ impl Limit {
             Limit::Text => 1024,
             Limit::Url => 2048,
             Limit::JobDocument => 256 * 1024,
+            Limit::RoleArn => 2048,
         }
     }
 
@@ -98,6 +102,7 @@ impl Limit {
             Limit::Text => "255 characters of UTF-8",
             Limit::Url => "512 characters of UTF-8",
             Limit::JobDocument => "a MediaConvert job document",
+            Limit::RoleArn => "an IAM role ARN",
         }
     }
 }
@@ -468,6 +473,22 @@ impl Fields for pb::CheckPipelineRequest {
 impl Fields for pb::ConnectPipelineRequest {
     fn walk(&mut self, walk: &mut Walk<'_, '_>) {
         walk.text("pipeline_id", Limit::Word, &mut self.pipeline_id);
+        walk.text("kms_key_arn", Limit::KmsKeyId, &mut self.kms_key_arn);
+    }
+}
+
+impl Fields for pb::CheckMediaConvertRoleRequest {
+    fn walk(&mut self, walk: &mut Walk<'_, '_>) {
+        walk.text("role_arn", Limit::RoleArn, &mut self.role_arn);
+        walk.text("kms_key_arn", Limit::KmsKeyId, &mut self.kms_key_arn);
+        walk.text("input_bucket", Limit::Bucket, &mut self.input_bucket);
+        walk.text("output_bucket", Limit::Bucket, &mut self.output_bucket);
+    }
+}
+
+impl Fields for pb::ConnectMediaConvertRoleRequest {
+    fn walk(&mut self, walk: &mut Walk<'_, '_>) {
+        walk.text("role_arn", Limit::RoleArn, &mut self.role_arn);
         walk.text("kms_key_arn", Limit::KmsKeyId, &mut self.kms_key_arn);
     }
 }

@@ -5,7 +5,9 @@
 //! ([`bounds`]). This file holds the parsing the RPCs share.
 
 pub mod bounds;
+pub mod check_mediaconvert_role;
 pub mod check_pipeline;
+pub mod connect_mediaconvert_role;
 pub mod connect_pipeline;
 pub mod decrypt_object;
 pub mod encrypt_object;

@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod names;
 pub mod outputs;
 pub mod request;
+pub mod role;
 mod submit;
 pub mod validate;
 

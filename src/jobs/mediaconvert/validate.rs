@@ -255,6 +255,21 @@ fn is_region(text: &str) -> bool {
         && number.bytes().all(|b| (b'1'..=b'9').contains(&b))
 }
 
+/// An IAM role ARN (`arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`), as a
+/// job's `Role` names it.
+pub fn is_role_arn(text: &str) -> bool {
+    let parts: Vec<&str> = text.splitn(6, ':').collect();
+    let [arn, partition, iam, region, account, resource] = parts.as_slice() else { return false };
+    *arn == "arn"
+        && partition.starts_with("aws")
+        && *iam == "iam"
+        && region.is_empty()
+        && !account.is_empty()
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty() && !name.ends_with('/'))
+        && !text.contains(char::is_whitespace)
+}
+
 /// The model's `KmsKeyArn` pattern.
 pub fn is_kms_key_arn(text: &str) -> bool {
     let parts: Vec<&str> = text.splitn(6, ':').collect();

@@ -9,54 +9,17 @@
 //! when a check that can be made first fails: every refusal comes before
 //! the first call that changes something.
 
-use std::collections::BTreeMap;
-
-use aws_sdk_kms::types::{GrantConstraints, GrantOperation};
+use aws_sdk_kms::types::GrantOperation;
 use serde_json::json;
 
-use super::access::Principal;
-use super::facts::{self, KeyLookup};
-use super::{AwsAdmin, Preflight, PreflightError, Report, et_context, parse_pipeline_id};
-use crate::app::aws::{SdkFailure, sdk_failure};
-use crate::custody::field::{FieldError, echo};
-use crate::custody::kms::{KeyArn, KmsErrorKind};
+use super::{Preflight, PreflightError, Report, et_context, parse_pipeline_id};
+use crate::custody::field::echo;
 use crate::custody::policy::Grant;
 use crate::jobs::et::error::map_et_error;
-
-/// What happened, or would happen, to one change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeState {
-    /// Would be made with `apply`.
-    Planned,
-    /// Made by this call.
-    Done,
-    /// Nothing to change: it is already so.
-    AlreadyDone,
-}
-
-impl ChangeState {
-    /// `planned`, `done` or `already done`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ChangeState::Planned => "planned",
-            ChangeState::Done => "done",
-            ChangeState::AlreadyDone => "already done",
-        }
-    }
-}
-
-/// One change of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// `UpdatePipeline` or `CreateGrant`.
-    pub action: &'static str,
-    /// What it does, in words.
-    pub detail: String,
-    /// The API request, as JSON.
-    pub request_json: String,
-    /// Planned, done or already done.
-    pub state: ChangeState,
-}
+use crate::jobs::preflight::access::Principal;
+pub use crate::jobs::preflight::change::{Change, ChangeState, parse_key_arn};
+use crate::jobs::preflight::change::{check_key, kind_of, make_grant};
+use crate::jobs::preflight::facts;
 
 /// What `connect` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,28 +35,6 @@ pub struct Connection {
 /// The name of the grant connect makes, one per pipeline.
 pub fn grant_name(pipeline_id: &str) -> String {
     format!("keybroker-elastictranscoder-{pipeline_id}")
-}
-
-/// Parses the key to connect: a KMS key ARN, not an alias, not `aws/s3`.
-///
-/// # Errors
-/// [`FieldError`] naming `kms_key_arn`.
-pub fn parse_key_arn(text: &str) -> Result<KeyArn<'_>, FieldError> {
-    const FIELD: &str = "kms_key_arn";
-    if text.is_empty() {
-        return Err(FieldError::new(FIELD, "required"));
-    }
-    match KeyArn::parse(text) {
-        Some(arn)
-            if arn.resource.starts_with("key/") && arn.resource.len() > 4 && !text.contains(char::is_whitespace) =>
-        {
-            Ok(arn)
-        }
-        _ => Err(FieldError::new(
-            FIELD,
-            format!("must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY_ID), got {}", echo(text)),
-        )),
-    }
 }
 
 impl Preflight {
@@ -138,7 +79,7 @@ impl Preflight {
                 "the broker has no AWS KMS (kms.backend = \"local\"): connect needs kms.backend = \"aws\"".to_owned(),
             )
         })?;
-        check_key(aws, kms_key_arn).await?;
+        check_key(aws, kms_key_arn, "the pipeline").await?;
 
         let same_key = pipeline.kms_key_arn.as_deref() == Some(kms_key_arn);
         let update_json = json!({ "Id": id, "AwsKmsKeyArn": kms_key_arn }).to_string();
@@ -189,7 +130,7 @@ impl Preflight {
             _ => None,
         };
         if create_grant.state == ChangeState::Planned {
-            make_grant(aws, kms_key_arn, &pipeline.role, &name, context).await?;
+            make_grant(aws, kms_key_arn, &pipeline.role, &[GrantOperation::Decrypt], &name, context).await?;
             create_grant.state = ChangeState::Done;
             tracing::info!(pipeline_id = %id, kms_key_arn, role = %pipeline.role, "granted the pipeline's role Decrypt");
         }
@@ -207,76 +148,5 @@ impl Preflight {
         let fresh = pipelines.resolve_fresh(id).await?;
         let report = self.check_pipeline(fresh).await;
         Ok(Connection { changes: vec![update, create_grant], applied: true, report })
-    }
-}
-
-/// The key must exist, be customer-managed, enabled, symmetric and for
-/// encryption before anything is changed.
-async fn check_key(aws: &AwsAdmin, arn: &str) -> Result<(), PreflightError> {
-    match facts::describe_key(&aws.kms(arn), arn).await {
-        KeyLookup::Found(facts) => {
-            let mut wrong = Vec::new();
-            if !facts.customer_managed {
-                wrong.push(format!("it is managed by {}, not by the customer", facts.manager));
-            }
-            if facts.state != "Enabled" {
-                wrong.push(format!("its state is {}", facts.state));
-            }
-            if facts.spec != "SYMMETRIC_DEFAULT" || facts.usage != "ENCRYPT_DECRYPT" {
-                wrong.push(format!("it is {} {}, not SYMMETRIC_DEFAULT ENCRYPT_DECRYPT", facts.spec, facts.usage));
-            }
-            if wrong.is_empty() {
-                Ok(())
-            } else {
-                Err(PreflightError::Precondition(format!("{arn} cannot serve the pipeline: {}", wrong.join("; "))))
-            }
-        }
-        KeyLookup::Missing(message) => Err(PreflightError::Precondition(format!("KMS has no key {arn}: {message}"))),
-        KeyLookup::Unreadable(message) => {
-            Err(PreflightError::Kms { operation: "DescribeKey", kind: KmsErrorKind::Unavailable, message })
-        }
-        KeyLookup::NotAsked => Err(PreflightError::Kms {
-            operation: "DescribeKey",
-            kind: KmsErrorKind::Internal,
-            message: "the key was not described".to_owned(),
-        }),
-    }
-}
-
-async fn make_grant(
-    aws: &AwsAdmin,
-    arn: &str,
-    role: &str,
-    name: &str,
-    context: BTreeMap<String, String>,
-) -> Result<(), PreflightError> {
-    let constraints =
-        GrantConstraints::builder().set_encryption_context_subset(Some(context.into_iter().collect())).build();
-    aws.kms(arn)
-        .create_grant()
-        .key_id(arn)
-        .grantee_principal(role)
-        .operations(GrantOperation::Decrypt)
-        .constraints(constraints)
-        .name(name)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| {
-            let failure = sdk_failure(&e);
-            PreflightError::Kms { operation: "CreateGrant", kind: kind_of(&failure), message: failure.message }
-        })
-}
-
-/// What a caller can do about a failed KMS call of a change.
-fn kind_of(failure: &SdkFailure) -> KmsErrorKind {
-    match failure.code.as_deref() {
-        _ if failure.transport => KmsErrorKind::Unavailable,
-        Some(
-            "ThrottlingException" | "LimitExceededException" | "KMSInternalException" | "DependencyTimeoutException",
-        ) => KmsErrorKind::Unavailable,
-        Some("AccessDeniedException") => KmsErrorKind::AccessDenied,
-        Some("NotFoundException" | "DisabledException" | "KMSInvalidStateException") => KmsErrorKind::KeyUnusable,
-        _ => KmsErrorKind::Internal,
     }
 }

@@ -3,52 +3,29 @@
 //! ([`Preflight::check`]), and the two set-up steps of the ET guide done as
 //! API calls ([`Preflight::connect`], in [`connect`]).
 //!
-//! Owns the requirements, their order and their fix texts. The AWS look-ups
-//! live in [`facts`], the reading of key policies and grants in [`access`].
+//! Owns the requirements, their order and their fix texts. The parts every
+//! transcoder shares (the AWS look-ups, the reading of key policies and
+//! grants, the KMS grant of a connection) live in [`crate::jobs::preflight`].
 //! Must never fail for what it cannot see (that is "unknown"), never call
 //! an `Allow` to the account root a pass, and never let the probe key's
 //! bytes leave memory that is zeroized on drop: no log, no message.
 
-pub mod access;
 pub mod connect;
-pub mod facts;
-pub mod outcome;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use self::access::Principal;
-use self::facts::{KeyFacts, KeyLookup};
-pub use self::outcome::Outcome;
-use self::outcome::worst;
 use super::Transcoder;
-use super::error::{EtError, EtErrorKind};
 use super::pipeline::Pipeline;
 use crate::custody::broker::Broker;
 use crate::custody::field::{FieldError, echo};
 use crate::custody::keys::ServiceContext;
-use crate::custody::kms::{KeyArn, KmsErrorKind};
-use crate::custody::policy::{Denial, Grant};
-
-/// One requirement's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirement {
-    /// The requirement's stable name (`customer-managed-key`, …).
-    pub name: &'static str,
-    /// How it stands.
-    pub outcome: Outcome,
-    /// What was found.
-    pub detail: String,
-    /// What to do about it; empty for a pass.
-    pub fix: String,
-}
-
-impl Requirement {
-    fn new(name: &'static str, (outcome, detail): (Outcome, String), fix: impl Into<String>) -> Self {
-        let fix = if outcome == Outcome::Pass { String::new() } else { fix.into() };
-        Requirement { name, outcome, detail, fix }
-    }
-}
+use crate::custody::kms::KeyArn;
+use crate::custody::policy::Grant;
+use crate::jobs::preflight::access::Principal;
+use crate::jobs::preflight::facts::{self, KeyLookup};
+pub use crate::jobs::preflight::{AwsAdmin, Outcome, PreflightError, Requirement};
+use crate::jobs::preflight::{KeyAccess, context_map, key_usable, one_region_outcome};
 
 /// A pipeline's preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,74 +45,6 @@ impl Report {
     }
 }
 
-/// Why a check or a connection could not be made at all.
-#[derive(Debug, thiserror::Error)]
-pub enum PreflightError {
-    /// A request field is malformed.
-    #[error(transparent)]
-    Invalid(#[from] FieldError),
-    /// The caller's grant does not cover the pipeline or key.
-    #[error(transparent)]
-    Denied(#[from] Denial),
-    /// No such pipeline.
-    #[error("{0}")]
-    NotFound(String),
-    /// The change cannot be made as asked; the message says why.
-    #[error("{0}")]
-    Precondition(String),
-    /// Elastic Transcoder failed.
-    #[error(transparent)]
-    Et(EtError),
-    /// A KMS call of a change failed.
-    #[error("KMS {operation} failed: {message}")]
-    Kms {
-        /// `CreateGrant`, `DescribeKey`, …
-        operation: &'static str,
-        /// What kind of failure.
-        kind: KmsErrorKind,
-        /// KMS's words.
-        message: String,
-    },
-}
-
-impl From<EtError> for PreflightError {
-    fn from(err: EtError) -> Self {
-        match err.kind {
-            EtErrorKind::NotFound => PreflightError::NotFound(err.to_string()),
-            _ => PreflightError::Et(err),
-        }
-    }
-}
-
-/// The AWS clients the preflight reads and changes KMS and S3 with.
-#[derive(Clone)]
-pub struct AwsAdmin {
-    sdk: aws_config::SdkConfig,
-    /// S3: GetBucketLocation; `None` leaves bucket regions unknown.
-    pub s3: Option<aws_sdk_s3::Client>,
-    /// STS: GetCallerIdentity, the broker's own principal.
-    pub sts: Option<aws_sdk_sts::Client>,
-}
-
-impl AwsAdmin {
-    /// The clients of one SDK configuration; S3 from `s3` (its path style
-    /// and timeouts are the object RPCs').
-    pub fn new(sdk: &aws_config::SdkConfig, s3: Option<aws_sdk_s3::Client>) -> Self {
-        AwsAdmin { sdk: sdk.clone(), s3, sts: Some(aws_sdk_sts::Client::new(sdk)) }
-    }
-
-    /// A KMS client for DescribeKey, GetKeyPolicy, ListGrants and
-    /// CreateGrant on the key `arn`, in the key's own region (KMS answers
-    /// for its region's keys only).
-    pub fn kms(&self, arn: &str) -> aws_sdk_kms::Client {
-        let mut config = aws_sdk_kms::config::Builder::from(&self.sdk);
-        if let Some(key) = KeyArn::parse(arn) {
-            config = config.region(aws_config::Region::new(key.region.to_owned()));
-        }
-        aws_sdk_kms::Client::from_conf(config.build())
-    }
-}
-
 /// The preflight over the broker's pipelines, KMS and S3.
 pub struct Preflight {
     broker: Arc<Broker>,
@@ -145,7 +54,7 @@ pub struct Preflight {
 
 /// The encryption context ET decrypts under, as a map.
 fn et_context() -> BTreeMap<String, String> {
-    ServiceContext::ElasticTranscoder.encryption_context().into_iter().collect()
+    context_map(ServiceContext::ElasticTranscoder)
 }
 
 /// Parses a pipeline id.
@@ -247,7 +156,7 @@ impl Preflight {
             ),
             Requirement::new(
                 "key-usable",
-                key_usable(arn.as_deref(), &key, self.aws.is_some()),
+                key_usable(arn.as_deref(), &key, self.aws.is_some(), "the pipeline"),
                 "enable the key (kms enable-key), or connect the pipeline to an enabled symmetric ENCRYPT_DECRYPT \
                  key (keybroker pipeline connect)",
             ),
@@ -326,60 +235,23 @@ impl Preflight {
             let why = "the KMS key does not exist".to_owned();
             return ((Outcome::Fail, why.clone()), (Outcome::Fail, why));
         }
-        let kms = aws.kms(arn);
-        let policy = facts::key_policy(&kms, arn).await;
-        let grants = facts::grants(&kms, arn).await;
-        let (policy_text, grants_slice) = match (&policy, &grants) {
-            (Ok(p), Ok(g)) => (Some(p.as_str()), g.as_slice()),
-            (Ok(p), Err(_)) => (Some(p.as_str()), &[][..]),
-            (Err(_), Ok(g)) => (None, g.as_slice()),
-            (Err(e), Err(_)) => {
-                let why = format!("neither the key policy nor the grants are readable: {e}");
-                return ((Outcome::Unknown, why.clone()), (Outcome::Unknown, why));
-            }
+        let access = match KeyAccess::read(aws, arn).await {
+            Ok(access) => access,
+            Err(why) => return ((Outcome::Unknown, why.clone()), (Outcome::Unknown, why)),
         };
         let context = et_context();
-        // Without the grants, "nothing allows it" is only "nothing in the
-        // key policy allows it".
-        let grants_unread = grants.as_ref().err().map(|e| format!("the grants could not be read ({})", e.message));
-        let access = |principal: &Principal, action: &str| {
-            let (outcome, detail) = access::access(policy_text, grants_slice, principal, action, &context);
-            match (&grants_unread, outcome) {
-                (Some(note), Outcome::Fail) if !detail.contains(" denies ") => {
-                    (Outcome::Unknown, format!("{detail}; {note}"))
-                }
-                _ => (outcome, detail),
-            }
-        };
         let role = match Principal::parse(&pipeline.role) {
-            Some(role) => access(&role, "kms:Decrypt"),
+            Some(role) => access.judge(&role, "kms:Decrypt", &context),
             None => (Outcome::Fail, format!("the pipeline's role {} is not an IAM role ARN", echo(&pipeline.role))),
         };
-        let broker = match facts::caller(aws.sts.as_ref()).await {
-            Ok(me) => match Principal::parse(&me) {
-                Some(me) => both(access(&me, "kms:Encrypt"), access(&me, "kms:Decrypt")),
-                None => (Outcome::Unknown, format!("the broker's identity {me} is not an IAM ARN")),
-            },
-            Err(e) => (Outcome::Unknown, format!("the broker's identity is unknown: {e}")),
-        };
+        let broker = access.broker(aws, &context).await;
         (role, broker)
     }
 
     /// Wraps a fresh probe key with the pipeline's key under the ET context
     /// and unwraps it again. The key is dropped (zeroized) here.
     async fn probe(&self, arn: Option<&str>) -> (Outcome, String) {
-        facts::probe(&self.broker, arn).await
-    }
-}
-
-/// Two findings as one: the worse outcome with its detail; both details
-/// when both pass.
-fn both(a: (Outcome, String), b: (Outcome, String)) -> (Outcome, String) {
-    let outcome = worst(a.0, b.0);
-    match (a.0 == outcome, outcome) {
-        (true, Outcome::Pass) => (outcome, format!("{}; {}", a.1, b.1)),
-        (true, _) => (outcome, a.1),
-        (false, _) => (outcome, b.1),
+        facts::probe(&self.broker, arn, ServiceContext::ElasticTranscoder, "the pipeline").await
     }
 }
 
@@ -397,100 +269,12 @@ fn customer_managed(pipeline: &Pipeline, key: &KeyLookup, aws: bool) -> (Outcome
                 .to_owned(),
         );
     };
-    if arn.contains(":alias/aws/") {
-        return (Outcome::Fail, format!("the pipeline names {arn}, an AWS-managed key"));
-    }
-    if KeyArn::parse(arn).is_none_or(|a| !a.resource.starts_with("key/") && !a.resource.starts_with("alias/")) {
-        return (Outcome::Fail, format!("AwsKmsKeyArn {} is not a KMS key ARN", echo(arn)));
-    }
-    match key {
-        KeyLookup::Found(KeyFacts { customer_managed: true, .. }) => {
-            (Outcome::Pass, format!("the pipeline names the customer-managed key {arn}"))
-        }
-        KeyLookup::Found(KeyFacts { manager, .. }) => {
-            (Outcome::Fail, format!("the pipeline's key {arn} is managed by {manager}, not by the customer"))
-        }
-        KeyLookup::Missing(e) => (Outcome::Fail, format!("the pipeline's key {arn} does not exist: {e}")),
-        KeyLookup::Unreadable(e) => (Outcome::Unknown, format!("DescribeKey of {arn} failed: {e}")),
-        KeyLookup::NotAsked if aws => (Outcome::Unknown, "the key was not described".to_owned()),
-        KeyLookup::NotAsked => (Outcome::Unknown, format!("the broker has no AWS KMS to describe {arn} with")),
-    }
-}
-
-/// The key exists, is enabled, and is a symmetric encrypt/decrypt key.
-fn key_usable(arn: Option<&str>, key: &KeyLookup, aws: bool) -> (Outcome, String) {
-    let Some(arn) = arn else {
-        return (Outcome::Fail, "the pipeline names no KMS key".to_owned());
-    };
-    match key {
-        KeyLookup::Found(facts) => {
-            let mut wrong = Vec::new();
-            if facts.state != "Enabled" {
-                wrong.push(format!("its state is {}", facts.state));
-            }
-            if facts.spec != "SYMMETRIC_DEFAULT" {
-                wrong.push(format!("its spec is {}, not SYMMETRIC_DEFAULT", facts.spec));
-            }
-            if facts.usage != "ENCRYPT_DECRYPT" {
-                wrong.push(format!("its usage is {}, not ENCRYPT_DECRYPT", facts.usage));
-            }
-            if wrong.is_empty() {
-                (Outcome::Pass, format!("{arn} is enabled, SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT"))
-            } else {
-                (Outcome::Fail, format!("{arn}: {}", wrong.join("; ")))
-            }
-        }
-        KeyLookup::Missing(e) => (Outcome::Fail, format!("{arn} does not exist: {e}")),
-        KeyLookup::Unreadable(e) => (Outcome::Unknown, format!("DescribeKey of {arn} failed: {e}")),
-        KeyLookup::NotAsked if aws => (Outcome::Unknown, "the key was not described".to_owned()),
-        KeyLookup::NotAsked => (Outcome::Unknown, format!("the broker has no AWS KMS to describe {arn} with")),
-    }
-}
-
-/// One region for every place whose region is known; unknown when a place's
-/// region is not.
-fn one_region_outcome(places: &[(String, Option<String>)]) -> (Outcome, String) {
-    let known: Vec<(&String, &String)> = places.iter().filter_map(|(w, r)| r.as_ref().map(|r| (w, r))).collect();
-    let unknown: Vec<&String> = places.iter().filter(|(_, r)| r.is_none()).map(|(w, _)| w).collect();
-    let listed = known.iter().map(|(w, r)| format!("{w}: {r}")).collect::<Vec<_>>().join(", ");
-    if let Some((_, first)) = known.first()
-        && known.iter().any(|(_, r)| r != first)
-    {
-        return (Outcome::Fail, format!("not in one region: {listed}"));
-    }
-    if !unknown.is_empty() {
-        let names = unknown.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(", ");
-        let listed = if listed.is_empty() { String::new() } else { format!("{listed}; ") };
-        return (Outcome::Unknown, format!("{listed}region unknown for {names}"));
-    }
-    (Outcome::Pass, format!("one region: {listed}"))
+    crate::jobs::preflight::customer_managed(arn, key, aws, "the pipeline", "AwsKmsKeyArn")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn regions_fail_on_a_mismatch_and_are_unknown_with_a_gap() {
-        let place = |w: &str, r: Option<&str>| (w.to_owned(), r.map(str::to_owned));
-        let same = [place("the pipeline", Some("us-east-1")), place("the KMS key", Some("us-east-1"))];
-        assert_eq!(one_region_outcome(&same).0, Outcome::Pass);
-        let mixed = [place("the pipeline", Some("us-east-1")), place("the input bucket b", Some("eu-west-1"))];
-        let (outcome, detail) = one_region_outcome(&mixed);
-        assert_eq!(outcome, Outcome::Fail);
-        assert!(detail.contains("the input bucket b: eu-west-1"), "{detail}");
-        let gap = [place("the pipeline", Some("us-east-1")), place("the output bucket", None)];
-        assert_eq!(one_region_outcome(&gap).0, Outcome::Unknown);
-    }
-
-    #[test]
-    fn two_findings_keep_the_worse_ones_detail() {
-        let pass = (Outcome::Pass, "allows Encrypt".to_owned());
-        let fail = (Outcome::Fail, "nothing allows Decrypt".to_owned());
-        assert_eq!(both(pass.clone(), fail.clone()), fail);
-        assert_eq!(both(fail.clone(), pass.clone()), fail);
-        assert_eq!(both(pass.clone(), pass).1, "allows Encrypt; allows Encrypt");
-    }
 
     #[test]
     fn pipeline_ids_are_checked_by_name_and_rule() {

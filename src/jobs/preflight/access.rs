@@ -158,7 +158,7 @@ pub fn access(
         return (Outcome::Pass, format!("key policy statement {sid:?} allows {who} {action}"));
     }
     if let Some(grant) = grants.iter().find(|g| g.allows(principal, action, context)) {
-        return (Outcome::Pass, format!("grant {} lets {who} {action} under the Elastic Transcoder context", grant.id));
+        return (Outcome::Pass, format!("grant {} lets {who} {action} under {}", grant.id, context_name(context)));
     }
     if let Some(sid) = conditional {
         return (
@@ -184,6 +184,17 @@ pub fn access(
     (Outcome::Fail, format!("neither the key policy nor a grant lets {who} {action}"))
 }
 
+/// How a detail names an encryption context: a transcoder's by the
+/// service's name, any other by its pairs.
+pub fn context_name(context: &BTreeMap<String, String>) -> String {
+    match (context.len(), context.get("service").map(String::as_str)) {
+        (1, Some("elastictranscoder.amazonaws.com")) => "the Elastic Transcoder context".to_owned(),
+        (1, Some("mediaconvert.amazonaws.com")) => "the MediaConvert context".to_owned(),
+        (0, _) => "no encryption context".to_owned(),
+        _ => format!("the encryption context {context:?}"),
+    }
+}
+
 fn rank(cover: Cover) -> u8 {
     match cover {
         Cover::No => 0,
@@ -203,6 +214,10 @@ struct Statement {
     not_actions: bool,
     /// Has a `Condition` (or a `NotPrincipal`, which is not evaluated).
     conditional: bool,
+    /// Has a `Condition` at all.
+    has_condition: bool,
+    /// Its condition is false under the context: it does not apply.
+    fails_under_context: bool,
 }
 
 impl Statement {
@@ -243,7 +258,61 @@ fn condition_holds(condition: &Value, context: &BTreeMap<String, String>) -> Opt
     Some(holds)
 }
 
+/// [`access`] for calls whose encryption context the broker cannot know in
+/// advance (S3's SSE-KMS calls for MediaConvert's outputs carry S3's or the
+/// job's context): judged as a call without one, except that a statement
+/// or grant that allows it under some encryption context turns a fail into
+/// unknown.
+pub fn access_under_any_context(
+    policy: Option<&str>,
+    grants: &[GrantFacts],
+    principal: &Principal,
+    action: &str,
+) -> (Outcome, String) {
+    let none = BTreeMap::new();
+    let (outcome, detail) = access(policy, grants, principal, action, &none);
+    if outcome != Outcome::Fail || detail.contains(" denies ") {
+        return (outcome, detail);
+    }
+    let who = &principal.arn;
+    let unbound = |g: &GrantFacts| GrantFacts { context_subset: None, context_equals: None, ..g.clone() };
+    if let Some(grant) = grants.iter().find(|g| unbound(g).allows(principal, action, &none)) {
+        return (
+            Outcome::Unknown,
+            format!(
+                "grant {} lets {who} {action} only under its encryption context constraint, which the broker cannot \
+                 match to the calls S3 makes",
+                grant.id
+            ),
+        );
+    }
+    let bound = policy.and_then(|p| every_statement(p, &none).ok()).and_then(|all| {
+        all.into_iter().find(|s| {
+            s.allow
+                && s.has_condition
+                && s.matches_action(action)
+                && s.principals.iter().any(|p| principal.covered_by(p) != Cover::No)
+        })
+    });
+    if let Some(statement) = bound {
+        return (
+            Outcome::Unknown,
+            format!(
+                "key policy statement {:?} allows {who} {action} only under a condition the broker cannot match to \
+                 the calls S3 makes",
+                statement.sid
+            ),
+        );
+    }
+    (outcome, detail)
+}
+
 fn statements(policy: &str, context: &BTreeMap<String, String>) -> Result<Vec<Statement>, serde_json::Error> {
+    // A statement whose condition fails under the context does not apply.
+    Ok(every_statement(policy, context)?.into_iter().filter(|s| !s.fails_under_context).collect())
+}
+
+fn every_statement(policy: &str, context: &BTreeMap<String, String>) -> Result<Vec<Statement>, serde_json::Error> {
     let document: Value = serde_json::from_str(policy)?;
     let list = match document.get("Statement") {
         Some(Value::Array(items)) => items.clone(),
@@ -253,8 +322,6 @@ fn statements(policy: &str, context: &BTreeMap<String, String>) -> Result<Vec<St
     Ok(list
         .iter()
         .enumerate()
-        // A statement whose condition fails under the context does not apply.
-        .filter(|(_, s)| s.get("Condition").is_none_or(|c| condition_holds(c, context) != Some(false)))
         .map(|(index, s)| {
             let principals = match s.get("Principal") {
                 Some(Value::String(star)) => vec![star.clone()],
@@ -270,6 +337,8 @@ fn statements(policy: &str, context: &BTreeMap<String, String>) -> Result<Vec<St
                 not_actions,
                 conditional: s.get("Condition").is_some_and(|c| condition_holds(c, context).is_none())
                     || s.get("NotPrincipal").is_some(),
+                has_condition: s.get("Condition").is_some(),
+                fails_under_context: s.get("Condition").is_some_and(|c| condition_holds(c, context) == Some(false)),
             }
         })
         .collect())
@@ -392,6 +461,45 @@ mod tests {
         let other_role = GrantFacts { grantee: "arn:aws:iam::111122223333:role/Other".into(), ..grant };
         assert_eq!(access(Some(&empty), &[other_role], &role(), "kms:Decrypt", &et()).0, Outcome::Fail);
         assert_eq!(access(None, &[], &role(), "kms:Decrypt", &et()).0, Outcome::Unknown);
+    }
+
+    #[test]
+    fn a_grant_or_statement_bound_to_a_context_is_unknown_for_calls_of_any_context() {
+        let encrypt = |context_subset| GrantFacts {
+            id: "g".into(),
+            grantee: ROLE.into(),
+            operations: vec!["GenerateDataKey".into()],
+            context_subset,
+            context_equals: None,
+        };
+        let empty = policy(serde_json::json!({ "Effect": "Allow", "Principal": { "AWS": "x" }, "Action": "kms:*" }));
+        let open = [encrypt(None)];
+        let (outcome, detail) = access_under_any_context(Some(&empty), &open, &role(), "kms:GenerateDataKey");
+        assert_eq!(
+            (outcome, detail.as_str()),
+            (Outcome::Pass, &*format!("grant g lets {ROLE} kms:GenerateDataKey under no encryption context"))
+        );
+        let bound = [encrypt(Some(et()))];
+        let (outcome, detail) = access_under_any_context(Some(&empty), &bound, &role(), "kms:GenerateDataKey");
+        assert_eq!(outcome, Outcome::Unknown, "{detail}");
+        assert!(detail.contains("only under its encryption context constraint"), "{detail}");
+        assert_eq!(access_under_any_context(Some(&empty), &bound, &role(), "kms:Encrypt").0, Outcome::Fail);
+        let conditioned = policy(serde_json::json!({
+            "Sid": "s3", "Effect": "Allow", "Principal": { "AWS": ROLE }, "Action": "kms:GenerateDataKey",
+            "Condition": { "StringEquals": { "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::out" } }
+        }));
+        let (outcome, detail) = access_under_any_context(Some(&conditioned), &[], &role(), "kms:GenerateDataKey");
+        assert_eq!(outcome, Outcome::Unknown, "{detail}");
+        assert!(detail.starts_with("key policy statement \"s3\" allows"), "{detail}");
+        assert_eq!(access_under_any_context(Some(&empty), &[], &role(), "kms:GenerateDataKey").0, Outcome::Fail);
+    }
+
+    #[test]
+    fn contexts_are_named_by_their_service() {
+        assert_eq!(context_name(&et()), "the Elastic Transcoder context");
+        let mc = [("service".to_owned(), "mediaconvert.amazonaws.com".to_owned())].into();
+        assert_eq!(context_name(&mc), "the MediaConvert context");
+        assert_eq!(context_name(&BTreeMap::new()), "no encryption context");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! What AWS answers about a pipeline's key and buckets, for the preflight:
+//! What AWS answers about a transcoder's key and buckets, for the preflight:
 //! DescribeKey, GetKeyPolicy, ListGrants, GetBucketLocation,
 //! GetCallerIdentity, and the probe key's round trip through the broker.
 //!
@@ -28,6 +28,8 @@ pub struct KeyFacts {
     pub spec: String,
     /// `KeyUsage` (`ENCRYPT_DECRYPT`, …).
     pub usage: String,
+    /// The key's ARN (for a key named by alias, the key it names).
+    pub arn: String,
 }
 
 /// The answer of a DescribeKey.
@@ -55,6 +57,7 @@ pub async fn describe_key(kms: &aws_sdk_kms::Client, arn: &str) -> KeyLookup {
                     state: meta.key_state().map_or("unknown", |s| s.as_str()).to_owned(),
                     spec: meta.key_spec().map_or("unknown", |s| s.as_str()).to_owned(),
                     usage: meta.key_usage().map_or("unknown", |u| u.as_str()).to_owned(),
+                    arn: meta.arn().unwrap_or_default().to_owned(),
                 })
             }
             None => KeyLookup::Unreadable("no KeyMetadata in the answer".to_owned()),
@@ -142,19 +145,20 @@ pub async fn caller(sts: Option<&aws_sdk_sts::Client>) -> Result<String, String>
     out.arn().map(str::to_owned).ok_or_else(|| "no Arn in the answer".to_owned())
 }
 
-/// Wraps a fresh 256-bit probe key with `arn` under the ET context through
-/// the broker's KMS, unwraps it, and compares. Nothing is recorded: the
-/// probe key never leaves.
-pub async fn probe(broker: &Broker, arn: Option<&str>) -> (Outcome, String) {
+/// Wraps a fresh 256-bit probe key with `arn` under `context` through the
+/// broker's KMS, unwraps it, and compares; `subject` names who lacks a key
+/// (`the pipeline`). Nothing is recorded: the probe key never leaves.
+pub async fn probe(broker: &Broker, arn: Option<&str>, context: ServiceContext, subject: &str) -> (Outcome, String) {
     let Some(arn) = arn else {
-        return (Outcome::Fail, "the pipeline names no KMS key to probe".to_owned());
+        return (Outcome::Fail, format!("{subject} names no KMS key to probe"));
     };
     if broker.kms_backend() != "aws" {
         return (
             Outcome::Fail,
             format!(
-                "the broker wraps with its {} keyring, whose keys Elastic Transcoder cannot decrypt",
-                broker.kms_backend()
+                "the broker wraps with its {} keyring, whose keys {} cannot decrypt",
+                broker.kms_backend(),
+                service_name(context)
             ),
         );
     }
@@ -162,7 +166,6 @@ pub async fn probe(broker: &Broker, arn: Option<&str>) -> (Outcome, String) {
         Ok(id) => id,
         Err(e) => return (Outcome::Fail, e.to_string()),
     };
-    let context = ServiceContext::ElasticTranscoder;
     let key = match DataKey::generate(KeyBits::Aes256) {
         Ok(key) => key,
         Err(e) => return (Outcome::Unknown, format!("no probe key: {e}")),
@@ -176,10 +179,23 @@ pub async fn probe(broker: &Broker, arn: Option<&str>) -> (Outcome, String) {
     match broker.open(request, "probe").await {
         Ok(opened) if opened.key.expose_secret() == key.expose_secret() => (
             Outcome::Pass,
-            format!("a probe key wrapped and unwrapped under the Elastic Transcoder context with {}", sealed.key_arn),
+            format!(
+                "a probe key wrapped and unwrapped under the {} context with {}",
+                service_name(context),
+                sealed.key_arn
+            ),
         ),
         Ok(_) => (Outcome::Fail, "the probe key came back different".to_owned()),
         Err(e) => kms_outcome("unwrap", &e),
+    }
+}
+
+/// The service a context is for, as details name it.
+pub const fn service_name(context: ServiceContext) -> &'static str {
+    match context {
+        ServiceContext::ElasticTranscoder => "Elastic Transcoder",
+        ServiceContext::MediaConvert => "MediaConvert",
+        ServiceContext::AuditChain => "the audit log",
     }
 }
 
