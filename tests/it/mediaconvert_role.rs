@@ -603,7 +603,6 @@ fn the_cli_checks_and_connects_a_mediaconvert_role() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
-    use crate::pipeline_preflight::Recording;
     let moto = Moto::shared();
     let role = iam_role(moto, "mc-probe");
     let arn = good_key(moto, &role).await;
@@ -612,18 +611,17 @@ async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
     let default_key = moto.create_key().await;
     let mut config = aws_config(&default_key);
     config.audit.file = Some(audit.clone());
-    let recording = std::sync::Arc::new(Recording { inner: aws_kms(moto, &config).await, wrapped: Default::default() });
+    let (kms, wrapped) = crate::support::kms::recording(aws_kms(moto, &config).await);
     let sdk = moto.sdk_config();
-    let peers =
-        Peers { kms: Some(recording.clone()), et: None, s3: Some(s3(moto)), aws: Some(sdk), mediaconvert: None };
+    let peers = Peers { kms: Some(kms), et: None, s3: Some(s3(moto)), aws: Some(sdk), mediaconvert: None };
     let broker = TestBroker::start_with(config, peers).await;
 
-    let before = recording.wrapped.lock().unwrap().len();
+    let before = wrapped.lock().unwrap().len();
     let answer = check(&broker, request(&role, &arn)).await;
     assert_eq!(requirement(&answer, "probe").0, "pass");
     let connect = pb::ConnectMediaConvertRoleRequest { role_arn: role.clone(), kms_key_arn: arn.clone(), apply: false };
     let plan = broker.client().await.connect_media_convert_role(connect).await.unwrap().into_inner();
-    let probes: Vec<Vec<u8>> = recording.wrapped.lock().unwrap()[before..].to_vec();
+    let probes: Vec<Vec<u8>> = wrapped.lock().unwrap()[before..].to_vec();
     assert_eq!(probes.len(), 2, "one probe key per check");
     assert!(probes.iter().all(|k| k.len() == 32) && probes[0] != probes[1], "fresh 256-bit probe keys");
 

@@ -681,39 +681,6 @@ async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
     assert_eq!(read.pipeline().unwrap().aws_kms_key_arn(), Some(arn));
 }
 
-/// A KMS over moto's that remembers every plaintext it was asked to wrap,
-/// so a test can look for a probe key where it must never be.
-pub(crate) struct Recording {
-    pub(crate) inner: std::sync::Arc<dyn keybroker::custody::kms::Kms>,
-    pub(crate) wrapped: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-#[async_trait::async_trait]
-impl keybroker::custody::kms::Kms for Recording {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    async fn wrap(
-        &self,
-        key_id: &keybroker::custody::kms::KmsKeyId,
-        plaintext: &keybroker::custody::keys::DataKey,
-        context: keybroker::custody::keys::ServiceContext,
-    ) -> Result<keybroker::custody::kms::Wrapped, keybroker::custody::kms::KmsError> {
-        self.wrapped.lock().unwrap().push(plaintext.expose_secret().to_vec());
-        self.inner.wrap(key_id, plaintext, context).await
-    }
-
-    async fn unwrap(
-        &self,
-        key_id: Option<&keybroker::custody::kms::KmsKeyId>,
-        wrapped: &keybroker::custody::keys::WrappedKey,
-        context: keybroker::custody::keys::ServiceContext,
-    ) -> Result<keybroker::custody::kms::Unwrapped, keybroker::custody::kms::KmsError> {
-        self.inner.unwrap(key_id, wrapped, context).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
     let moto = Moto::shared();
@@ -725,24 +692,19 @@ async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
     let default_key = moto.create_key().await;
     let mut config = aws_config(&default_key);
     config.audit.file = Some(audit.clone());
-    let recording = std::sync::Arc::new(Recording { inner: aws_kms(moto, &config).await, wrapped: Default::default() });
+    let (kms, wrapped) = crate::support::kms::recording(aws_kms(moto, &config).await);
     let sdk = moto.sdk_config();
-    let peers = Peers {
-        kms: Some(recording.clone()),
-        et: Some(et.sdk_client(&sdk)),
-        s3: Some(s3(moto)),
-        aws: Some(sdk),
-        mediaconvert: None,
-    };
+    let peers =
+        Peers { kms: Some(kms), et: Some(et.sdk_client(&sdk)), s3: Some(s3(moto)), aws: Some(sdk), mediaconvert: None };
     let broker = TestBroker::start_with(config, peers).await;
 
-    let before = recording.wrapped.lock().unwrap().len();
+    let before = wrapped.lock().unwrap().len();
     let answer = check(&broker, id).await;
     assert_eq!(requirement(&answer, "probe").0, "pass");
     let mut client = broker.client().await;
     let request = pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.clone(), apply: false };
     let plan = client.connect_pipeline(request).await.unwrap().into_inner();
-    let probes: Vec<Vec<u8>> = recording.wrapped.lock().unwrap()[before..].to_vec();
+    let probes: Vec<Vec<u8>> = wrapped.lock().unwrap()[before..].to_vec();
     assert_eq!(probes.len(), 2, "one probe key per check");
     assert!(probes.iter().all(|k| k.len() == 32) && probes[0] != probes[1], "fresh 256-bit probe keys");
 

@@ -126,3 +126,18 @@ where
         self.inner.rewrap(source_key_id, wrapped, source, destination_key_id, destination).await
     }
 }
+
+/// The plaintext of every key a [`recording`] KMS was asked to wrap.
+pub type Seen = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A KMS over `inner` that remembers every plaintext it is asked to wrap,
+/// so a test can look for those bytes where they must never be.
+pub fn recording(inner: Arc<dyn Kms>) -> (Arc<dyn Kms>, Seen) {
+    let seen = Seen::default();
+    let log = seen.clone();
+    let kms = OnWrap::around(inner, move |key| {
+        log.lock().unwrap().push(key.expose_secret().to_vec());
+        Ok(())
+    });
+    (kms, seen)
+}
