@@ -37,6 +37,7 @@ mod mediaconvert_role;
 mod object_cli;
 mod object_rpcs;
 mod object_s3;
+mod pipeline_connect;
 mod pipeline_preflight;
 mod pool;
 mod readme;

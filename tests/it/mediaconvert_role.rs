@@ -4,19 +4,17 @@
 //! STS; `ConnectMediaConvertRole` plans, and with `apply` makes, the KMS
 //! grant, checked by reading KMS back directly.
 
-use aws_sdk_kms::types::{GrantConstraints, GrantOperation, KeySpec, KeyUsageType};
+use aws_sdk_kms::types::{GrantConstraints, GrantOperation};
 use keybroker::app::config::Config;
 use keybroker::app::server::Peers;
-use keybroker::objects::ObjectsSettings;
 use keybroker::pb;
 use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::support::broker::{TestBroker, aws_config, aws_kms};
 use crate::support::moto::Moto;
+use crate::support::preflight::{BROKER_USER, allow, bucket, key, kms_in, s3};
 
-/// The identity moto's STS reports for the suite's credentials: the broker.
-const BROKER_USER: &str = "arn:aws:iam::123456789012:user/moto";
 const MEDIACONVERT: &str = "mediaconvert.amazonaws.com";
 const ELASTIC_TRANSCODER: &str = "elastictranscoder.amazonaws.com";
 
@@ -42,21 +40,6 @@ print(role["Role"]["Arn"])
     arn
 }
 
-fn kms_in(moto: &Moto, region: &str) -> aws_sdk_kms::Client {
-    let config =
-        aws_sdk_kms::config::Builder::from(&moto.sdk_config()).region(aws_config::Region::new(region.to_owned()));
-    aws_sdk_kms::Client::from_conf(config.build())
-}
-
-fn s3(moto: &Moto) -> aws_sdk_s3::Client {
-    let settings = ObjectsSettings { force_path_style: true, ..ObjectsSettings::default() };
-    keybroker::objects::s3_client(&moto.sdk_config(), &settings)
-}
-
-fn allow(principal: &str, actions: &[&str]) -> Value {
-    json!({ "Sid": format!("allow-{}", actions.join("-")), "Effect": "Allow", "Principal": { "AWS": principal }, "Action": actions, "Resource": "*" })
-}
-
 /// The broker may wrap and unwrap with the key.
 fn broker_statement() -> Value {
     allow(BROKER_USER, &["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"])
@@ -65,25 +48,6 @@ fn broker_statement() -> Value {
 /// What the MediaConvert guide asks of the role for SSE-KMS outputs.
 fn outputs_statement(role: &str) -> Value {
     allow(role, &["kms:GenerateDataKey", "kms:Encrypt"])
-}
-
-/// A symmetric key in `region` whose key policy is `statements` (moto's
-/// default policy, an Allow to its account root, when `None`).
-async fn key(moto: &Moto, region: &str, statements: Option<Vec<Value>>) -> String {
-    let kms = kms_in(moto, region);
-    let out = kms
-        .create_key()
-        .key_spec(KeySpec::SymmetricDefault)
-        .key_usage(KeyUsageType::EncryptDecrypt)
-        .send()
-        .await
-        .unwrap();
-    let arn = out.key_metadata().unwrap().arn().unwrap().to_owned();
-    if let Some(statements) = statements {
-        let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
-        kms.put_key_policy().key_id(&arn).policy_name("default").policy(policy).send().await.unwrap();
-    }
-    arn
 }
 
 /// A key whose policy lets `role` decrypt and encrypt outputs, and the
@@ -109,21 +73,6 @@ async fn grant(moto: &Moto, arn: &str, role: &str, service: &str) {
 
 async fn grants(moto: &Moto, arn: &str) -> Vec<aws_sdk_kms::types::GrantListEntry> {
     kms_in(moto, "us-east-1").list_grants().key_id(arn).send().await.unwrap().grants().to_vec()
-}
-
-/// A fresh bucket in `region`.
-async fn bucket(moto: &Moto, region: &str) -> String {
-    let name = format!("kb-mcrole-{}", uuid::Uuid::new_v4().simple());
-    let mut create = s3(moto).create_bucket().bucket(&name);
-    if region != "us-east-1" {
-        create = create.create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
-                .build(),
-        );
-    }
-    create.send().await.unwrap();
-    name
 }
 
 /// A broker on moto's KMS with the check's KMS, S3 and STS clients (its

@@ -1,14 +1,12 @@
 //! The pipeline preflight through real gRPC calls: `CheckPipeline` reads
 //! pipelines from the suite's Elastic Transcoder endpoint (or the
 //! configuration's table) and judges each requirement against moto's KMS,
-//! S3 and STS; `ConnectPipeline` plans, and with `apply` makes, the ET
-//! `UpdatePipeline` and the KMS grant, checked by reading both services
-//! back directly.
+//! S3 and STS. `ConnectPipeline` is in `pipeline_connect`, which shares
+//! this module's set-up.
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use keybroker::app::config::Config;
 use keybroker::app::server::Peers;
-use keybroker::objects::ObjectsSettings;
 use keybroker::pb;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -16,52 +14,16 @@ use tonic::Code;
 use crate::support::broker::{TestBroker, aws_config, aws_kms};
 use crate::support::et::{DEFAULT_ROLE, EtEndpoint, KeyMd5Reading, PipelineFixture};
 use crate::support::moto::Moto;
-
-/// The identity moto's STS reports for the suite's credentials: the broker.
-const BROKER_USER: &str = "arn:aws:iam::123456789012:user/moto";
-
-fn kms_in(moto: &Moto, region: &str) -> aws_sdk_kms::Client {
-    let config =
-        aws_sdk_kms::config::Builder::from(&moto.sdk_config()).region(aws_config::Region::new(region.to_owned()));
-    aws_sdk_kms::Client::from_conf(config.build())
-}
-
-fn s3(moto: &Moto) -> aws_sdk_s3::Client {
-    let settings = ObjectsSettings { force_path_style: true, ..ObjectsSettings::default() };
-    keybroker::objects::s3_client(&moto.sdk_config(), &settings)
-}
-
-fn allow(principal: &str, actions: &[&str]) -> Value {
-    json!({ "Sid": format!("allow-{}", actions.join("-")), "Effect": "Allow", "Principal": { "AWS": principal }, "Action": actions, "Resource": "*" })
-}
-
-/// A symmetric key in `region` whose key policy is `statements` (moto's
-/// default policy, an Allow to its account root, when `None`).
-async fn key(moto: &Moto, region: &str, statements: Option<Vec<Value>>) -> String {
-    let kms = kms_in(moto, region);
-    let out = kms
-        .create_key()
-        .key_spec(KeySpec::SymmetricDefault)
-        .key_usage(KeyUsageType::EncryptDecrypt)
-        .send()
-        .await
-        .unwrap();
-    let arn = out.key_metadata().unwrap().arn().unwrap().to_owned();
-    if let Some(statements) = statements {
-        let policy = json!({ "Version": "2012-10-17", "Statement": statements }).to_string();
-        kms.put_key_policy().key_id(&arn).policy_name("default").policy(policy).send().await.unwrap();
-    }
-    arn
-}
+use crate::support::preflight::{BROKER_USER, allow, bucket, key, kms_in, s3};
 
 /// Disables a key (moto's DisableKey takes the key id, not the ARN).
-async fn disable(moto: &Moto, arn: &str) {
+pub(crate) async fn disable(moto: &Moto, arn: &str) {
     let id = arn.rsplit('/').next().unwrap();
     kms_in(moto, "us-east-1").disable_key().key_id(id).send().await.unwrap();
 }
 
 /// A key the pipeline's role may decrypt with and the broker encrypt with.
-async fn good_key(moto: &Moto) -> String {
+pub(crate) async fn good_key(moto: &Moto) -> String {
     let statements = vec![
         allow(DEFAULT_ROLE, &["kms:Decrypt"]),
         allow(BROKER_USER, &["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"]),
@@ -69,22 +31,7 @@ async fn good_key(moto: &Moto) -> String {
     key(moto, "us-east-1", Some(statements)).await
 }
 
-/// A fresh bucket in `region`.
-async fn bucket(moto: &Moto, region: &str) -> String {
-    let name = format!("kb-preflight-{}", uuid::Uuid::new_v4().simple());
-    let mut create = s3(moto).create_bucket().bucket(&name);
-    if region != "us-east-1" {
-        create = create.create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
-                .build(),
-        );
-    }
-    create.send().await.unwrap();
-    name
-}
-
-async fn fixture(moto: &Moto, id: &str, key: Option<&str>) -> PipelineFixture {
+pub(crate) async fn fixture(moto: &Moto, id: &str, key: Option<&str>) -> PipelineFixture {
     let mut pipeline = PipelineFixture::new(id, key);
     pipeline.input_bucket = bucket(moto, "us-east-1").await;
     pipeline.output_bucket = bucket(moto, "us-east-1").await;
@@ -93,12 +40,12 @@ async fn fixture(moto: &Moto, id: &str, key: Option<&str>) -> PipelineFixture {
 
 /// A broker on moto's KMS (with the preflight's KMS, S3 and STS clients)
 /// that reads pipelines from `et`.
-async fn broker(moto: &Moto, et: &EtEndpoint) -> TestBroker {
+pub(crate) async fn broker(moto: &Moto, et: &EtEndpoint) -> TestBroker {
     broker_with(moto, et, |_| {}).await
 }
 
 /// [`broker`], its configuration changed by `adjust` first.
-async fn broker_with(moto: &Moto, et: &EtEndpoint, adjust: impl FnOnce(&mut Config)) -> TestBroker {
+pub(crate) async fn broker_with(moto: &Moto, et: &EtEndpoint, adjust: impl FnOnce(&mut Config)) -> TestBroker {
     let default_key = moto.create_key().await;
     let mut config = aws_config(&default_key);
     adjust(&mut config);
@@ -110,7 +57,7 @@ async fn broker_with(moto: &Moto, et: &EtEndpoint, adjust: impl FnOnce(&mut Conf
 }
 
 /// The outcome, detail and fix of requirement `name`.
-fn requirement<'a>(check: &'a pb::CheckPipelineResponse, name: &str) -> (&'static str, &'a str, &'a str) {
+pub(crate) fn requirement<'a>(check: &'a pb::CheckPipelineResponse, name: &str) -> (&'static str, &'a str, &'a str) {
     let r = check.requirements.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no requirement {name}"));
     let outcome = match pb::CheckOutcome::try_from(r.outcome).unwrap() {
         pb::CheckOutcome::Pass => "pass",
@@ -121,13 +68,13 @@ fn requirement<'a>(check: &'a pb::CheckPipelineResponse, name: &str) -> (&'stati
     (outcome, &r.detail, &r.fix)
 }
 
-async fn check(broker: &TestBroker, id: &str) -> pb::CheckPipelineResponse {
+pub(crate) async fn check(broker: &TestBroker, id: &str) -> pb::CheckPipelineResponse {
     let mut client = broker.client().await;
     client.check_pipeline(pb::CheckPipelineRequest { pipeline_id: id.into() }).await.unwrap().into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_well_connected_pipeline_passes_every_requirement() {
+pub(crate) async fn a_well_connected_pipeline_passes_every_requirement() {
     let moto = Moto::shared();
     let arn = good_key(moto).await;
     let id = "2000000000001-prefok";
@@ -160,7 +107,7 @@ async fn a_well_connected_pipeline_passes_every_requirement() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_misconfiguration_is_found_by_its_requirement() {
+pub(crate) async fn each_misconfiguration_is_found_by_its_requirement() {
     let moto = Moto::shared();
     let good = good_key(moto).await;
 
@@ -301,7 +248,7 @@ async fn each_misconfiguration_is_found_by_its_requirement() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_ids_and_unknown_pipelines_are_refused_by_name() {
+pub(crate) async fn bad_ids_and_unknown_pipelines_are_refused_by_name() {
     let moto = Moto::shared();
     let et = EtEndpoint::spawn(moto.kms(), vec![], KeyMd5Reading::Plaintext).await;
     let broker = broker(moto, &et).await;
@@ -336,177 +283,7 @@ async fn bad_ids_and_unknown_pipelines_are_refused_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_plans_without_apply_and_with_it_updates_the_pipeline_and_grants_the_role() {
-    let moto = Moto::shared();
-    // The broker may use the key; the pipeline's role is not yet a user.
-    let arn = key(moto, "us-east-1", Some(vec![allow(BROKER_USER, &["kms:Encrypt", "kms:Decrypt"])])).await;
-    let id = "2000000000020-connct";
-    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, None).await], KeyMd5Reading::Plaintext).await;
-    let broker = broker(moto, &et).await;
-    let mut client = broker.client().await;
-    let kms = kms_in(moto, "us-east-1");
-    let grants = async || kms.list_grants().key_id(&arn).send().await.unwrap().grants().to_vec();
-
-    let request = |apply| pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.clone(), apply };
-    let plan = client.connect_pipeline(request(false)).await.unwrap().into_inner();
-    assert!(!plan.applied);
-    let states: Vec<(&str, &str)> = plan.changes.iter().map(|c| (c.action.as_str(), c.state.as_str())).collect();
-    assert_eq!(states, [("UpdatePipeline", "planned"), ("CreateGrant", "planned")]);
-    let grant_request: Value = serde_json::from_str(&plan.changes[1].request_json).unwrap();
-    assert_eq!(
-        grant_request["Constraints"],
-        json!({ "EncryptionContextSubset": { "service": "elastictranscoder.amazonaws.com" } })
-    );
-    assert_eq!(grant_request["GranteePrincipal"], DEFAULT_ROLE);
-    assert!(!plan.check.as_ref().unwrap().ready);
-    // Without apply, nothing changed anywhere.
-    assert!(et.pipeline_updates().is_empty());
-    assert_eq!(et.pipeline(id).unwrap().kms_key_arn, None);
-    assert!(grants().await.is_empty());
-
-    let done = client.connect_pipeline(request(true)).await.unwrap().into_inner();
-    assert!(done.applied);
-    let states: Vec<(&str, &str)> = done.changes.iter().map(|c| (c.action.as_str(), c.state.as_str())).collect();
-    assert_eq!(states, [("UpdatePipeline", "done"), ("CreateGrant", "done")]);
-    // ET received exactly the model's UpdatePipeline body, and holds the key.
-    let updates = et.pipeline_updates();
-    assert_eq!(updates, [(id.to_owned(), json!({ "AwsKmsKeyArn": arn }))]);
-    assert_eq!(et.pipeline(id).unwrap().kms_key_arn.as_deref(), Some(arn.as_str()));
-    // KMS holds the grant: the role, Decrypt, under ET's context only.
-    let made = grants().await;
-    assert_eq!(made.len(), 1);
-    assert_eq!(made[0].grantee_principal(), Some(DEFAULT_ROLE));
-    assert_eq!(made[0].operations(), [aws_sdk_kms::types::GrantOperation::Decrypt]);
-    let subset = made[0].constraints().unwrap().encryption_context_subset().unwrap();
-    assert_eq!(subset.get("service").map(String::as_str), Some("elastictranscoder.amazonaws.com"));
-    // And the check that followed passes.
-    let after = done.check.unwrap();
-    for r in &after.requirements {
-        assert_eq!(requirement(&after, &r.name).0, "pass", "{}: {}", r.name, r.detail);
-    }
-    assert!(after.ready && after.kms_key_arn == arn);
-    assert!(
-        requirement(&after, "role-may-decrypt").1.starts_with("grant "),
-        "{:?}",
-        requirement(&after, "role-may-decrypt")
-    );
-    assert!(check(&broker, id).await.ready);
-
-    // Again: nothing left to do, nothing done twice.
-    let again = client.connect_pipeline(request(true)).await.unwrap().into_inner();
-    let states: Vec<&str> = again.changes.iter().map(|c| c.state.as_str()).collect();
-    assert_eq!(states, ["already done", "already done"]);
-    assert_eq!(et.pipeline_updates().len(), 1);
-    assert_eq!(grants().await.len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_refuses_a_key_it_cannot_use_before_changing_anything() {
-    let moto = Moto::shared();
-    let id = "2000000000021-refuse";
-    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, None).await], KeyMd5Reading::Plaintext).await;
-    let broker = broker(moto, &et).await;
-    let mut client = broker.client().await;
-
-    let disabled = key(moto, "us-east-1", None).await;
-    disable(moto, &disabled).await;
-    let far = key(moto, "eu-west-1", None).await;
-    for (arn, words) in [(disabled.as_str(), "its state is Disabled"), (far.as_str(), "is in eu-west-1")] {
-        let request = pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.into(), apply: true };
-        let err = client.connect_pipeline(request).await.unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
-        assert!(err.message().contains(words), "{}", err.message());
-        let region = arn.split(':').nth(3).unwrap();
-        let grants = kms_in(moto, region).list_grants().key_id(arn).send().await.unwrap();
-        assert!(grants.grants().is_empty(), "a refused connect made a grant");
-    }
-    assert!(et.pipeline_updates().is_empty());
-    assert_eq!(et.pipeline(id).unwrap().kms_key_arn, None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_policy_governs_both_rpcs_and_every_call_is_audited() {
-    let moto = Moto::shared();
-    let arn = good_key(moto).await;
-    let id = "2000000000022-policy";
-    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, Some(&arn)).await], KeyMd5Reading::Plaintext).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"CheckPipeline\"]\npipelines = [\"2000000000022-*\"]\n",
-    )
-    .unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let broker = broker_with(moto, &et, |config| {
-        config.policy.allow_all = false;
-        config.policy.file = Some(policy.clone());
-        config.audit.file = Some(audit.clone());
-    })
-    .await;
-    let mut client = broker.client().await;
-
-    assert!(check(&broker, id).await.ready);
-    let err = client
-        .check_pipeline(pb::CheckPipelineRequest { pipeline_id: "2000000000023-policy".into() })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
-    let request = pb::ConnectPipelineRequest { pipeline_id: id.into(), kms_key_arn: arn.clone(), apply: false };
-    let err = client.connect_pipeline(request).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
-    assert!(err.message().contains("ConnectPipeline"), "{}", err.message());
-
-    let records: Vec<Value> =
-        std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let calls: Vec<(&str, &str)> =
-        records.iter().filter_map(|r| Some((r["rpc"].as_str()?, r["code"].as_str()?))).collect();
-    assert_eq!(
-        calls,
-        [("CheckPipeline", "Ok"), ("CheckPipeline", "PermissionDenied"), ("ConnectPipeline", "PermissionDenied")]
-    );
-    assert_eq!(records[0]["pipeline"], id);
-    assert_eq!(records[0]["kms_key_arn"], arn.as_str());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_is_held_to_the_rules_pipelines_and_kms_keys() {
-    let moto = Moto::shared();
-    let (arn, other) = (good_key(moto).await, good_key(moto).await);
-    let id = "2000000000024-keypol";
-    let et = EtEndpoint::spawn(moto.kms(), vec![fixture(moto, id, None).await], KeyMd5Reading::Plaintext).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    let rule = format!(
-        "[[rule]]\nidentity = \"anonymous\"\nrpcs = [\"ConnectPipeline\"]\npipelines = [\"{id}\"]\nkms_keys = [\"{arn}\"]\n"
-    );
-    std::fs::write(&policy, rule).unwrap();
-    let broker = broker_with(moto, &et, |config| {
-        config.policy.allow_all = false;
-        config.policy.file = Some(policy.clone());
-    })
-    .await;
-    let mut client = broker.client().await;
-    let request = |id: &str, arn: &str| pb::ConnectPipelineRequest {
-        pipeline_id: id.into(),
-        kms_key_arn: arn.into(),
-        apply: true,
-    };
-
-    let err = client.connect_pipeline(request(id, &other)).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
-    assert!(err.message().contains(&format!("may not use KMS key {other}")), "{}", err.message());
-    let err = client.connect_pipeline(request("2000000000025-keypol", &arn)).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
-    assert!(err.message().contains("may not use pipeline 2000000000025-keypol"), "{}", err.message());
-    // Nothing was changed by the refusals; the granted key connects.
-    assert!(et.pipeline_updates().is_empty());
-    let done = client.connect_pipeline(request(id, &arn)).await.unwrap().into_inner();
-    assert!(done.applied && done.check.unwrap().ready);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configured_pipeline_is_checked_at_start_as_warnings_and_on_demand() {
+pub(crate) async fn a_configured_pipeline_is_checked_at_start_as_warnings_and_on_demand() {
     let moto = Moto::shared();
     let arn = good_key(moto).await;
     let id = "2000000000030-config";
@@ -568,7 +345,7 @@ async fn a_configured_pipeline_is_checked_at_start_as_warnings_and_on_demand() {
 /// check`'s report and exit status, and `pipeline connect` without and with
 /// `--apply`.
 #[test]
-fn the_cli_checks_and_connects_a_pipeline() {
+pub(crate) fn the_cli_checks_and_connects_a_pipeline() {
     use crate::support::process::serve;
     let moto = Moto::shared();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -653,7 +430,7 @@ fn the_cli_checks_and_connects_a_pipeline() {
 /// broker's body is checked as ET checked it: bad members are refused and
 /// change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
+pub(crate) async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
     let moto = Moto::shared();
     let id = "2000000000050-etmodl";
     let et = EtEndpoint::spawn(moto.kms(), vec![PipelineFixture::new(id, None)], KeyMd5Reading::Plaintext).await;
@@ -682,7 +459,7 @@ async fn the_et_endpoint_holds_update_pipeline_to_the_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
+pub(crate) async fn the_probe_key_appears_in_no_answer_audit_record_or_log() {
     let moto = Moto::shared();
     let arn = good_key(moto).await;
     let id = "2000000000060-probek";

@@ -12,6 +12,7 @@ pub mod mc_model;
 pub mod mediaconvert;
 pub mod moto;
 pub mod pki;
+pub mod preflight;
 pub mod process;
 pub mod proxy;
 pub mod rng;
