@@ -32,12 +32,7 @@ pub async fn pipeline_command(command: PipelineCommand) -> Result<(), CliError> 
             let answer = client.connect_pipeline(request).await?.into_inner();
             let check = answer.check.clone().unwrap_or_default();
             if json {
-                let changes: Vec<serde_json::Value> = answer.changes.iter().map(change_json).collect();
-                print_json(&serde_json::json!({
-                    "Applied": answer.applied,
-                    "Changes": changes,
-                    "Check": check_json(&check),
-                }))?;
+                print_json(&connect_json(answer.applied, &answer.changes, check_json(&check)))?;
             } else {
                 print!("{}", connect_text(&answer));
             }
@@ -53,7 +48,7 @@ pub(crate) fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
 
 /// Exit 1 when a requirement failed; unknowns are printed, not fatal.
 fn verdict(check: &pb::CheckPipelineResponse) -> Result<(), CliError> {
-    let failed = check.requirements.iter().filter(|r| r.outcome == pb::CheckOutcome::Fail as i32).count();
+    let failed = failures(&check.requirements);
     if failed == 0 {
         Ok(())
     } else {
@@ -82,16 +77,26 @@ pub fn check_text(check: &pb::CheckPipelineResponse) -> String {
         none(&check.role),
         none(&check.region)
     );
-    for r in &check.requirements {
-        out.push_str(&format!("{:<8} {:<21} {}\n", outcome_word(r.outcome), r.name, r.detail));
+    out.push_str(&requirements_text(&check.requirements, check.ready));
+    out
+}
+
+/// Requirements as a person reads them: one line each, its fix below it,
+/// then the verdict.
+pub(crate) fn requirements_text(requirements: &[pb::PipelineRequirement], ready: bool) -> String {
+    // One column wider than the longest name.
+    let width = requirements.iter().map(|r| r.name.len() + 1).max().unwrap_or(0);
+    let mut out = String::new();
+    for r in requirements {
+        out.push_str(&format!("{:<8} {:<width$} {}\n", outcome_word(r.outcome), r.name, r.detail));
         if !r.fix.is_empty() {
-            out.push_str(&format!("{:<30} fix: {}\n", "", r.fix));
+            out.push_str(&format!("{:<indent$} fix: {}\n", "", r.fix, indent = width + 9));
         }
     }
-    let count = |o: pb::CheckOutcome| check.requirements.iter().filter(|r| r.outcome == o as i32).count();
+    let count = |o: pb::CheckOutcome| requirements.iter().filter(|r| r.outcome == o as i32).count();
     out.push_str(&format!(
         "{}: {} passed, {} failed, {} unknown\n",
-        if check.ready { "ready" } else { "not ready" },
+        if ready { "ready" } else { "not ready" },
         count(pb::CheckOutcome::Pass),
         count(pb::CheckOutcome::Fail),
         count(pb::CheckOutcome::Unknown)
@@ -99,13 +104,23 @@ pub fn check_text(check: &pb::CheckPipelineResponse) -> String {
     out
 }
 
+/// How many requirements failed.
+pub(crate) fn failures(requirements: &[pb::PipelineRequirement]) -> usize {
+    requirements.iter().filter(|r| r.outcome == pb::CheckOutcome::Fail as i32).count()
+}
+
 fn connect_text(answer: &pb::ConnectPipelineResponse) -> String {
-    let mut out = String::from(if answer.applied {
+    changes_text(answer.applied, &answer.changes) + &check_text(&answer.check.clone().unwrap_or_default())
+}
+
+/// A connect's changes, numbered: the plan, or what was done.
+pub(crate) fn changes_text(applied: bool, changes: &[pb::PipelineChange]) -> String {
+    let mut out = String::from(if applied {
         "changes made:\n"
     } else {
         "plan (nothing changed; run with --apply to make it):\n"
     });
-    for (index, change) in answer.changes.iter().enumerate() {
+    for (index, change) in changes.iter().enumerate() {
         out.push_str(&format!(
             "{}. {} [{}]: {}\n   {}\n",
             index + 1,
@@ -116,16 +131,11 @@ fn connect_text(answer: &pb::ConnectPipelineResponse) -> String {
         ));
     }
     out.push('\n');
-    out.push_str(&check_text(&answer.check.clone().unwrap_or_default()));
     out
 }
 
 fn check_json(check: &pb::CheckPipelineResponse) -> serde_json::Value {
-    let requirements: Vec<serde_json::Value> = check
-        .requirements
-        .iter()
-        .map(|r| serde_json::json!({ "Name": r.name, "Outcome": outcome_word(r.outcome), "Detail": r.detail, "Fix": r.fix }))
-        .collect();
+    let requirements = requirements_json(&check.requirements);
     serde_json::json!({
         "PipelineId": check.pipeline_id,
         "Source": check.source,
@@ -137,7 +147,25 @@ fn check_json(check: &pb::CheckPipelineResponse) -> serde_json::Value {
     })
 }
 
-pub(crate) fn change_json(change: &pb::PipelineChange) -> serde_json::Value {
+/// Requirements as JSON.
+pub(crate) fn requirements_json(requirements: &[pb::PipelineRequirement]) -> Vec<serde_json::Value> {
+    requirements
+        .iter()
+        .map(|r| serde_json::json!({ "Name": r.name, "Outcome": outcome_word(r.outcome), "Detail": r.detail, "Fix": r.fix }))
+        .collect()
+}
+
+/// A connect's answer as JSON, its check already in JSON.
+pub(crate) fn connect_json(
+    applied: bool,
+    changes: &[pb::PipelineChange],
+    check: serde_json::Value,
+) -> serde_json::Value {
+    let changes: Vec<serde_json::Value> = changes.iter().map(change_json).collect();
+    serde_json::json!({ "Applied": applied, "Changes": changes, "Check": check })
+}
+
+fn change_json(change: &pb::PipelineChange) -> serde_json::Value {
     let request = serde_json::from_str::<serde_json::Value>(&change.request_json).unwrap_or(serde_json::Value::Null);
     serde_json::json!({ "Action": change.action, "State": change.state, "Detail": change.detail, "Request": request })
 }

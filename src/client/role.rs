@@ -12,7 +12,7 @@ use clap::Args;
 use crate::client::args::ClientArgs;
 use crate::client::connect::connect;
 use crate::client::error::CliError;
-use crate::client::pipeline::{change_json, outcome_word, print_json};
+use crate::client::pipeline::{changes_text, connect_json, failures, print_json, requirements_json, requirements_text};
 use crate::edge::pb;
 
 /// `keybroker mediaconvert check-role`.
@@ -90,12 +90,7 @@ pub async fn connect_role(args: ConnectRoleArgs) -> Result<(), CliError> {
     let answer = client.connect_media_convert_role(request).await?.into_inner();
     let check = answer.check.clone().unwrap_or_default();
     if args.json {
-        let changes: Vec<serde_json::Value> = answer.changes.iter().map(change_json).collect();
-        print_json(&serde_json::json!({
-            "Applied": answer.applied,
-            "Changes": changes,
-            "Check": check_json(&check),
-        }))?;
+        print_json(&connect_json(answer.applied, &answer.changes, check_json(&check)))?;
     } else {
         print!("{}", connect_text(&answer));
     }
@@ -104,7 +99,7 @@ pub async fn connect_role(args: ConnectRoleArgs) -> Result<(), CliError> {
 
 /// Exit 1 when a requirement failed; unknowns are printed, not fatal.
 fn verdict(check: &pb::CheckMediaConvertRoleResponse) -> Result<(), CliError> {
-    let failed = check.requirements.iter().filter(|r| r.outcome == pb::CheckOutcome::Fail as i32).count();
+    let failed = failures(&check.requirements);
     if failed == 0 { Ok(()) } else { Err(CliError::RoleNotReady { role_arn: check.role_arn.clone(), failed }) }
 }
 
@@ -121,50 +116,16 @@ pub fn check_text(check: &pb::CheckMediaConvertRoleResponse) -> String {
         none(&check.input_bucket),
         none(&check.output_bucket),
     );
-    for r in &check.requirements {
-        out.push_str(&format!("{:<8} {:<25} {}\n", outcome_word(r.outcome), r.name, r.detail));
-        if !r.fix.is_empty() {
-            out.push_str(&format!("{:<34} fix: {}\n", "", r.fix));
-        }
-    }
-    let count = |o: pb::CheckOutcome| check.requirements.iter().filter(|r| r.outcome == o as i32).count();
-    out.push_str(&format!(
-        "{}: {} passed, {} failed, {} unknown\n",
-        if check.ready { "ready" } else { "not ready" },
-        count(pb::CheckOutcome::Pass),
-        count(pb::CheckOutcome::Fail),
-        count(pb::CheckOutcome::Unknown)
-    ));
+    out.push_str(&requirements_text(&check.requirements, check.ready));
     out
 }
 
 fn connect_text(answer: &pb::ConnectMediaConvertRoleResponse) -> String {
-    let mut out = String::from(if answer.applied {
-        "changes made:\n"
-    } else {
-        "plan (nothing changed; run with --apply to make it):\n"
-    });
-    for (index, change) in answer.changes.iter().enumerate() {
-        out.push_str(&format!(
-            "{}. {} [{}]: {}\n   {}\n",
-            index + 1,
-            change.action,
-            change.state,
-            change.detail,
-            change.request_json
-        ));
-    }
-    out.push('\n');
-    out.push_str(&check_text(&answer.check.clone().unwrap_or_default()));
-    out
+    changes_text(answer.applied, &answer.changes) + &check_text(&answer.check.clone().unwrap_or_default())
 }
 
 fn check_json(check: &pb::CheckMediaConvertRoleResponse) -> serde_json::Value {
-    let requirements: Vec<serde_json::Value> = check
-        .requirements
-        .iter()
-        .map(|r| serde_json::json!({ "Name": r.name, "Outcome": outcome_word(r.outcome), "Detail": r.detail, "Fix": r.fix }))
-        .collect();
+    let requirements = requirements_json(&check.requirements);
     serde_json::json!({
         "Role": check.role_arn,
         "Source": check.source,
