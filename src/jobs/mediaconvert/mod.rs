@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod names;
 pub mod outputs;
 pub mod request;
+mod resume;
 mod submit;
 pub mod validate;
 
@@ -33,6 +34,7 @@ use crate::custody::broker::Broker;
 use crate::custody::field::FieldError;
 use crate::custody::kms::KmsKeyId;
 use crate::custody::policy::Grant;
+use crate::jobs::ticket::{self, Start, Ticket};
 use crate::ledger::{KeyRow, METADATA_KEY, Origin, Usage};
 
 /// How MediaConvert jobs are keyed and submitted.
@@ -84,13 +86,46 @@ impl MediaConvert {
             (Some(token), false) => Some(submit::new_ticket(&origin.identity, token.clone(), &request)?),
             (None, _) => None,
         };
-        if let Some(ticket) = &ticket {
-            match submit::claim(self.broker.ledger(), ticket, self.settings.token_lease).await? {
-                submit::Start::Fresh => {}
-                submit::Start::Answer(answer) => return Ok(*answer),
+        let Some(ticket) = ticket else {
+            return self.run(&request, grant, origin, None).await;
+        };
+        let ledger = self.broker.ledger();
+        let lease = self.settings.token_lease;
+        let planned_jobs = resume::PlannedJobs { broker: &self.broker, client: self.client.as_ref(), ticket: &ticket };
+        // A lease and a moment more: a claim seen before it lapsed is still
+        // looked at once after it did.
+        let wait = lease + Duration::from_secs(1);
+        let (outcome, claimed_until_ms) = match ticket::claim(ledger, &ticket, lease, wait, &planned_jobs).await? {
+            Start::Answer(answer) => return Ok(answer),
+            Start::Fresh { claimed_until_ms } => {
+                (self.run(&request, grant, origin, Some(&ticket)).await, claimed_until_ms)
+            }
+            Start::Resubmit { planned, entry, claimed_until_ms } => {
+                (self.resubmit(&ticket, planned, &entry).await, claimed_until_ms)
+            }
+        };
+        if let Err(e) = &outcome
+            && e.nothing_submitted()
+        {
+            // Nothing reached MediaConvert, or it refused the job: the
+            // token is free for a retry at once rather than at the lease's end.
+            if let Err(release) = ledger.release_token(ticket.key(), claimed_until_ms).await {
+                tracing::warn!(error = %release, "a failed call's request token not released; it frees when its lease ends");
             }
         }
-        let (job, rows, keys) = self.assemble(&request, grant, origin).await?;
+        outcome
+    }
+
+    /// Keys, checks and (unless `validate_only`) submits one job; with a
+    /// ticket, under its write-ahead.
+    async fn run(
+        &self,
+        request: &McJobRequest,
+        grant: &Grant,
+        origin: &Origin,
+        ticket: Option<&Ticket>,
+    ) -> Result<McAnswer, McError> {
+        let (job, rows, keys) = self.assemble(request, grant, origin).await?;
         let entry = self.broker.ledger().record(origin, rows).await?;
         let redacted = outputs::redact_static_keys(&job);
         let export = grant.plaintext_export;
@@ -111,20 +146,31 @@ impl MediaConvert {
             keys,
             static_keys_redacted: redacted != job,
         };
-        let client = self.client.as_ref().ok_or_else(|| McError::Service {
-            kind: ServiceFailure::NotConfigured,
-            message: "no MediaConvert is configured (mediaconvert.submit = false); use validate_only".to_owned(),
-        })?;
+        let client = self.client.as_ref().ok_or_else(resume::not_configured)?;
+        let queue = resume::queue_of(&job).map(str::to_owned);
         let wire = names::to_wire(&job);
         drop(job);
-        if let Some(ticket) = &ticket {
+        if let Some(ticket) = ticket {
             submit::mark_planned(self.broker.ledger(), ticket, &answer, &entry).await?;
         }
-        let created = submit::create_job(client, wire, ticket.as_ref()).await?;
-        answer.job_id = Some(created.id.clone());
-        answer.job_json = Some(serde_json::to_string(&outputs::redact_static_keys(&names::from_wire(&created.job)))?);
-        submit::mark_submitted(self.broker.ledger(), ticket.as_ref(), &answer, &created.id, &entry).await;
+        let created = post(client, wire, ticket, queue.as_deref()).await?;
+        resume::complete(&mut answer, &created);
+        submit::mark_submitted(self.broker.ledger(), ticket, &answer, &created.id, &entry).await;
         Ok(answer)
+    }
+
+    /// POSTs a planned job again (same keys, same `ClientRequestToken`)
+    /// after taking over its token, and records it.
+    async fn resubmit(&self, ticket: &Ticket, mut planned: McAnswer, entry: &str) -> Result<McAnswer, McError> {
+        let client = self.client.as_ref().ok_or_else(resume::not_configured)?;
+        let document = resume::rebuild(&self.broker, &planned, entry).await?;
+        let queue = resume::queue_of(&document).map(str::to_owned);
+        tracing::info!("MediaConvert has no job for a PENDING request token; submitting its planned job again");
+        let created = post(client, names::to_wire(&document), Some(ticket), queue.as_deref()).await?;
+        drop(document);
+        resume::complete(&mut planned, &created);
+        submit::mark_submitted(self.broker.ledger(), Some(ticket), &planned, &created.id, entry).await;
+        Ok(planned)
     }
 
     /// Request-level rules the model does not hold.
@@ -247,5 +293,30 @@ impl MediaConvert {
             }
         }
         Ok(())
+    }
+}
+
+/// POSTs `wire`; when MediaConvert stays unreachable and a ticket names the
+/// job, looks it up by its marker before answering the failure, so an
+/// answer lost on every attempt is still the job it made.
+async fn post(
+    client: &aws_sdk_mediaconvert::Client,
+    wire: Value,
+    ticket: Option<&Ticket>,
+    queue: Option<&str>,
+) -> Result<submit::Created, McError> {
+    let failure = match submit::create_job(client, wire, ticket).await {
+        Ok(created) => return Ok(created),
+        Err(failure) => failure,
+    };
+    let (McError::Service { kind: ServiceFailure::Unavailable, .. }, Some(ticket)) = (&failure, ticket) else {
+        return Err(failure);
+    };
+    match resume::find_job(client, queue, ticket.marker()).await {
+        Ok(Some(found)) => {
+            tracing::info!(job_id = %found.id, "CreateJob answer lost; found the job by its request token");
+            Ok(found)
+        }
+        Ok(None) | Err(_) => Err(failure),
     }
 }
