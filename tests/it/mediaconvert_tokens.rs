@@ -213,3 +213,43 @@ async fn a_planned_job_mediaconvert_never_got_is_submitted_again_with_its_record
     assert_eq!(Some(planned_token), marker_of(&created[0]), "the same ClientRequestToken as the first POST");
     logs::assert_no_key_logged(&[hex::decode(&sent).unwrap()]);
 }
+
+#[tokio::test]
+async fn a_job_mediaconvert_refused_frees_its_token_for_an_immediate_retry() {
+    let rig = rig().await;
+    let db = LedgerDb::new(Engine::Sqlite).await;
+    let broker = broker(&rig, config(&rig, &db)).await;
+    let input = issue(&broker).await;
+    rig.endpoint.fail_next_create_jobs(1, 400, "BadRequestException");
+    let err = broker.client().await.submit_media_convert_job(job(&input.key_fingerprint, "refused")).await;
+    assert_eq!(err.unwrap_err().code(), Code::InvalidArgument);
+    assert!(rig.endpoint.created_jobs().is_empty());
+
+    // Without the release the retry would find a PENDING claim and wait
+    // out its lease, then answer ABORTED.
+    let answer = broker.client().await.submit_media_convert_job(job(&input.key_fingerprint, "refused")).await;
+    let answer = answer.unwrap().into_inner();
+    assert_eq!(rig.endpoint.created_jobs().len(), 1);
+    assert_eq!(answer.job_id, rig.endpoint.groups()[0].job_id);
+    let ledger = db.open().await;
+    let row = ledger.find(&keybroker::ledger::Filter::JobId(answer.job_id.clone())).await.unwrap();
+    assert_eq!(row.len(), 2, "the job's keys are the retry's: {row:?}");
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn a_kms_failure_before_the_post_frees_its_token() {
+    let rig = rig().await;
+    let db = LedgerDb::new(Engine::Sqlite).await;
+    let broker = broker(&rig, config(&rig, &db)).await;
+    let input = issue(&broker).await;
+    rig.kms.fail_next_wraps(1);
+    let err = broker.client().await.submit_media_convert_job(job(&input.key_fingerprint, "kms-down")).await;
+    let err = err.unwrap_err();
+    assert!(err.message().contains("StaticKeyProvider"), "the failed key is named: {err:?}");
+    assert_eq!(rig.endpoint.request_count(), 0, "nothing reached MediaConvert");
+
+    let answer = broker.client().await.submit_media_convert_job(job(&input.key_fingerprint, "kms-down")).await;
+    assert!(!answer.unwrap().into_inner().job_id.is_empty(), "the retry ran at once with the same token");
+    assert_eq!(rig.endpoint.created_jobs().len(), 1);
+}
