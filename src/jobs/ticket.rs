@@ -141,7 +141,7 @@ where
             return Err(F::Error::reused(ticket.token().as_str()));
         }
         let answer: Option<A> = existing.answer_json.as_deref().map(serde_json::from_str).transpose()?;
-        let lapsed = existing.claimed_until_ms < Ledger::now_ms();
+        let lapsed = || existing.claimed_until_ms < Ledger::now_ms();
         match (existing.state, answer) {
             (SubmissionState::Submitted, Some(answer)) => return Ok(Start::Answer(answer)),
             (_, Some(mut planned)) => {
@@ -149,14 +149,14 @@ where
                 if planned_jobs.find(&mut planned, &entry).await? {
                     return Ok(Start::Answer(planned));
                 }
-                if lapsed
+                if lapsed()
                     && let Some(until) = ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?
                 {
                     return Ok(Start::Resubmit { planned, entry, claimed_until_ms: until });
                 }
             }
             (_, None) => {
-                if lapsed
+                if lapsed()
                     && let Some(until) = ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?
                 {
                     return Ok(Start::Fresh { claimed_until_ms: until });
