@@ -32,6 +32,7 @@ mod ledger_tokens;
 mod mediaconvert_endpoint;
 mod mediaconvert_inputs;
 mod mediaconvert_jobs;
+mod mediaconvert_policy;
 mod mediaconvert_tokens;
 mod object_rpcs;
 mod pipeline_preflight;

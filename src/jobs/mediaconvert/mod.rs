@@ -33,7 +33,7 @@ pub use self::request::{JobKey, McAnswer, McJobRequest};
 use crate::custody::broker::Broker;
 use crate::custody::field::FieldError;
 use crate::custody::kms::KmsKeyId;
-use crate::custody::policy::Grant;
+use crate::custody::policy::{Denial, Grant};
 use crate::jobs::ticket::{self, Start, Ticket};
 use crate::ledger::{KeyRow, METADATA_KEY, Origin, Usage};
 
@@ -235,7 +235,7 @@ impl MediaConvert {
         if let Some(groups) = job.pointer_mut("/Settings/OutputGroups").and_then(Value::as_array_mut) {
             outputs::fill_sse(groups, &outputs_requested, &plan)?;
         }
-        self.check_outputs_encrypted(&job)?;
+        self.check_outputs_encrypted(&job, grant)?;
         let mut input_keys = Vec::new();
         if let Some(inputs) = job.pointer_mut("/Settings/Inputs").and_then(Value::as_array_mut) {
             input_keys = inputs::resolve(&self.broker, inputs, &request.inputs, grant, origin).await?;
@@ -270,9 +270,11 @@ impl MediaConvert {
         Ok((job, rows, keys))
     }
 
-    /// With `require_encrypted_outputs`, every output group must be SSE-KMS.
-    fn check_outputs_encrypted(&self, job: &Value) -> Result<(), McError> {
-        if !self.settings.require_encrypted_outputs {
+    /// With `require_encrypted_outputs` (the server's, or the caller's
+    /// policy rule's), every output group must be SSE-KMS. Checked before
+    /// any key is made.
+    fn check_outputs_encrypted(&self, job: &Value, grant: &Grant) -> Result<(), McError> {
+        if !(self.settings.require_encrypted_outputs || grant.require_encrypted_outputs) {
             return Ok(());
         }
         let groups = job.pointer("/Settings/OutputGroups").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
@@ -285,12 +287,20 @@ impl MediaConvert {
                             == Some("SERVER_SIDE_ENCRYPTION_KMS")
                     },
                 );
-            if !encrypted {
+            if encrypted {
+                continue;
+            }
+            let at = format!("Settings.OutputGroups[{index}]: writes unencrypted outputs");
+            if self.settings.require_encrypted_outputs {
                 return Err(McError::Precondition(format!(
-                    "Settings.OutputGroups[{index}]: writes unencrypted outputs, which this server refuses \
-                     (mediaconvert.require_encrypted_outputs); set encrypt_outputs"
+                    "{at}, which this server refuses (mediaconvert.require_encrypted_outputs); set encrypt_outputs"
                 )));
             }
+            let rule = grant.rule.map_or_else(String::new, |n| format!(" {n}"));
+            return Err(McError::Denied(Denial::Forbidden(format!(
+                "{at}, which policy rule{rule} refuses for {} (require_encrypted_outputs); set encrypt_outputs",
+                grant.identity
+            ))));
         }
         Ok(())
     }
