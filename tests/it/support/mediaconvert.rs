@@ -9,7 +9,8 @@
 //! KMS-decrypts (moto, over HTTP) every `Inputs[].DecryptionSettings`
 //! `EncryptedDecryptionKey` under `{"service":"mediaconvert.amazonaws.com"}`
 //! and checks the key length (16, 24 or 32 bytes) and the IV length for the
-//! mode (16 bytes, or 12 for `AES_GCM` and `AES_CTR`). It also reads every
+//! mode (16 bytes, or 12 for `AES_GCM` and `AES_CTR`), and a `KmsKeyRegion`
+//! against the region of the key KMS reports. It also reads every
 //! output group's S3 encryption and HLS/CMAF static key so tests can assert
 //! on them. A `ClientRequestToken` seen before returns the first job, as
 //! MediaConvert does within its minute. Errors answer MediaConvert's shapes:
@@ -59,6 +60,8 @@ pub struct InputKey {
     pub iv: Vec<u8>,
     /// The KMS key ARN Decrypt reported.
     pub kms_key_id: String,
+    /// `KmsKeyRegion`, if any: checked to be the region of that ARN.
+    pub kms_key_region: Option<String>,
     /// The input's `FileInput`.
     pub file_input: String,
 }
@@ -421,6 +424,15 @@ async fn verify_input_key(shared: &Shared, block: &Value, path: &str) -> Result<
             )
         })?;
     let key = decrypted.plaintext().map(|blob| blob.as_ref().to_vec()).unwrap_or_default();
+    let kms_key_id = decrypted.key_id().unwrap_or_default().to_owned();
+    let kms_key_region = text("kmsKeyRegion");
+    if let Some(region) = &kms_key_region
+        && kms_key_id.split(':').nth(3) != Some(region.as_str())
+    {
+        return Err(format!(
+            "{path}.KmsKeyRegion: {region} is not the region of the KMS key that encrypted the key ({kms_key_id})"
+        ));
+    }
     if ![16, 24, 32].contains(&key.len()) {
         return Err(format!(
             "{path}.EncryptedDecryptionKey: decrypts to {} bytes; the key must be 128, 192 or 256 bits",
@@ -443,7 +455,8 @@ async fn verify_input_key(shared: &Shared, block: &Value, path: &str) -> Result<
         wrapped_key,
         key,
         iv,
-        kms_key_id: decrypted.key_id().unwrap_or_default().to_owned(),
+        kms_key_id,
+        kms_key_region,
         file_input: String::new(),
     })
 }
