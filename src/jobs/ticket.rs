@@ -185,4 +185,91 @@ mod tests {
         assert_ne!(a.hash(), Ticket::new("dns:a", token(), |h| h.update(b"other")).hash());
         assert_eq!(a.key().identity, "dns:a");
     }
+
+    /// A transcoder that has the planned job or not, counting lookups.
+    struct Transcoder {
+        has_job: bool,
+        lookups: std::sync::atomic::AtomicUsize,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error("reused {0}")]
+        Reused(String),
+        #[error("in flight {0}")]
+        InFlight(String),
+        #[error(transparent)]
+        Ledger(#[from] LedgerError),
+        #[error(transparent)]
+        Json(#[from] serde_json::Error),
+    }
+
+    impl ClaimError for TestError {
+        fn reused(token: &str) -> Self {
+            TestError::Reused(token.to_owned())
+        }
+
+        fn in_flight(token: &str) -> Self {
+            TestError::InFlight(token.to_owned())
+        }
+    }
+
+    impl FindPlanned<String> for Transcoder {
+        type Error = TestError;
+
+        async fn find(&self, planned: &mut String, _entry: &str) -> Result<bool, TestError> {
+            self.lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.has_job {
+                planned.push_str(" job-1");
+            }
+            Ok(self.has_job)
+        }
+    }
+
+    fn transcoder(has_job: bool) -> Transcoder {
+        Transcoder { has_job, lookups: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    async fn plan(ledger: &Ledger, ticket: &Ticket, state: SubmissionState) {
+        let answer = crate::ledger::TokenAnswer { state, answer_json: "\"planned\"", job_id: None, entry_id: "e-1" };
+        ledger.set_token_answer(ticket.key(), &answer).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_shared_claim_loop_replays_resolves_takes_over_and_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(None, &dir.path().join("ledger.sqlite"), Duration::from_secs(5)).await.unwrap();
+        let token = || RequestToken::parse_optional("t-1", "request_token").unwrap().unwrap();
+        let ticket = Ticket::new("dns:a", token(), |h| h.update(b"job"));
+        let (short, wait) = (Duration::from_millis(300), Duration::from_millis(250));
+
+        // Fresh, then the same token held by that claim: in flight.
+        let fresh = claim::<String, _>(&ledger, &ticket, short, wait, &transcoder(false)).await.unwrap();
+        assert!(matches!(fresh, Start::Fresh { .. }), "{fresh:?}");
+        let busy = claim::<String, _>(&ledger, &ticket, short, Duration::ZERO, &transcoder(false)).await;
+        assert!(matches!(busy, Err(TestError::InFlight(_))), "{busy:?}");
+        // Another request under the token.
+        let other = Ticket::new("dns:a", token(), |h| h.update(b"another job"));
+        let reused = claim::<String, _>(&ledger, &other, short, wait, &transcoder(false)).await;
+        assert!(matches!(reused, Err(TestError::Reused(_))), "{reused:?}");
+
+        // Planned: the transcoder has the job, so it is the answer.
+        plan(&ledger, &ticket, SubmissionState::Pending).await;
+        let found = claim(&ledger, &ticket, short, wait, &transcoder(true)).await.unwrap();
+        assert!(matches!(&found, Start::Answer(a) if a == "planned job-1"), "{found:?}");
+
+        // Planned, not at the transcoder: taken over once the lease lapsed.
+        let missing = transcoder(false);
+        let resubmit = claim(&ledger, &ticket, short, Duration::from_secs(2), &missing).await.unwrap();
+        assert!(matches!(&resubmit, Start::Resubmit { planned, entry, .. } if planned == "planned" && entry == "e-1"));
+        assert!(missing.lookups.load(std::sync::atomic::Ordering::SeqCst) >= 1, "looked before resubmitting");
+
+        // Submitted: replayed with no lookup.
+        plan(&ledger, &ticket, SubmissionState::Submitted).await;
+        let replay_lookups = transcoder(true);
+        let replay = claim(&ledger, &ticket, short, wait, &replay_lookups).await.unwrap();
+        assert!(matches!(&replay, Start::Answer(a) if a == "planned"), "{replay:?}");
+        assert_eq!(replay_lookups.lookups.load(std::sync::atomic::Ordering::SeqCst), 0);
+        ledger.close().await;
+    }
 }

@@ -91,7 +91,7 @@ impl MediaConvert {
         };
         let ledger = self.broker.ledger();
         let lease = self.settings.token_lease;
-        let planned_jobs = resume::PlannedJobs { broker: &self.broker, client: self.client.as_ref(), ticket: &ticket };
+        let planned_jobs = resume::PlannedJobs::new(&self.broker, self.client.as_ref(), &ticket);
         // A lease and a moment more: a claim seen before it lapsed is still
         // looked at once after it did.
         let wait = lease + Duration::from_secs(1);

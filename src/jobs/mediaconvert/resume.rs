@@ -11,6 +11,9 @@
 //! MediaConvert. Must never let a static key out of that body: not into an
 //! answer, the ledger, or a log.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
 use super::error::{McError, ServiceFailure};
@@ -76,6 +79,10 @@ pub(super) fn complete(answer: &mut McAnswer, created: &Created) {
     answer.job_json = serde_json::to_string(&redact_static_keys(&names::from_wire(&created.job))).ok();
 }
 
+/// The least time between two lookups of one ticket's job while its call
+/// waits for another (ListJobs pages are throttled per account).
+const LOOKUP_EVERY: Duration = Duration::from_secs(1);
+
 /// A ticket's planned jobs, as MediaConvert has them.
 pub(super) struct PlannedJobs<'a> {
     /// Whose ledger records the answer.
@@ -84,6 +91,31 @@ pub(super) struct PlannedJobs<'a> {
     pub(super) client: Option<&'a aws_sdk_mediaconvert::Client>,
     /// The token.
     pub(super) ticket: &'a Ticket,
+    /// When this call last looked.
+    pub(super) looked: Mutex<Option<Instant>>,
+}
+
+impl<'a> PlannedJobs<'a> {
+    /// The planned jobs of `ticket`, not looked up yet.
+    pub(super) fn new(
+        broker: &'a Broker,
+        client: Option<&'a aws_sdk_mediaconvert::Client>,
+        ticket: &'a Ticket,
+    ) -> Self {
+        PlannedJobs { broker, client, ticket, looked: Mutex::new(None) }
+    }
+
+    /// Whether a lookup is due: the first at once, then at most one per
+    /// [`LOOKUP_EVERY`].
+    fn due(&self) -> bool {
+        let mut looked = self.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if looked.is_some_and(|at| now.duration_since(at) < LOOKUP_EVERY) {
+            return false;
+        }
+        *looked = Some(now);
+        true
+    }
 }
 
 impl FindPlanned<McAnswer> for PlannedJobs<'_> {
@@ -93,6 +125,9 @@ impl FindPlanned<McAnswer> for PlannedJobs<'_> {
     /// completes `planned` and records it SUBMITTED (true).
     async fn find(&self, planned: &mut McAnswer, entry: &str) -> Result<bool, McError> {
         let client = self.client.ok_or_else(not_configured)?;
+        if !self.due() {
+            return Ok(false);
+        }
         let document: Value = serde_json::from_str(&planned.create_job_json)?;
         let Some(found) = find_job(client, queue_of(&document), self.ticket.marker()).await? else {
             return Ok(false);
