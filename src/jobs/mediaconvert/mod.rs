@@ -101,7 +101,7 @@ impl MediaConvert {
                 (self.run(&request, grant, origin, Some(&ticket)).await, claimed_until_ms)
             }
             Start::Resubmit { planned, entry, claimed_until_ms } => {
-                (self.resubmit(&ticket, planned, &entry).await, claimed_until_ms)
+                (self.resubmit(&ticket, planned, &entry, grant).await, claimed_until_ms)
             }
         };
         if let Err(e) = &outcome
@@ -160,9 +160,19 @@ impl MediaConvert {
     }
 
     /// POSTs a planned job again (same keys, same `ClientRequestToken`)
-    /// after taking over its token, and records it.
-    async fn resubmit(&self, ticket: &Ticket, mut planned: McAnswer, entry: &str) -> Result<McAnswer, McError> {
+    /// after taking over its token, and records it. The outputs rule as it
+    /// stands now (server or policy) still governs the planned document.
+    async fn resubmit(
+        &self,
+        ticket: &Ticket,
+        mut planned: McAnswer,
+        entry: &str,
+        grant: &Grant,
+    ) -> Result<McAnswer, McError> {
         let client = self.client.as_ref().ok_or_else(resume::not_configured)?;
+        let planned_document: Value = serde_json::from_str(&planned.create_job_json)?;
+        self.check_outputs_encrypted(&planned_document, grant)?;
+        drop(planned_document);
         let document = resume::rebuild(&self.broker, &planned, entry).await?;
         let queue = resume::queue_of(&document).map(str::to_owned);
         tracing::info!("MediaConvert has no job for a PENDING request token; submitting its planned job again");
