@@ -253,3 +253,39 @@ async fn a_kms_failure_before_the_post_frees_its_token() {
     assert!(!answer.unwrap().into_inner().job_id.is_empty(), "the retry ran at once with the same token");
     assert_eq!(rig.endpoint.created_jobs().len(), 1);
 }
+
+#[tokio::test]
+async fn a_call_cut_off_before_its_job_is_planned_frees_its_token() {
+    let moto = Moto::shared();
+    let kms_key = moto.create_key().await;
+    // Every KMS call takes longer than the call's deadline below.
+    let kms = ScriptedKms::delayed(aws_kms(moto, &aws_config(&kms_key)).await, Duration::from_millis(1_500));
+    let rig = Rig { kms_key, kms, endpoint: McEndpoint::spawn(moto.kms()).await };
+    let db = LedgerDb::new(Engine::Sqlite).await;
+    let broker = broker(&rig, config(&rig, &db)).await;
+    let input = issue(&broker).await;
+    let mut cut = tonic::Request::new(job(&input.key_fingerprint, "cut-early"));
+    cut.set_timeout(Duration::from_millis(500));
+    let err = broker.client().await.submit_media_convert_job(cut).await.unwrap_err();
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+
+    // Cut off while its static key was at KMS: the claim is released in
+    // the background, not left to its lease.
+    let ledger = db.open().await;
+    let key = keybroker::ledger::TokenKey { identity: "anonymous", token: "cut-early" };
+    let mut released = false;
+    for _ in 0..100 {
+        if ledger.submission(key).await.unwrap().is_none() {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(released, "the cut-off call's claim is still held: {:?}", ledger.submission(key).await.unwrap());
+    assert_eq!(rig.endpoint.request_count(), 0, "nothing reached MediaConvert");
+    ledger.close().await;
+
+    let answer = broker.client().await.submit_media_convert_job(job(&input.key_fingerprint, "cut-early")).await;
+    assert!(!answer.unwrap().into_inner().job_id.is_empty());
+    assert_eq!(rig.endpoint.created_jobs().len(), 1);
+}

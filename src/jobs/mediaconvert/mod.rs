@@ -87,7 +87,7 @@ impl MediaConvert {
             (None, _) => None,
         };
         let Some(ticket) = ticket else {
-            return self.run(&request, grant, origin, None).await;
+            return self.run(&request, grant, origin, None, None).await;
         };
         let ledger = self.broker.ledger();
         let lease = self.settings.token_lease;
@@ -98,7 +98,10 @@ impl MediaConvert {
         let (outcome, claimed_until_ms) = match ticket::claim(ledger, &ticket, lease, wait, &planned_jobs).await? {
             Start::Answer(answer) => return Ok(answer),
             Start::Fresh { claimed_until_ms } => {
-                (self.run(&request, grant, origin, Some(&ticket)).await, claimed_until_ms)
+                let hold = submit::Hold::new(ledger, &ticket, claimed_until_ms);
+                let outcome = self.run(&request, grant, origin, Some(&ticket), Some(&hold)).await;
+                hold.disarm();
+                (outcome, claimed_until_ms)
             }
             Start::Resubmit { planned, entry, claimed_until_ms } => {
                 (self.resubmit(&ticket, planned, &entry, grant).await, claimed_until_ms)
@@ -124,6 +127,7 @@ impl MediaConvert {
         grant: &Grant,
         origin: &Origin,
         ticket: Option<&Ticket>,
+        hold: Option<&submit::Hold>,
     ) -> Result<McAnswer, McError> {
         let (job, rows, keys) = self.assemble(request, grant, origin).await?;
         let entry = self.broker.ledger().record(origin, rows).await?;
@@ -151,6 +155,9 @@ impl MediaConvert {
         let wire = names::to_wire(&job);
         drop(job);
         if let Some(ticket) = ticket {
+            if let Some(hold) = hold {
+                hold.disarm();
+            }
             submit::mark_planned(self.broker.ledger(), ticket, &answer, &entry).await?;
         }
         let created = post(client, wire, ticket, queue.as_deref()).await?;
