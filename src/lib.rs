@@ -65,8 +65,9 @@
 //! from the ledger or verifies them through KMS
 //! ([`jobs::mediaconvert::inputs`]), gives output groups SSE-KMS and fresh
 //! static keys ([`jobs::mediaconvert::outputs`]), and submits it through
-//! aws-sdk-mediaconvert under the same request-token write-ahead
-//! ([`jobs::ticket`]).
+//! aws-sdk-mediaconvert under the same request-token write-ahead and claim
+//! loop as Elastic Transcoder ([`jobs::ticket::claim`]; a PENDING job is
+//! found at MediaConvert by `ListJobs` and its token in `UserMetadata`).
 //!
 //! **Files.** `EncryptObject` and `DecryptObject` stream through
 //! [`objects`]: sessions over [`objects::cipher`] (ET's CBC, CTR and GCM

@@ -189,17 +189,21 @@ async fn et_input(args: EtInputArgs) -> Result<(), CliError> {
     };
     let mut client = connect(&args.client).await?;
     let answer = client.rewrap_keys(request).await?.into_inner();
-    let moved = answer
+    let recorded = answer
         .keys
         .into_iter()
         .next()
-        .and_then(|k| k.encryption)
         .ok_or_else(|| CliError::Input("the broker answered no rewrapped key".to_owned()))?;
-    let settings = json!({
+    let moved =
+        recorded.encryption.ok_or_else(|| CliError::Input("the broker answered no rewrapped key".to_owned()))?;
+    let mut settings = json!({
         "DecryptionMode": mode,
         "EncryptedDecryptionKey": moved.key,
         "InitializationVector": iv,
     });
+    if let Some(region) = crate::jobs::mediaconvert::inputs::kms_key_region(&recorded.kms_key_arn) {
+        settings["KmsKeyRegion"] = json!(region);
+    }
     println!("{}", serde_json::to_string_pretty(&settings).map_err(CliError::Json)?);
     Ok(())
 }

@@ -69,6 +69,8 @@ struct RuleFile {
     burst: Option<Spanned<u32>>,
     #[serde(default)]
     max_concurrent: Option<Spanned<usize>>,
+    #[serde(default)]
+    require_encrypted_outputs: bool,
 }
 
 fn none() -> Spanned<Vec<String>> {
@@ -138,6 +140,7 @@ pub struct Rule {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     rate_per_second: u32,
     max_concurrent: Option<usize>,
+    require_encrypted_outputs: bool,
 }
 
 /// What a caller was granted for one call: checks the details the RPC
@@ -161,6 +164,9 @@ pub struct Grant {
     /// Whether the rule names `RewrapKeys`, so other RPCs may rewrap keys
     /// on the caller's behalf.
     rewrap: bool,
+    /// Whether the rule refuses MediaConvert jobs with an output group that
+    /// is not SSE-KMS encrypted.
+    pub require_encrypted_outputs: bool,
 }
 
 /// A refusal, naming the missing permission.
@@ -196,6 +202,7 @@ impl Grant {
             server_export,
             max_concurrent: None,
             rewrap: true,
+            require_encrypted_outputs: false,
         }
     }
 
@@ -385,6 +392,7 @@ impl Policy {
                 rate_per_second: rule.rate_per_second.as_ref().map_or(0, |r| *r.get_ref()),
                 limiter,
                 max_concurrent,
+                require_encrypted_outputs: rule.require_encrypted_outputs,
             });
         }
         Ok(Policy { rules })
@@ -470,6 +478,7 @@ impl Policy {
             server_export: true,
             max_concurrent: rule.max_concurrent,
             rewrap: rule.rpcs.as_ref().is_some_and(|granted| granted.contains(&Rpc::RewrapKeys)),
+            require_encrypted_outputs: rule.require_encrypted_outputs,
         })
     }
 }

@@ -179,6 +179,8 @@ fn example_policy_parses_and_matches_the_configmap() {
         for rule in &rules {
             let identity = rule["identity"].as_str().unwrap();
             let mut fields: Vec<&str> = rule.keys().map(String::as_str).collect();
+            // The one optional field, a switch for MediaConvert submitters.
+            fields.retain(|f| !(*f == "require_encrypted_outputs" && rule[*f].is_bool()));
             fields.sort_unstable();
             assert_eq!(fields, RULE_KEYS, "{file}: {identity}: the fields of a rule");
             assert!(identity.starts_with("spiffe://"), "{identity}");
@@ -232,6 +234,14 @@ fn shipped_config_and_policy_load_through_the_real_loaders() {
                 .authorize("spiffe://example.org/ns/media/sa/encoder", keybroker::custody::rpc::Rpc::UnwrapKey)
                 .is_err()
         );
+        assert!(!encoder.require_encrypted_outputs);
+        let mediaconvert = policy
+            .authorize(
+                "spiffe://example.org/ns/media/sa/mediaconvert",
+                keybroker::custody::rpc::Rpc::SubmitMediaConvertJob,
+            )
+            .unwrap();
+        assert!(mediaconvert.require_encrypted_outputs, "{file}: the MediaConvert rule requires encrypted outputs");
         let ops = policy
             .authorize("spiffe://example.org/ns/ops/sa/key-recovery", keybroker::custody::rpc::Rpc::UnwrapKey)
             .unwrap();

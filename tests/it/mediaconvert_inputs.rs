@@ -5,7 +5,9 @@
 //! its `DecryptionSettings` from the key ledger; the suite's MediaConvert
 //! endpoint has KMS decrypt the key; and Python's `cryptography`, standing
 //! in for MediaConvert's decryption, turns the object back into the
-//! original bytes with that key and IV.
+//! original bytes with that key and IV. The same holds for files the
+//! `keybroker encrypt --context mediaconvert` binary writes locally, brought
+//! to a job (`keybroker mediaconvert submit`) as `DecryptionSettings`.
 
 use std::process::Command;
 
@@ -150,4 +152,71 @@ async fn serve_finds_mediaconvert_through_aws_endpoint_url_mediaconvert() {
     let key = endpoint.groups()[0].static_key.clone().unwrap();
     assert!(log.contains("keybroker stopped"), "the server's output was read: {log}");
     assert!(!log.contains(&key) && !log.contains(&key.to_uppercase()), "the static key is not in the server's output");
+}
+
+/// Runs the `keybroker` binary against `broker`; answers its stdout as JSON.
+async fn cli(broker: &TestBroker, args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new(crate::support::process::BIN)
+        .args(args)
+        .args(["--addr", &broker.addr.to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn files_the_binary_encrypts_for_mediaconvert_decrypt_with_the_key_kms_gives_the_endpoint() {
+    let python = python_with_cryptography();
+    let moto = Moto::shared();
+    let kms_key = moto.create_key().await;
+    let mut config = aws_config(&kms_key);
+    config.mediaconvert.submit = true;
+    let kms = aws_kms(moto, &config).await;
+    let endpoint = McEndpoint::spawn(moto.kms()).await;
+    let broker = TestBroker::start_with_mediaconvert(config, kms, endpoint.sdk_client(&moto.sdk_config()), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plaintext: Vec<u8> = (0..70_001u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
+    let source = dir.path().join("source.mp4");
+    std::fs::write(&source, &plaintext).unwrap();
+
+    let modes = [("aes-cbc-pkcs7", "AES_CBC"), ("aes-ctr", "AES_CTR"), ("aes-gcm", "AES_GCM")];
+    let mut inputs = Vec::new();
+    for (mode, mc_mode) in modes {
+        let out = dir.path().join(format!("{mode}.enc"));
+        let (from, to) = (source.to_str().unwrap(), out.to_str().unwrap());
+        let block =
+            cli(&broker, &["encrypt", "--in", from, "--out", to, "--mode", mode, "--context", "mediaconvert"]).await;
+        assert_eq!(block["Mode"], mode, "{block}");
+        inputs.push(json!({"FileInput": format!("s3://in/{mode}.mp4"), "DecryptionSettings": {
+            "DecryptionMode": mc_mode,
+            "EncryptedDecryptionKey": block["Key"],
+            "InitializationVector": block["InitializationVector"]}}));
+    }
+    let job =
+        json!({"Role": "arn:aws:iam::111122223333:role/MediaConvert_Default_Role", "Settings": {"Inputs": inputs}});
+    let job_file = dir.path().join("job.json");
+    std::fs::write(&job_file, job.to_string()).unwrap();
+    let answer = cli(&broker, &["mediaconvert", "submit", "--job", job_file.to_str().unwrap()]).await;
+    assert!(answer["JobId"].is_string(), "{answer}");
+
+    // The endpoint opened each key under the MediaConvert context; with it
+    // and the IV, each file decrypts to the original bytes.
+    let keys = endpoint.input_keys();
+    assert_eq!(keys.len(), 3);
+    for ((mode, mc_mode), key) in modes.iter().zip(&keys) {
+        assert_eq!(key.mode, *mc_mode);
+        assert_eq!(key.key.len(), 32);
+        let src = dir.path().join(format!("{mode}.enc"));
+        let dst = dir.path().join(format!("{mode}.out"));
+        let out = Command::new(python)
+            .args(["-c", DECRYPT, mc_mode, &B64.encode(&key.key), &B64.encode(&key.iv)])
+            .arg(&src)
+            .arg(&dst)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::read(&dst).unwrap() == plaintext, "{mode}: the decrypted file differs from the original");
+    }
 }

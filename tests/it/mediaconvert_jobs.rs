@@ -143,6 +143,11 @@ async fn a_job_with_every_kind_of_key_is_accepted_and_a_repeat_is_the_same_job()
     assert_eq!(keys[1].iv, brought_iv);
     assert_eq!(keys[2].key, from_et.plaintext_key, "the ET key was moved, not replaced");
     assert_eq!(keys[2].mode, "AES_CTR");
+    // Each block names the region of the KMS key that wrapped its key.
+    let region = rig.kms_key.split(':').nth(3).unwrap();
+    assert!(keys.iter().all(|k| k.kms_key_region.as_deref() == Some(region)), "{keys:?}");
+    let submitted: Value = serde_json::from_str(&answer.create_job_json).unwrap();
+    assert_eq!(submitted["Settings"]["Inputs"][0]["DecryptionSettings"]["KmsKeyRegion"], region);
     let moved = answer.keys.iter().find(|k| k.place == "Settings.Inputs[2].DecryptionSettings").unwrap();
     assert_eq!(moved.rewrapped_from, from_et.key_fingerprint);
 
@@ -354,6 +359,7 @@ async fn the_cli_migrates_an_et_input_and_submits_the_example_job() {
     assert_eq!(settings["DecryptionMode"], "AES_GCM");
     assert_eq!(settings["InitializationVector"], json!(block.initialization_vector), "the IV is carried");
     assert_ne!(settings["EncryptedDecryptionKey"], json!(block.key), "the key is re-encrypted");
+    assert_eq!(settings["KmsKeyRegion"], rig.kms_key.split(':').nth(3).unwrap(), "the region of the KMS key");
 
     // The migrated block, brought in a job, is the same key under the MediaConvert context.
     let job = json!({"Role": ROLE, "Settings": {"Inputs": [{"FileInput": "s3://in/migrated.mp4", "DecryptionSettings": settings}]}});
@@ -409,4 +415,30 @@ async fn a_server_that_requires_encrypted_outputs_refuses_a_plain_group_before_a
     let groups = rig.endpoint.groups();
     assert!(groups.iter().all(|g| g.kms_key_arn.as_deref() == Some(rig.kms_key.as_str())), "{groups:?}");
     assert!(groups.iter().all(|g| g.kms_encryption_context.is_none()), "no context unless asked");
+}
+
+#[tokio::test]
+async fn a_kms_key_region_that_is_not_the_keys_is_refused_naming_the_field() {
+    let rig = rig().await;
+    let issued = issue(&rig, "aes-ctr", 128, MC).await;
+    let block = issued.encryption.unwrap();
+    let region = rig.kms_key.split(':').nth(3).unwrap();
+    let other = if region == "eu-west-1" { "us-east-1" } else { "eu-west-1" };
+    let input = |region: &str| {
+        json!({"Role": ROLE, "Settings": {"Inputs": [{"FileInput": "s3://in/a.mp4", "DecryptionSettings": {
+            "DecryptionMode": "AES_CTR", "EncryptedDecryptionKey": block.key, "KmsKeyRegion": region,
+            "InitializationVector": block.initialization_vector}}]}})
+    };
+    let err = rig.broker.client().await.submit_media_convert_job(request(&input(other))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("Settings.Inputs[0].DecryptionSettings.KmsKeyRegion: ")
+            && err.message().contains(region),
+        "{}",
+        err.message()
+    );
+    assert_eq!(rig.endpoint.request_count(), 0);
+    let answer = rig.broker.client().await.submit_media_convert_job(request(&input(region))).await.unwrap();
+    assert!(!answer.into_inner().job_id.is_empty());
+    assert_eq!(rig.endpoint.input_keys()[0].kms_key_region.as_deref(), Some(region));
 }

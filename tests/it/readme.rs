@@ -111,6 +111,10 @@ fn the_readme_walkthrough_works_as_written() {
     assert_eq!(count("serve"), 1, "README must mark exactly one serve block");
     assert!(count("run") >= 7 && count("output") >= 1, "README lost its walk-through markers");
     assert_eq!(blocks[0].kind, "serve", "the serve block comes first");
+    assert!(
+        blocks.iter().any(|b| b.kind == "run" && b.text.contains("keybroker mediaconvert submit")),
+        "README's MediaConvert block lost its walk-through marker"
+    );
 
     let scratch = tempfile::tempdir().unwrap();
     let work = scratch.path().join("work");

@@ -124,3 +124,13 @@ pub(crate) fn no_submission() -> JobError {
     )
     .into()
 }
+
+impl crate::jobs::ticket::ClaimError for JobError {
+    fn reused(token: &str) -> Self {
+        JobError::TokenReused(token.to_owned())
+    }
+
+    fn in_flight(token: &str) -> Self {
+        JobError::TokenInFlight(token.to_owned())
+    }
+}

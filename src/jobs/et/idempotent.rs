@@ -1,15 +1,15 @@
 //! Idempotent `SubmitEncryptedJob`: a request token makes a repeat answer
 //! the first answer, with no new KMS call and no second job.
 //!
-//! Owns the token's claim (via the key ledger), the resolution of a
-//! PENDING submission whose outcome is unknown (its job found at Elastic
+//! Owns ET's side of the token's claim (the loop is `jobs::ticket`'s,
+//! shared with MediaConvert): the resolution of a PENDING submission whose outcome is unknown (its job found at Elastic
 //! Transcoder by the token in `UserMetadata`, `ListJobsByPipeline`), and
 //! the CreateJob POST that never lets a lost answer become a second job
 //! (no blind SDK retry: a failed attempt is looked up before the next).
 //! Must never POST a planned job while another call may still be posting
 //! it (a claim's lease), or answer a token with another request's job.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_elastictranscoder::types::Job;
 use sha2::Digest as _;
@@ -18,17 +18,15 @@ use super::assembled::AssembledJob;
 use super::error::JobError;
 use super::error::{EtError, EtErrorKind, map_et_error, no_submission};
 use super::{model, request};
-pub(super) use crate::jobs::ticket::Ticket;
-use crate::ledger::{Claim, Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer};
+use crate::jobs::ticket::FindPlanned;
+pub(super) use crate::jobs::ticket::{Start, Ticket};
+use crate::ledger::{Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer};
 
 /// The most ListJobsByPipeline pages searched for a token's job.
 const MAX_PAGES: usize = 20;
 
 /// The most CreateJob attempts of one submission.
 const CREATE_ATTEMPTS: u32 = 3;
-
-/// How often a call waiting for another call's submission looks again.
-const POLL: Duration = Duration::from_millis(100);
 
 /// Checks the request may carry a token and makes its ticket (the hash of
 /// the request as the caller sent it).
@@ -68,19 +66,23 @@ pub(super) fn new_ticket(
     }))
 }
 
-/// How a tokened submission goes on after its claim.
-pub(super) enum Start {
-    /// This call owns the token and nothing is planned: key and submit.
-    Fresh,
-    /// The token's answer, replayed or resolved.
-    Answer(Box<AssembledJob>),
-    /// This call took over a planned job ET does not have: POST it again,
-    /// same keys.
-    Resubmit(Box<AssembledJob>, String),
+/// A ticket's planned jobs, as Elastic Transcoder has them in a pipeline.
+struct PlannedJobs<'a> {
+    tokens: &'a Tokens<'a>,
+    ticket: &'a Ticket,
+    pipeline_id: &'a str,
 }
 
-fn parse_answer(json: Option<&str>) -> Result<Option<AssembledJob>, JobError> {
-    json.map(|text| serde_json::from_str(text).map_err(JobError::from)).transpose()
+impl FindPlanned<AssembledJob> for PlannedJobs<'_> {
+    type Error = JobError;
+
+    async fn find(&self, planned: &mut AssembledJob, entry: &str) -> Result<bool, JobError> {
+        let Some(job) = self.tokens.find_job(self.pipeline_id, self.ticket.marker()).await? else {
+            return Ok(false);
+        };
+        self.tokens.mark_submitted(self.ticket, planned, &job, entry).await;
+        Ok(true)
+    }
 }
 
 /// The ledger and Elastic Transcoder, as a tokened submission uses them.
@@ -106,53 +108,18 @@ pub(super) fn et_client(
 }
 
 impl Tokens<'_> {
-    /// Claims `ticket`; while another call holds it, waits (at most the
-    /// job deadline) for its answer or for its lease to run out.
+    /// Claims `ticket` through the shared claim loop; a planned job is
+    /// looked up in `pipeline_id` by the ticket's marker. While another
+    /// call holds the token, waits (at most the job deadline) for its
+    /// answer or for its lease to run out.
     ///
     /// # Errors
     /// `ALREADY_EXISTS` for another request under the token
     /// ([`JobError::TokenReused`]), [`JobError::TokenInFlight`] when the
     /// first call is still at it, a ledger or ET failure.
-    pub(super) async fn claim(&self, ticket: &Ticket, pipeline_id: &str) -> Result<Start, JobError> {
-        let ledger = self.ledger;
-        let lease = self.lease;
-        let give_up = Instant::now() + self.wait;
-        loop {
-            let existing = match ledger.claim_token(ticket.key(), ticket.hash(), lease).await? {
-                Claim::Owner { .. } => return Ok(Start::Fresh),
-                Claim::Existing(existing) => existing,
-            };
-            if existing.request_hash != ticket.hash() {
-                return Err(JobError::TokenReused(ticket.token().as_str().to_owned()));
-            }
-            let answer = parse_answer(existing.answer_json.as_deref())?;
-            match (existing.state, answer) {
-                (SubmissionState::Submitted, Some(answer)) => return Ok(Start::Answer(Box::new(answer))),
-                (_, Some(mut planned)) => {
-                    let entry = existing.entry_id.clone().unwrap_or_default();
-                    if let Some(job) = self.find_job(pipeline_id, ticket.marker()).await? {
-                        self.mark_submitted(ticket, &mut planned, &job, &entry).await;
-                        return Ok(Start::Answer(Box::new(planned)));
-                    }
-                    if existing.claimed_until_ms < Ledger::now_ms()
-                        && ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?.is_some()
-                    {
-                        return Ok(Start::Resubmit(Box::new(planned), entry));
-                    }
-                }
-                (_, None) => {
-                    if existing.claimed_until_ms < Ledger::now_ms()
-                        && ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?.is_some()
-                    {
-                        return Ok(Start::Fresh);
-                    }
-                }
-            }
-            if Instant::now() + POLL > give_up {
-                return Err(JobError::TokenInFlight(ticket.token().as_str().to_owned()));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+    pub(super) async fn claim(&self, ticket: &Ticket, pipeline_id: &str) -> Result<Start<AssembledJob>, JobError> {
+        let planned_jobs = PlannedJobs { tokens: self, ticket, pipeline_id };
+        crate::jobs::ticket::claim(self.ledger, ticket, self.lease, self.wait, &planned_jobs).await
     }
 
     /// Records the planned answer (PENDING) before the job is POSTed.

@@ -146,9 +146,11 @@ impl Transcoder {
                 let ticket = new_ticket(&origin.identity, token, &job, named, validate_only, content_keys)?;
                 grant.check_pipeline(&job.pipeline_id)?;
                 match self.tokens().claim(&ticket, &job.pipeline_id).await? {
-                    Start::Fresh => {}
-                    Start::Answer(answer) => return Ok(*answer),
-                    Start::Resubmit(planned, entry) => return self.tokens().resubmit(&ticket, *planned, &entry).await,
+                    Start::Fresh { .. } => {}
+                    Start::Answer(answer) => return Ok(answer),
+                    Start::Resubmit { planned, entry, .. } => {
+                        return self.tokens().resubmit(&ticket, planned, &entry).await;
+                    }
                 }
                 job.user_metadata.insert(crate::ledger::METADATA_KEY.to_owned(), ticket.marker().to_owned());
                 Some(ticket)

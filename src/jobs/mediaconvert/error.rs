@@ -67,3 +67,23 @@ pub enum McError {
     #[error("job document: {0}")]
     Serialise(#[from] serde_json::Error),
 }
+
+impl McError {
+    /// Whether MediaConvert certainly has no job of the failed call: it
+    /// failed before the POST, or MediaConvert refused the job. False when
+    /// the POST's outcome is unknown (unreachable, throttled, an answer
+    /// the broker cannot read).
+    pub fn nothing_submitted(&self) -> bool {
+        !matches!(self, McError::Service { kind: ServiceFailure::Unavailable | ServiceFailure::Internal, .. })
+    }
+}
+
+impl crate::jobs::ticket::ClaimError for McError {
+    fn reused(token: &str) -> Self {
+        McError::TokenReused(token.to_owned())
+    }
+
+    fn in_flight(token: &str) -> Self {
+        McError::TokenInFlight(token.to_owned())
+    }
+}

@@ -111,12 +111,44 @@ pub async fn resolve(
                 None => None,
             },
         };
-        if let Some(key) = key {
+        if let Some(mut key) = key {
+            set_kms_key_region(&mut key, &place)?;
             input.insert("DecryptionSettings".to_owned(), key.block.clone());
             keys.push(key);
         }
     }
     Ok(keys)
+}
+
+/// The region of a KMS key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`), when
+/// it is one and names a region as MediaConvert's model spells them.
+pub fn kms_key_region(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_prefix, _partition, service, region) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (arn_prefix == "arn" && service == "kms" && super::validate::is_region(region)).then_some(region)
+}
+
+/// Fills the block's `KmsKeyRegion` from the ARN of the KMS key that wrapped
+/// its key, so MediaConvert asks KMS in that key's region; a region the
+/// caller wrote must be that one.
+///
+/// # Errors
+/// [`FieldError`] naming `...DecryptionSettings.KmsKeyRegion` when the
+/// caller's region is not the key's.
+fn set_kms_key_region(key: &mut InputKey, place: &str) -> Result<(), FieldError> {
+    let Some(region) = kms_key_region(&key.row.kms_key_arn) else { return Ok(()) };
+    let Some(block) = key.block.as_object_mut() else { return Ok(()) };
+    match block.get("KmsKeyRegion").and_then(Value::as_str) {
+        Some(given) if given != region => Err(FieldError::new(
+            format!("{place}.KmsKeyRegion"),
+            format!("{} is not the region of the KMS key that wrapped the key ({region})", echo(given)),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            block.insert("KmsKeyRegion".to_owned(), json!(region));
+            Ok(())
+        }
+    }
 }
 
 /// `s3://bucket/key` as its parts.
@@ -278,4 +310,20 @@ fn et_mode(mode: &str) -> &'static str {
 /// [`McError::Denied`] when the policy does not grant it.
 pub fn check_output_key(grant: &Grant, key: &KmsKeyId) -> Result<(), McError> {
     Ok(grant.check_kms_key(key.as_str())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kms_key_arn_names_its_region() {
+        assert_eq!(kms_key_region("arn:aws:kms:eu-west-1:111122223333:key/1234abcd"), Some("eu-west-1"));
+        assert_eq!(kms_key_region("arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/k"), Some("us-gov-west-1"));
+        assert_eq!(kms_key_region("arn:aws:kms:ap-southeast-2:111122223333:alias/a"), Some("ap-southeast-2"));
+        for not_one in ["alias/media", "1234abcd", "arn:aws:s3:::bucket", "arn:aws:kms::111122223333:key/k", "local:k"]
+        {
+            assert_eq!(kms_key_region(not_one), None, "{not_one}");
+        }
+    }
 }

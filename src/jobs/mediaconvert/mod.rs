@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod names;
 pub mod outputs;
 pub mod request;
+mod resume;
 pub mod role;
 mod submit;
 pub mod validate;
@@ -33,7 +34,8 @@ pub use self::request::{JobKey, McAnswer, McJobRequest};
 use crate::custody::broker::Broker;
 use crate::custody::field::FieldError;
 use crate::custody::kms::KmsKeyId;
-use crate::custody::policy::Grant;
+use crate::custody::policy::{Denial, Grant};
+use crate::jobs::ticket::{self, Start, Ticket};
 use crate::ledger::{KeyRow, METADATA_KEY, Origin, Usage};
 
 /// How MediaConvert jobs are keyed and submitted.
@@ -85,13 +87,50 @@ impl MediaConvert {
             (Some(token), false) => Some(submit::new_ticket(&origin.identity, token.clone(), &request)?),
             (None, _) => None,
         };
-        if let Some(ticket) = &ticket {
-            match submit::claim(self.broker.ledger(), ticket, self.settings.token_lease).await? {
-                submit::Start::Fresh => {}
-                submit::Start::Answer(answer) => return Ok(*answer),
+        let Some(ticket) = ticket else {
+            return self.run(&request, grant, origin, None, None).await;
+        };
+        let ledger = self.broker.ledger();
+        let lease = self.settings.token_lease;
+        let planned_jobs = resume::PlannedJobs::new(&self.broker, self.client.as_ref(), &ticket);
+        // A lease and a moment more: a claim seen before it lapsed is still
+        // looked at once after it did.
+        let wait = lease + Duration::from_secs(1);
+        let (outcome, claimed_until_ms) = match ticket::claim(ledger, &ticket, lease, wait, &planned_jobs).await? {
+            Start::Answer(answer) => return Ok(answer),
+            Start::Fresh { claimed_until_ms } => {
+                let hold = submit::Hold::new(ledger, &ticket, claimed_until_ms);
+                let outcome = self.run(&request, grant, origin, Some(&ticket), Some(&hold)).await;
+                hold.disarm();
+                (outcome, claimed_until_ms)
+            }
+            Start::Resubmit { planned, entry, claimed_until_ms } => {
+                (self.resubmit(&ticket, planned, &entry, grant).await, claimed_until_ms)
+            }
+        };
+        if let Err(e) = &outcome
+            && e.nothing_submitted()
+        {
+            // Nothing reached MediaConvert, or it refused the job: the
+            // token is free for a retry at once rather than at the lease's end.
+            if let Err(release) = ledger.release_token(ticket.key(), claimed_until_ms).await {
+                tracing::warn!(error = %release, "a failed call's request token not released; it frees when its lease ends");
             }
         }
-        let (job, rows, keys) = self.assemble(&request, grant, origin).await?;
+        outcome
+    }
+
+    /// Keys, checks and (unless `validate_only`) submits one job; with a
+    /// ticket, under its write-ahead.
+    async fn run(
+        &self,
+        request: &McJobRequest,
+        grant: &Grant,
+        origin: &Origin,
+        ticket: Option<&Ticket>,
+        hold: Option<&submit::Hold>,
+    ) -> Result<McAnswer, McError> {
+        let (job, rows, keys) = self.assemble(request, grant, origin).await?;
         let entry = self.broker.ledger().record(origin, rows).await?;
         let redacted = outputs::redact_static_keys(&job);
         let export = grant.plaintext_export;
@@ -112,20 +151,44 @@ impl MediaConvert {
             keys,
             static_keys_redacted: redacted != job,
         };
-        let client = self.client.as_ref().ok_or_else(|| McError::Service {
-            kind: ServiceFailure::NotConfigured,
-            message: "no MediaConvert is configured (mediaconvert.submit = false); use validate_only".to_owned(),
-        })?;
+        let client = self.client.as_ref().ok_or_else(resume::not_configured)?;
+        let queue = resume::queue_of(&job).map(str::to_owned);
         let wire = names::to_wire(&job);
         drop(job);
-        if let Some(ticket) = &ticket {
+        if let Some(ticket) = ticket {
+            if let Some(hold) = hold {
+                hold.disarm();
+            }
             submit::mark_planned(self.broker.ledger(), ticket, &answer, &entry).await?;
         }
-        let created = submit::create_job(client, wire, ticket.as_ref()).await?;
-        answer.job_id = Some(created.id.clone());
-        answer.job_json = Some(serde_json::to_string(&outputs::redact_static_keys(&names::from_wire(&created.job)))?);
-        submit::mark_submitted(self.broker.ledger(), ticket.as_ref(), &answer, &created.id, &entry).await;
+        let created = post(client, wire, ticket, queue.as_deref()).await?;
+        resume::complete(&mut answer, &created);
+        submit::mark_submitted(self.broker.ledger(), ticket, &answer, &created.id, &entry).await;
         Ok(answer)
+    }
+
+    /// POSTs a planned job again (same keys, same `ClientRequestToken`)
+    /// after taking over its token, and records it. The outputs rule as it
+    /// stands now (server or policy) still governs the planned document.
+    async fn resubmit(
+        &self,
+        ticket: &Ticket,
+        mut planned: McAnswer,
+        entry: &str,
+        grant: &Grant,
+    ) -> Result<McAnswer, McError> {
+        let client = self.client.as_ref().ok_or_else(resume::not_configured)?;
+        let planned_document: Value = serde_json::from_str(&planned.create_job_json)?;
+        self.check_outputs_encrypted(&planned_document, grant)?;
+        drop(planned_document);
+        let document = resume::rebuild(&self.broker, &planned, entry).await?;
+        let queue = resume::queue_of(&document).map(str::to_owned);
+        tracing::info!("MediaConvert has no job for a PENDING request token; submitting its planned job again");
+        let created = post(client, names::to_wire(&document), Some(ticket), queue.as_deref()).await?;
+        drop(document);
+        resume::complete(&mut planned, &created);
+        submit::mark_submitted(self.broker.ledger(), Some(ticket), &planned, &created.id, entry).await;
+        Ok(planned)
     }
 
     /// Request-level rules the model does not hold.
@@ -190,7 +253,7 @@ impl MediaConvert {
         if let Some(groups) = job.pointer_mut("/Settings/OutputGroups").and_then(Value::as_array_mut) {
             outputs::fill_sse(groups, &outputs_requested, &plan)?;
         }
-        self.check_outputs_encrypted(&job)?;
+        self.check_outputs_encrypted(&job, grant)?;
         let mut input_keys = Vec::new();
         if let Some(inputs) = job.pointer_mut("/Settings/Inputs").and_then(Value::as_array_mut) {
             input_keys = inputs::resolve(&self.broker, inputs, &request.inputs, grant, origin).await?;
@@ -225,9 +288,11 @@ impl MediaConvert {
         Ok((job, rows, keys))
     }
 
-    /// With `require_encrypted_outputs`, every output group must be SSE-KMS.
-    fn check_outputs_encrypted(&self, job: &Value) -> Result<(), McError> {
-        if !self.settings.require_encrypted_outputs {
+    /// With `require_encrypted_outputs` (the server's, or the caller's
+    /// policy rule's), every output group must be SSE-KMS. Checked before
+    /// any key is made.
+    fn check_outputs_encrypted(&self, job: &Value, grant: &Grant) -> Result<(), McError> {
+        if !(self.settings.require_encrypted_outputs || grant.require_encrypted_outputs) {
             return Ok(());
         }
         let groups = job.pointer("/Settings/OutputGroups").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
@@ -240,13 +305,46 @@ impl MediaConvert {
                             == Some("SERVER_SIDE_ENCRYPTION_KMS")
                     },
                 );
-            if !encrypted {
+            if encrypted {
+                continue;
+            }
+            let at = format!("Settings.OutputGroups[{index}]: writes unencrypted outputs");
+            if self.settings.require_encrypted_outputs {
                 return Err(McError::Precondition(format!(
-                    "Settings.OutputGroups[{index}]: writes unencrypted outputs, which this server refuses \
-                     (mediaconvert.require_encrypted_outputs); set encrypt_outputs"
+                    "{at}, which this server refuses (mediaconvert.require_encrypted_outputs); set encrypt_outputs"
                 )));
             }
+            let rule = grant.rule.map_or_else(String::new, |n| format!(" {n}"));
+            return Err(McError::Denied(Denial::Forbidden(format!(
+                "{at}, which policy rule{rule} refuses for {} (require_encrypted_outputs); set encrypt_outputs",
+                grant.identity
+            ))));
         }
         Ok(())
+    }
+}
+
+/// POSTs `wire`; when MediaConvert stays unreachable and a ticket names the
+/// job, looks it up by its marker before answering the failure, so an
+/// answer lost on every attempt is still the job it made.
+async fn post(
+    client: &aws_sdk_mediaconvert::Client,
+    wire: Value,
+    ticket: Option<&Ticket>,
+    queue: Option<&str>,
+) -> Result<submit::Created, McError> {
+    let failure = match submit::create_job(client, wire, ticket).await {
+        Ok(created) => return Ok(created),
+        Err(failure) => failure,
+    };
+    let (McError::Service { kind: ServiceFailure::Unavailable, .. }, Some(ticket)) = (&failure, ticket) else {
+        return Err(failure);
+    };
+    match resume::find_job(client, queue, ticket.marker()).await {
+        Ok(Some(found)) => {
+            tracing::info!(job_id = %found.id, "CreateJob answer lost; found the job by its request token");
+            Ok(found)
+        }
+        Ok(None) | Err(_) => Err(failure),
     }
 }

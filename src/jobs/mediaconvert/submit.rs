@@ -10,19 +10,13 @@
 //! ledger's is days), so an SDK retry of a lost answer is the same job.
 //! Must never store or log a static key: planned answers are redacted.
 
-use std::time::{Duration, Instant};
-
-use aws_sdk_mediaconvert::error::ProvideErrorMetadata as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use super::error::{McError, ServiceFailure};
 use super::request::{McAnswer, McJobRequest};
 pub(super) use crate::jobs::ticket::Ticket;
-use crate::ledger::{Claim, Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer};
-
-/// How often a call waiting for another call's submission looks again.
-const POLL: Duration = Duration::from_millis(100);
+use crate::ledger::{Ledger, METADATA_KEY, RequestToken, SubmissionState, TokenAnswer};
 
 /// The ticket of `token` for `request`: the hash covers the document as the
 /// caller sent it and every protection flag.
@@ -47,57 +41,57 @@ pub(super) fn new_ticket(identity: &str, token: RequestToken, request: &McJobReq
     }))
 }
 
-/// How a tokened submission goes on after its claim.
-pub(super) enum Start {
-    /// This call owns the token: key and submit.
-    Fresh,
-    /// The token's answer, replayed.
-    Answer(Box<McAnswer>),
+/// This call's fresh claim on a token until its job is planned: cut off
+/// before then (its future dropped at the caller's deadline), nothing has
+/// reached MediaConvert, so the claim is released in the background and a
+/// retry with the token runs at once instead of at the lease's end.
+pub(super) struct Hold {
+    ledger: Ledger,
+    identity: String,
+    token: String,
+    claimed_until_ms: i64,
+    armed: std::sync::atomic::AtomicBool,
 }
 
-/// Claims `ticket`; while another call holds it, waits (at most a lease)
-/// for its answer, or takes over a claim whose owner vanished before
-/// planning anything.
-///
-/// # Errors
-/// `ALREADY_EXISTS` for another request under the token, `ABORTED` while
-/// the first call is at it, `FAILED_PRECONDITION` for a planned job whose
-/// outcome is unknown, a ledger failure.
-pub(super) async fn claim(ledger: &Ledger, ticket: &Ticket, lease: Duration) -> Result<Start, McError> {
-    let give_up = Instant::now() + lease;
-    loop {
-        let existing = match ledger.claim_token(ticket.key(), ticket.hash(), lease).await? {
-            Claim::Owner { .. } => return Ok(Start::Fresh),
-            Claim::Existing(existing) => existing,
-        };
-        if existing.request_hash != ticket.hash() {
-            return Err(McError::TokenReused(ticket.token().as_str().to_owned()));
+impl Hold {
+    /// The hold on `ticket`'s claim that lasts until `claimed_until_ms`.
+    pub(super) fn new(ledger: &Ledger, ticket: &Ticket, claimed_until_ms: i64) -> Self {
+        let key = ticket.key();
+        Hold {
+            ledger: ledger.clone(),
+            identity: key.identity.to_owned(),
+            token: key.token.to_owned(),
+            claimed_until_ms,
+            armed: std::sync::atomic::AtomicBool::new(true),
         }
-        let expired = existing.claimed_until_ms < Ledger::now_ms();
-        match (existing.state, existing.answer_json.as_deref()) {
-            (SubmissionState::Submitted, Some(json)) => {
-                return Ok(Start::Answer(Box::new(serde_json::from_str(json)?)));
-            }
-            (_, None)
-                if expired
-                    && ledger.take_over_token(ticket.key(), existing.claimed_until_ms, lease).await?.is_some() =>
-            {
-                return Ok(Start::Fresh);
-            }
-            (SubmissionState::Pending, Some(_)) if expired => {
-                return Err(McError::Precondition(format!(
-                    "request_token: the first submission under {:?} stopped after its keys were recorded; whether \
-                     MediaConvert has the job is unknown: find it by UserMetadata {METADATA_KEY} = {}",
-                    ticket.token().as_str(),
-                    ticket.marker()
-                )));
-            }
-            _ => {}
+    }
+
+    /// From here on the claim is left to its lease (or released by the
+    /// call itself): the job is about to be planned and POSTed.
+    pub(super) fn disarm(&self) {
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
         }
-        if Instant::now() + POLL > give_up {
-            return Err(McError::TokenInFlight(ticket.token().as_str().to_owned()));
-        }
-        tokio::time::sleep(POLL).await;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (ledger, identity, token, until) = (
+            self.ledger.clone(),
+            std::mem::take(&mut self.identity),
+            std::mem::take(&mut self.token),
+            self.claimed_until_ms,
+        );
+        runtime.spawn(async move {
+            let key = crate::ledger::TokenKey { identity: &identity, token: &token };
+            match ledger.release_token(key, until).await {
+                Ok(_) => tracing::info!("a call cut off before its MediaConvert job was planned released its token"),
+                Err(e) => tracing::warn!(error = %e, "a cut-off call's request token not released; it frees when its lease ends"),
+            }
+        });
     }
 }
 
@@ -170,6 +164,14 @@ pub(super) async fn create_job(
             metadata.insert(METADATA_KEY.to_owned(), json!(ticket.marker()));
         }
     }
+    // The SDK's own idempotency token lives in the body it no longer
+    // writes: without one of the caller's, every POST gets a fresh one, so
+    // an SDK retry after a lost answer is the same job.
+    if let Some(body) = wire.as_object_mut()
+        && !body.contains_key("clientRequestToken")
+    {
+        body.insert("clientRequestToken".to_owned(), json!(uuid::Uuid::new_v4().to_string()));
+    }
     let role = wire.get("role").and_then(Value::as_str).unwrap_or_default().to_owned();
     let body = bytes::Bytes::from(serde_json::to_vec(&wire)?);
     drop(wire);
@@ -184,23 +186,16 @@ pub(super) async fn create_job(
         })
         .send()
         .await;
-    let output = sent.map_err(|e| {
-        let failure = crate::app::aws::sdk_failure(&e);
-        let kind = match e.as_service_error().and_then(|s| s.code()) {
-            Some("BadRequestException" | "ConflictException" | "NotFoundException") => ServiceFailure::Rejected,
-            Some("ForbiddenException") => ServiceFailure::AccessDenied,
-            _ if failure.transport => ServiceFailure::Unavailable,
-            Some("TooManyRequestsException" | "InternalServerErrorException" | "ServiceQuotaExceededException") => {
-                ServiceFailure::Unavailable
-            }
-            _ => ServiceFailure::Internal,
-        };
-        McError::Service { kind, message: failure.message }
-    })?;
+    let output = sent.map_err(|e| service_failure("", &e))?;
     let job = output.job().ok_or_else(|| McError::Service {
         kind: ServiceFailure::Internal,
         message: "the answer holds no job".to_owned(),
     })?;
+    Ok(created(job))
+}
+
+/// What the broker keeps of a job MediaConvert has.
+pub(super) fn created(job: &aws_sdk_mediaconvert::types::Job) -> Created {
     let id = job.id().unwrap_or_default().to_owned();
     let summary = json!({
         "id": id,
@@ -210,5 +205,28 @@ pub(super) async fn create_job(
         "userMetadata": job.user_metadata(),
         "clientRequestToken": job.client_request_token(),
     });
-    Ok(Created { id, job: summary })
+    Created { id, job: summary }
+}
+
+/// An SDK failure of a MediaConvert call, `operation` naming it unless it
+/// is CreateJob.
+pub(super) fn service_failure<E, R>(
+    operation: &str,
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> McError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let failure = crate::app::aws::sdk_failure(e);
+    let kind = match failure.code.as_deref() {
+        Some("BadRequestException" | "ConflictException" | "NotFoundException") => ServiceFailure::Rejected,
+        Some("ForbiddenException") => ServiceFailure::AccessDenied,
+        _ if failure.transport => ServiceFailure::Unavailable,
+        Some("TooManyRequestsException" | "InternalServerErrorException" | "ServiceQuotaExceededException") => {
+            ServiceFailure::Unavailable
+        }
+        _ => ServiceFailure::Internal,
+    };
+    McError::Service { kind, message: format!("{operation}{}", failure.message) }
 }

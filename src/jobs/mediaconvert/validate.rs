@@ -242,7 +242,7 @@ fn base64_text(text: &str, at: &str) -> Result<usize, FieldError> {
 }
 
 /// `^[a-z-]{2,6}-(east|west|central|((north|south)(east|west)?))-[1-9]{1,2}$`.
-fn is_region(text: &str) -> bool {
+pub(super) fn is_region(text: &str) -> bool {
     let mut parts = text.rsplitn(3, '-');
     let (Some(number), Some(direction), Some(area)) = (parts.next(), parts.next(), parts.next()) else {
         return false;

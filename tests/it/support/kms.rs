@@ -1,7 +1,7 @@
 //! A scripted KMS for tests and benchmarks: it wraps a real one (the local
 //! keyring or moto's KMS), counts the calls that reach it and answers each
-//! after a set delay, a stand-in for a network round trip. Never part of the
-//! broker itself.
+//! after a set delay, a stand-in for a network round trip, or fails the
+//! wraps a test asks it to. Never part of the broker itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +15,7 @@ pub struct ScriptedKms {
     inner: Arc<dyn Kms>,
     delay: Duration,
     calls: AtomicUsize,
+    failing_wraps: AtomicUsize,
 }
 
 impl ScriptedKms {
@@ -25,12 +26,17 @@ impl ScriptedKms {
 
     /// Answers every call of `inner` `delay` later.
     pub fn delayed(inner: Arc<dyn Kms>, delay: Duration) -> Arc<ScriptedKms> {
-        Arc::new(ScriptedKms { inner, delay, calls: AtomicUsize::new(0) })
+        Arc::new(ScriptedKms { inner, delay, calls: AtomicUsize::new(0), failing_wraps: AtomicUsize::new(0) })
     }
 
     /// The calls that reached the KMS so far.
     pub fn count(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Answers the next `times` wraps (Encrypt) with a throttling error.
+    pub fn fail_next_wraps(&self, times: usize) {
+        self.failing_wraps.fetch_add(times, Ordering::SeqCst);
     }
 
     async fn enter(&self) {
@@ -49,6 +55,14 @@ impl Kms for ScriptedKms {
 
     async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
         self.enter().await;
+        let failing = self.failing_wraps.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(KmsError {
+                operation: "Encrypt",
+                kind: keybroker::custody::kms::KmsErrorKind::Unavailable,
+                message: "ThrottlingException: Rate exceeded (scripted)".into(),
+            });
+        }
         self.inner.wrap(key_id, plaintext, context).await
     }
 

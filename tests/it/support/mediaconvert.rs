@@ -2,12 +2,15 @@
 //!
 //! Neither moto nor the free LocalStack implements MediaConvert, so this
 //! server speaks its rest-json (API 2017-08-29) for CreateJob
-//! (`POST /2017-08-29/jobs`) and GetJob (`GET /2017-08-29/jobs/{id}`). It
+//! (`POST /2017-08-29/jobs`), GetJob (`GET /2017-08-29/jobs/{id}`) and
+//! ListJobs (`GET /2017-08-29/jobs`, query checked against the model's
+//! `ListJobsRequest`, answered newest first by default). It
 //! judges a CreateJob body by the botocore model ([`super::mc_model`]), then
 //! KMS-decrypts (moto, over HTTP) every `Inputs[].DecryptionSettings`
 //! `EncryptedDecryptionKey` under `{"service":"mediaconvert.amazonaws.com"}`
 //! and checks the key length (16, 24 or 32 bytes) and the IV length for the
-//! mode (16 bytes, or 12 for `AES_GCM` and `AES_CTR`). It also reads every
+//! mode (16 bytes, or 12 for `AES_GCM` and `AES_CTR`), and a `KmsKeyRegion`
+//! against the region of the key KMS reports. It also reads every
 //! output group's S3 encryption and HLS/CMAF static key so tests can assert
 //! on them. A `ClientRequestToken` seen before returns the first job, as
 //! MediaConvert does within its minute. Errors answer MediaConvert's shapes:
@@ -24,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use aws_sdk_kms::error::ProvideErrorMetadata as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +60,8 @@ pub struct InputKey {
     pub iv: Vec<u8>,
     /// The KMS key ARN Decrypt reported.
     pub kms_key_id: String,
+    /// `KmsKeyRegion`, if any: checked to be the region of that ARN.
+    pub kms_key_region: Option<String>,
     /// The input's `FileInput`.
     pub file_input: String,
 }
@@ -95,7 +100,15 @@ struct Record {
     input_keys: Vec<InputKey>,
     groups: Vec<GroupProtection>,
     jobs: HashMap<String, Value>,
+    /// Job ids in creation order, for ListJobs.
+    job_order: Vec<String>,
     tokens: HashMap<String, String>,
+    list_requests: usize,
+    /// CreateJob failures to answer before looking at the body.
+    injected_failures: std::collections::VecDeque<(u16, String)>,
+    /// CreateJob answers to lose: the job is created, then the answer is
+    /// held back past any attempt timeout, as a lost response looks.
+    lost_answers: usize,
 }
 
 struct Shared {
@@ -132,7 +145,7 @@ impl McEndpoint {
         model();
         let shared = Arc::new(Shared { kms, record: Mutex::new(Record::default()) });
         let app = Router::new()
-            .route("/2017-08-29/jobs", post(create_job))
+            .route("/2017-08-29/jobs", post(create_job).get(list_jobs))
             .route("/2017-08-29/jobs/{id}", get(get_job))
             .fallback(unknown_operation)
             .layer(middleware::from_fn_with_state(shared.clone(), count_and_authenticate))
@@ -154,6 +167,24 @@ impl McEndpoint {
     /// The wire bodies of CreateJob requests that made a new job.
     pub fn created_jobs(&self) -> Vec<Value> {
         self.shared.record().created_jobs.clone()
+    }
+
+    /// ListJobs requests received.
+    pub fn list_requests(&self) -> usize {
+        self.shared.record().list_requests
+    }
+
+    /// Answers the next `times` CreateJob requests with `status` and
+    /// `error_type`, making no job.
+    pub fn fail_next_create_jobs(&self, times: usize, status: u16, error_type: &str) {
+        let mut record = self.shared.record();
+        record.injected_failures.extend(std::iter::repeat_n((status, error_type.to_owned()), times));
+    }
+
+    /// Makes the next `times` new jobs, then holds their answers back for a
+    /// minute (an answer lost on its way).
+    pub fn lose_next_create_job_answers(&self, times: usize) {
+        self.shared.record().lost_answers += times;
     }
 
     /// The message of every BadRequestException answered, in order.
@@ -221,8 +252,77 @@ async fn get_job(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
     }
 }
 
+/// The most jobs a ListJobs page holds when `maxResults` is absent.
+const LIST_PAGE: usize = 20;
+
+/// ListJobs: the query as the model's `ListJobsRequest` has it
+/// (`maxResults` 1 to 20, `nextToken`, `order` ASCENDING or DESCENDING,
+/// `queue`, `status` a `JobStatus`); the answer is `{"jobs": [...],
+/// "nextToken": ...}`, newest first unless `order=ASCENDING`. A
+/// `nextToken` is the id of the job the page starts at.
+async fn list_jobs(State(shared): State<Arc<Shared>>, Query(query): Query<HashMap<String, String>>) -> Response {
+    shared.record().list_requests += 1;
+    let request_shape = model().shape("ListJobsRequest");
+    let members = request_shape.get("members").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut checked = serde_json::Map::new();
+    for (name, value) in &query {
+        let Some((member, _)) =
+            members.iter().find(|(_, spec)| spec.get("locationName").and_then(Value::as_str) == Some(name))
+        else {
+            return bad_request(&shared, format!("{name}: is not a ListJobs query parameter"));
+        };
+        let typed = if member == "MaxResults" {
+            match value.parse::<i64>() {
+                Ok(n) => json!(n),
+                Err(_) => return bad_request(&shared, format!("MaxResults: {value:?} is not an integer")),
+            }
+        } else {
+            json!(value)
+        };
+        checked.insert(name.clone(), typed);
+    }
+    if let Err(violation) = model().check(&Value::Object(checked), "ListJobsRequest", "") {
+        return bad_request(&shared, violation);
+    }
+    let descending = query.get("order").map(String::as_str) != Some("ASCENDING");
+    let limit = query.get("maxResults").and_then(|n| n.parse().ok()).unwrap_or(LIST_PAGE);
+    let record = shared.record();
+    let mut jobs: Vec<&Value> = record
+        .job_order
+        .iter()
+        .filter_map(|id| record.jobs.get(id))
+        .filter(|job| query.get("queue").is_none_or(|queue| job["queue"] == queue.as_str()))
+        .filter(|job| query.get("status").is_none_or(|status| job["status"] == status.as_str()))
+        .collect();
+    if descending {
+        jobs.reverse();
+    }
+    let start = match query.get("nextToken") {
+        Some(token) => match jobs.iter().position(|job| job["id"] == token.as_str()) {
+            Some(at) => at,
+            None => return bad_request(&shared, format!("NextToken: {token:?} names no job")),
+        },
+        None => 0,
+    };
+    let page: Vec<Value> = jobs.iter().skip(start).take(limit).map(|job| (*job).clone()).collect();
+    let mut body = json!({ "jobs": page });
+    if let Some(next) = jobs.get(start + limit) {
+        body["nextToken"] = next["id"].clone();
+    }
+    drop(record);
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
 async fn create_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    shared.record().create_requests += 1;
+    let injected = {
+        let mut record = shared.record();
+        record.create_requests += 1;
+        record.injected_failures.pop_front()
+    };
+    if let Some((status, error_type)) = injected {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error_response(status, &error_type, &format!("injected failure: {error_type}"));
+    }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => return bad_request(&shared, format!("the body is not JSON: {e}")),
@@ -269,18 +369,28 @@ async fn create_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         "role": request["role"],
         "settings": request["settings"],
         "status": "SUBMITTED",
+        "queue": request.get("queue").cloned().unwrap_or_else(|| json!(format!("arn:aws:mediaconvert:us-east-1:{ACCOUNT_ID}:queues/Default"))),
         "userMetadata": request.get("userMetadata").cloned().unwrap_or_else(|| json!({})),
         "clientRequestToken": request.get("clientRequestToken"),
         "createdAt": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
-    let mut record = shared.record();
-    if let Some(token) = token {
-        record.tokens.insert(token, job_id.clone());
+    let lose_answer = {
+        let mut record = shared.record();
+        if let Some(token) = token {
+            record.tokens.insert(token, job_id.clone());
+        }
+        record.job_order.push(job_id.clone());
+        record.jobs.insert(job_id, job.clone());
+        record.created_jobs.push(request);
+        record.input_keys.extend(keys);
+        record.groups.extend(groups);
+        let lose = record.lost_answers > 0;
+        record.lost_answers = record.lost_answers.saturating_sub(1);
+        lose
+    };
+    if lose_answer {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     }
-    record.jobs.insert(job_id, job.clone());
-    record.created_jobs.push(request);
-    record.input_keys.extend(keys);
-    record.groups.extend(groups);
     (StatusCode::CREATED, axum::Json(json!({ "job": job }))).into_response()
 }
 
@@ -314,6 +424,15 @@ async fn verify_input_key(shared: &Shared, block: &Value, path: &str) -> Result<
             )
         })?;
     let key = decrypted.plaintext().map(|blob| blob.as_ref().to_vec()).unwrap_or_default();
+    let kms_key_id = decrypted.key_id().unwrap_or_default().to_owned();
+    let kms_key_region = text("kmsKeyRegion");
+    if let Some(region) = &kms_key_region
+        && kms_key_id.split(':').nth(3) != Some(region.as_str())
+    {
+        return Err(format!(
+            "{path}.KmsKeyRegion: {region} is not the region of the KMS key that encrypted the key ({kms_key_id})"
+        ));
+    }
     if ![16, 24, 32].contains(&key.len()) {
         return Err(format!(
             "{path}.EncryptedDecryptionKey: decrypts to {} bytes; the key must be 128, 192 or 256 bits",
@@ -336,7 +455,8 @@ async fn verify_input_key(shared: &Shared, block: &Value, path: &str) -> Result<
         wrapped_key,
         key,
         iv,
-        kms_key_id: decrypted.key_id().unwrap_or_default().to_owned(),
+        kms_key_id,
+        kms_key_region,
         file_input: String::new(),
     })
 }
