@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::bounds;
+use super::check_pipeline::requirements_to_proto;
 use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
 use crate::edge::pb;
 use crate::jobs::mediaconvert::role::{RoleCheck, RoleReport, RoleRequest};
-use crate::jobs::preflight::Outcome;
 use crate::jobs::preflight::change::parse_key_arn;
 
 /// Answers one `CheckMediaConvertRole` call.
@@ -50,20 +50,7 @@ pub fn report_to_proto(report: RoleReport) -> pb::CheckMediaConvertRoleResponse 
         source: report.subject.source.to_owned(),
         kms_key_arn: report.subject.kms_key_arn,
         region: report.region.unwrap_or_default(),
-        requirements: report
-            .requirements
-            .into_iter()
-            .map(|r| pb::PipelineRequirement {
-                name: r.name.to_owned(),
-                outcome: match r.outcome {
-                    Outcome::Pass => pb::CheckOutcome::Pass,
-                    Outcome::Fail => pb::CheckOutcome::Fail,
-                    Outcome::Unknown => pb::CheckOutcome::Unknown,
-                } as i32,
-                detail: r.detail,
-                fix: r.fix,
-            })
-            .collect(),
+        requirements: requirements_to_proto(report.requirements),
         ready,
         input_bucket: report.subject.input_bucket.unwrap_or_default(),
         output_bucket: report.subject.output_bucket.unwrap_or_default(),

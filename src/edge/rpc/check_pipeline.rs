@@ -11,6 +11,7 @@ use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
 use crate::edge::pb;
 use crate::jobs::et::preflight::{Outcome, Preflight, Report};
+use crate::jobs::preflight::Requirement;
 
 /// Answers one `CheckPipeline` call.
 ///
@@ -42,20 +43,25 @@ pub fn report_to_proto(report: Report) -> pb::CheckPipelineResponse {
         kms_key_arn: report.pipeline.kms_key_arn.unwrap_or_default(),
         role: report.pipeline.role,
         region: report.pipeline.region.unwrap_or_default(),
-        requirements: report
-            .requirements
-            .into_iter()
-            .map(|r| pb::PipelineRequirement {
-                name: r.name.to_owned(),
-                outcome: match r.outcome {
-                    Outcome::Pass => pb::CheckOutcome::Pass,
-                    Outcome::Fail => pb::CheckOutcome::Fail,
-                    Outcome::Unknown => pb::CheckOutcome::Unknown,
-                } as i32,
-                detail: r.detail,
-                fix: r.fix,
-            })
-            .collect(),
+        requirements: requirements_to_proto(report.requirements),
         ready,
     }
+}
+
+/// The protobuf form of a preflight's requirements (a pipeline's or a
+/// MediaConvert role's).
+pub fn requirements_to_proto(requirements: Vec<Requirement>) -> Vec<pb::PipelineRequirement> {
+    requirements
+        .into_iter()
+        .map(|r| pb::PipelineRequirement {
+            name: r.name.to_owned(),
+            outcome: match r.outcome {
+                Outcome::Pass => pb::CheckOutcome::Pass,
+                Outcome::Fail => pb::CheckOutcome::Fail,
+                Outcome::Unknown => pb::CheckOutcome::Unknown,
+            } as i32,
+            detail: r.detail,
+            fix: r.fix,
+        })
+        .collect()
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::bounds;
 use super::check_mediaconvert_role::report_to_proto;
+use super::connect_pipeline::changes_to_proto;
 use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
 use crate::edge::pb;
@@ -35,16 +36,7 @@ pub async fn handle(
         let connection = check.connect(&request, req.apply, &grant).await?;
         notes.kms_key_arn(&connection.report.subject.kms_key_arn);
         Ok(pb::ConnectMediaConvertRoleResponse {
-            changes: connection
-                .changes
-                .into_iter()
-                .map(|c| pb::PipelineChange {
-                    action: c.action.to_owned(),
-                    detail: c.detail,
-                    request_json: c.request_json,
-                    state: c.state.as_str().to_owned(),
-                })
-                .collect(),
+            changes: changes_to_proto(connection.changes),
             applied: connection.applied,
             check: Some(report_to_proto(connection.report)),
         })

@@ -14,6 +14,7 @@ use crate::edge::gate::Gate;
 use crate::edge::pb;
 use crate::jobs::et::preflight::Preflight;
 use crate::jobs::et::preflight::connect::parse_key_arn;
+use crate::jobs::preflight::change::Change;
 
 /// Answers one `ConnectPipeline` call.
 ///
@@ -33,19 +34,24 @@ pub async fn handle(
         }
         let connection = preflight.connect(&req.pipeline_id, &req.kms_key_arn, req.apply, &grant).await?;
         Ok(pb::ConnectPipelineResponse {
-            changes: connection
-                .changes
-                .into_iter()
-                .map(|c| pb::PipelineChange {
-                    action: c.action.to_owned(),
-                    detail: c.detail,
-                    request_json: c.request_json,
-                    state: c.state.as_str().to_owned(),
-                })
-                .collect(),
+            changes: changes_to_proto(connection.changes),
             applied: connection.applied,
             check: Some(report_to_proto(connection.report)),
         })
     })
     .await
+}
+
+/// The protobuf form of a connect's changes (a pipeline's or a MediaConvert
+/// role's).
+pub fn changes_to_proto(changes: Vec<Change>) -> Vec<pb::PipelineChange> {
+    changes
+        .into_iter()
+        .map(|c| pb::PipelineChange {
+            action: c.action.to_owned(),
+            detail: c.detail,
+            request_json: c.request_json,
+            state: c.state.as_str().to_owned(),
+        })
+        .collect()
 }
