@@ -18,8 +18,9 @@ use keybroker::pb;
 use serde_json::json;
 
 use crate::support::broker::{TestBroker, aws_config, aws_kms};
-use crate::support::mediaconvert::McEndpoint;
+use crate::support::mediaconvert::{InputKey, McEndpoint};
 use crate::support::moto::Moto;
+use crate::support::process::cli_json;
 use crate::support::tools::python_with_cryptography;
 
 const DECRYPT: &str = r#"
@@ -101,16 +102,8 @@ async fn files_encrypted_for_mediaconvert_decrypt_with_the_key_kms_gives_the_end
         let ciphertext = got.body.collect().await.unwrap().into_bytes();
         assert_ne!(&ciphertext[..64], &plaintext[..64]);
         let src = dir.path().join(format!("{mode}.enc"));
-        let dst = dir.path().join(format!("{mode}.out"));
         std::fs::write(&src, &ciphertext).unwrap();
-        let out = Command::new(python)
-            .args(["-c", DECRYPT, mc_mode, &B64.encode(&key.key), &B64.encode(&key.iv)])
-            .arg(&src)
-            .arg(&dst)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(std::fs::read(&dst).unwrap() == plaintext, "{mode}: the decrypted file differs from the original");
+        assert_decrypts_to(python, &src, key, &plaintext);
     }
 }
 
@@ -154,16 +147,19 @@ async fn serve_finds_mediaconvert_through_aws_endpoint_url_mediaconvert() {
     assert!(!log.contains(&key) && !log.contains(&key.to_uppercase()), "the static key is not in the server's output");
 }
 
-/// Runs the `keybroker` binary against `broker`; answers its stdout as JSON.
-async fn cli(broker: &TestBroker, args: &[&str]) -> serde_json::Value {
-    let out = tokio::process::Command::new(crate::support::process::BIN)
-        .args(args)
-        .args(["--addr", &broker.addr.to_string()])
+/// Decrypts the file at `src` with Python `cryptography` (standing in for
+/// MediaConvert) using the key and IV the endpoint got from KMS, and asserts
+/// the bytes are `plaintext`.
+fn assert_decrypts_to(python: &str, src: &std::path::Path, key: &InputKey, plaintext: &[u8]) {
+    let dst = src.with_extension("out");
+    let out = Command::new(python)
+        .args(["-c", DECRYPT, &key.mode, &B64.encode(&key.key), &B64.encode(&key.iv)])
+        .arg(src)
+        .arg(&dst)
         .output()
-        .await
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    assert!(out.status.success(), "{}: {}", key.mode, String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&dst).unwrap() == plaintext, "{}: the decrypted file differs from the original", key.mode);
 }
 
 #[tokio::test]
@@ -186,8 +182,11 @@ async fn files_the_binary_encrypts_for_mediaconvert_decrypt_with_the_key_kms_giv
     for (mode, mc_mode) in modes {
         let out = dir.path().join(format!("{mode}.enc"));
         let (from, to) = (source.to_str().unwrap(), out.to_str().unwrap());
-        let block =
-            cli(&broker, &["encrypt", "--in", from, "--out", to, "--mode", mode, "--context", "mediaconvert"]).await;
+        let block = cli_json(
+            &broker.addr.to_string(),
+            &["encrypt", "--in", from, "--out", to, "--mode", mode, "--context", "mediaconvert"],
+        )
+        .await;
         assert_eq!(block["Mode"], mode, "{block}");
         inputs.push(json!({"FileInput": format!("s3://in/{mode}.mp4"), "DecryptionSettings": {
             "DecryptionMode": mc_mode,
@@ -198,7 +197,8 @@ async fn files_the_binary_encrypts_for_mediaconvert_decrypt_with_the_key_kms_giv
         json!({"Role": "arn:aws:iam::111122223333:role/MediaConvert_Default_Role", "Settings": {"Inputs": inputs}});
     let job_file = dir.path().join("job.json");
     std::fs::write(&job_file, job.to_string()).unwrap();
-    let answer = cli(&broker, &["mediaconvert", "submit", "--job", job_file.to_str().unwrap()]).await;
+    let answer =
+        cli_json(&broker.addr.to_string(), &["mediaconvert", "submit", "--job", job_file.to_str().unwrap()]).await;
     assert!(answer["JobId"].is_string(), "{answer}");
 
     // The endpoint opened each key under the MediaConvert context; with it
@@ -208,15 +208,6 @@ async fn files_the_binary_encrypts_for_mediaconvert_decrypt_with_the_key_kms_giv
     for ((mode, mc_mode), key) in modes.iter().zip(&keys) {
         assert_eq!(key.mode, *mc_mode);
         assert_eq!(key.key.len(), 32);
-        let src = dir.path().join(format!("{mode}.enc"));
-        let dst = dir.path().join(format!("{mode}.out"));
-        let out = Command::new(python)
-            .args(["-c", DECRYPT, mc_mode, &B64.encode(&key.key), &B64.encode(&key.iv)])
-            .arg(&src)
-            .arg(&dst)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(std::fs::read(&dst).unwrap() == plaintext, "{mode}: the decrypted file differs from the original");
+        assert_decrypts_to(python, &dir.path().join(format!("{mode}.enc")), key, &plaintext);
     }
 }

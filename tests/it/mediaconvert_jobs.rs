@@ -334,14 +334,7 @@ async fn a_body_the_model_rejects_reaches_neither_kms_nor_mediaconvert() {
 
 /// Runs the `keybroker` binary against the rig's broker; answers its stdout as JSON.
 async fn cli(rig: &Rig, args: &[&str]) -> Value {
-    let out = tokio::process::Command::new(crate::support::process::BIN)
-        .args(args)
-        .args(["--addr", &rig.broker.addr.to_string()])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::support::process::cli_json(&rig.broker.addr.to_string(), args).await
 }
 
 #[tokio::test]

@@ -90,14 +90,7 @@ async fn broker_with(moto: &Moto, adjust: impl FnOnce(&mut Config)) -> TestBroke
 
 /// The outcome, detail and fix of requirement `name`.
 fn requirement<'a>(check: &'a pb::CheckMediaConvertRoleResponse, name: &str) -> (&'static str, &'a str, &'a str) {
-    let r = check.requirements.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no requirement {name}"));
-    let outcome = match pb::CheckOutcome::try_from(r.outcome).unwrap() {
-        pb::CheckOutcome::Pass => "pass",
-        pb::CheckOutcome::Fail => "fail",
-        pb::CheckOutcome::Unknown => "unknown",
-        pb::CheckOutcome::Unspecified => "unspecified",
-    };
-    (outcome, &r.detail, &r.fix)
+    crate::support::preflight::requirement(&check.requirements, name)
 }
 
 fn request(role: &str, arn: &str) -> pb::CheckMediaConvertRoleRequest {

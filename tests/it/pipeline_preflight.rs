@@ -58,14 +58,7 @@ pub(crate) async fn broker_with(moto: &Moto, et: &EtEndpoint, adjust: impl FnOnc
 
 /// The outcome, detail and fix of requirement `name`.
 pub(crate) fn requirement<'a>(check: &'a pb::CheckPipelineResponse, name: &str) -> (&'static str, &'a str, &'a str) {
-    let r = check.requirements.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no requirement {name}"));
-    let outcome = match pb::CheckOutcome::try_from(r.outcome).unwrap() {
-        pb::CheckOutcome::Pass => "pass",
-        pb::CheckOutcome::Fail => "fail",
-        pb::CheckOutcome::Unknown => "unknown",
-        pb::CheckOutcome::Unspecified => "unspecified",
-    };
-    (outcome, &r.detail, &r.fix)
+    crate::support::preflight::requirement(&check.requirements, name)
 }
 
 pub(crate) async fn check(broker: &TestBroker, id: &str) -> pb::CheckPipelineResponse {

@@ -61,3 +61,19 @@ pub async fn bucket(moto: &Moto, region: &str) -> String {
     create.send().await.unwrap();
     name
 }
+
+/// The outcome, detail and fix of requirement `name` among `requirements`.
+pub fn requirement<'a>(
+    requirements: &'a [keybroker::pb::PipelineRequirement],
+    name: &str,
+) -> (&'static str, &'a str, &'a str) {
+    use keybroker::pb::CheckOutcome;
+    let r = requirements.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no requirement {name}"));
+    let outcome = match CheckOutcome::try_from(r.outcome).unwrap() {
+        CheckOutcome::Pass => "pass",
+        CheckOutcome::Fail => "fail",
+        CheckOutcome::Unknown => "unknown",
+        CheckOutcome::Unspecified => "unspecified",
+    };
+    (outcome, &r.detail, &r.fix)
+}

@@ -88,3 +88,11 @@ impl Served {
         (status, self.log_text())
     }
 }
+
+/// Runs a client subcommand against the broker at `addr` without blocking
+/// the runtime; asserts it succeeded and answers its stdout as JSON.
+pub async fn cli_json(addr: &str, args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new(BIN).args(args).args(["--addr", addr]).output().await.unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
