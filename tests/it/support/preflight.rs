@@ -77,3 +77,13 @@ pub fn requirement<'a>(
     };
     (outcome, &r.detail, &r.fix)
 }
+
+/// `probes` are two fresh 256-bit keys (one per check), and none of their
+/// bytes is in `answers`, the audit log at `audit` or the captured logs.
+pub fn assert_probes_nowhere(probes: &[Vec<u8>], answers: &str, audit: &std::path::Path) {
+    assert_eq!(probes.len(), 2, "one probe key per check");
+    assert!(probes.iter().all(|k| k.len() == 32) && probes[0] != probes[1], "fresh 256-bit probe keys");
+    crate::support::logs::assert_no_key_in(answers, probes, "the answers");
+    crate::support::logs::assert_no_key_in(&std::fs::read_to_string(audit).unwrap(), probes, "the audit log");
+    crate::support::logs::assert_no_key_logged(probes);
+}
