@@ -170,6 +170,60 @@ where
     }
 }
 
+/// This call's fresh claim on a token until its job is planned: cut off
+/// before then (its future dropped at the caller's deadline), nothing has
+/// reached the transcoder, so the claim is released in the background and
+/// a retry with the token runs at once instead of at the lease's end.
+pub struct Hold {
+    ledger: Ledger,
+    identity: String,
+    token: String,
+    claimed_until_ms: i64,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Hold {
+    /// The hold on `ticket`'s claim that lasts until `claimed_until_ms`.
+    pub fn new(ledger: &Ledger, ticket: &Ticket, claimed_until_ms: i64) -> Self {
+        let key = ticket.key();
+        Hold {
+            ledger: ledger.clone(),
+            identity: key.identity.to_owned(),
+            token: key.token.to_owned(),
+            claimed_until_ms,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// From here on the claim is left to its lease (or released by the
+    /// call itself): the job is about to be planned and POSTed.
+    pub fn disarm(&self) {
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (ledger, identity, token, until) = (
+            self.ledger.clone(),
+            std::mem::take(&mut self.identity),
+            std::mem::take(&mut self.token),
+            self.claimed_until_ms,
+        );
+        runtime.spawn(async move {
+            let key = crate::ledger::TokenKey { identity: &identity, token: &token };
+            match ledger.release_token(key, until).await {
+                Ok(_) => tracing::info!("a call cut off before its job was planned released its token"),
+                Err(e) => tracing::warn!(error = %e, "a cut-off call's request token not released; it frees when its lease ends"),
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

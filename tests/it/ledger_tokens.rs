@@ -278,3 +278,71 @@ async fn over_mutual_tls_the_same_token_from_two_identities_is_two_tokens() {
     }
     ledger.close().await;
 }
+
+/// A tokened job that Elastic Transcoder refused, or whose key KMS failed to
+/// wrap, reached ET as no job: its token is free for an immediate retry
+/// (without the release the retry would wait for the first call and answer
+/// ABORTED).
+#[tokio::test]
+async fn a_refused_job_or_a_kms_failure_frees_its_token_for_an_immediate_retry() {
+    let rig = rig().await;
+    let db = LedgerDb::new(Engine::Sqlite).await;
+    let broker = broker(&rig, &db).await;
+    let mut client = broker.client().await;
+
+    rig.et.fail_next_create_job(400, "ValidationException");
+    let err = client.submit_encrypted_job(job("refused-1", 2)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(rig.et.created_jobs().is_empty());
+    let retried = client.submit_encrypted_job(job("refused-1", 2)).await.unwrap().into_inner();
+    assert_eq!(rig.et.created_jobs().len(), 1, "the retry made the job");
+    assert_eq!(token_of(&rig.et.created_jobs()[0]).map(str::len), Some(64));
+
+    rig.kms.fail_next_wraps(1);
+    let creates = rig.et.created_jobs().len();
+    let err = client.submit_encrypted_job(job("kms-down-1", 2)).await.unwrap_err();
+    assert!(err.message().starts_with("outputs["), "the failed key is named: {err:?}");
+    assert_eq!(rig.et.created_jobs().len(), creates, "nothing reached ET");
+    let again = client.submit_encrypted_job(job("kms-down-1", 2)).await.unwrap().into_inner();
+    assert_ne!(again.job_id, retried.job_id);
+    assert_eq!(rig.et.created_jobs().len(), creates + 1);
+}
+
+/// A call cut off by its deadline while its keys were at KMS never planned
+/// a job: its claim is released in the background, and a retry with the
+/// token runs at once.
+#[tokio::test]
+async fn a_call_cut_off_before_its_job_is_planned_frees_its_token() {
+    let moto = Moto::shared();
+    let key_arn = moto.create_key().await;
+    let et =
+        EtEndpoint::spawn(moto.kms(), vec![PipelineFixture::new(PIPELINE, Some(&key_arn))], KeyMd5Reading::Plaintext)
+            .await;
+    // Every KMS call takes longer than the call's deadline below.
+    let kms = ScriptedKms::delayed(aws_kms(moto, &aws_config(&key_arn)).await, Duration::from_millis(1_500));
+    let rig = Rig { et, kms, key_arn };
+    let db = LedgerDb::new(Engine::Sqlite).await;
+    let broker = broker(&rig, &db).await;
+    let mut cut = tonic::Request::new(job("cut-early", 2));
+    cut.set_timeout(Duration::from_millis(500));
+    let err = broker.client().await.submit_encrypted_job(cut).await.unwrap_err();
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+
+    let ledger = db.open().await;
+    let key = keybroker::ledger::TokenKey { identity: "anonymous", token: "cut-early" };
+    let mut released = false;
+    for _ in 0..100 {
+        if ledger.submission(key).await.unwrap().is_none() {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(released, "the cut-off call's claim is still held: {:?}", ledger.submission(key).await.unwrap());
+    assert!(rig.et.created_jobs().is_empty(), "nothing reached ET");
+    ledger.close().await;
+
+    let answer = broker.client().await.submit_encrypted_job(job("cut-early", 2)).await;
+    assert!(!answer.unwrap().into_inner().job_id.is_empty());
+    assert_eq!(rig.et.created_jobs().len(), 1);
+}

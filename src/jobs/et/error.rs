@@ -113,6 +113,15 @@ pub enum JobError {
     TokenInFlight(String),
 }
 
+impl JobError {
+    /// Whether the job surely did not reach Elastic Transcoder as a job:
+    /// every failure but an answer that leaves it unknown (unavailable,
+    /// throttled or unreadable).
+    pub fn nothing_submitted(&self) -> bool {
+        !matches!(self, JobError::Et(EtError { kind: EtErrorKind::Unavailable | EtErrorKind::Internal, .. }))
+    }
+}
+
 /// The refusal of a job to submit by a broker that submits none.
 pub(crate) fn no_submission() -> JobError {
     EtError::new(

@@ -42,6 +42,7 @@ use crate::custody::keys::{
 use crate::custody::kms::{KmsErrorKind, KmsKeyId};
 use crate::custody::policy::Grant;
 use crate::jobs::place::Place;
+use crate::jobs::ticket::{Hold, Ticket};
 use crate::ledger::{KeyRow, Origin, RequestToken, Usage, Wrapping};
 
 /// A `SubmitEncryptedJob` request in domain terms.
@@ -130,32 +131,64 @@ impl Transcoder {
     /// Validates, keys and (unless `validate_only`) submits a job.
     ///
     /// # Errors
-    /// [`JobError`]; on any error nothing was submitted.
-    pub async fn submit(&self, request: JobRequest, grant: &Grant, origin: &Origin) -> Result<AssembledJob, JobError> {
-        let JobRequest { mut job, mut playready_content_keys, kms_key_id, validate_only, request_token } = request;
-        validate::check_structure(&job)?;
-        if !validate_only && self.et.is_none() {
+    /// [`JobError`]; on any error nothing was submitted, but for an
+    /// Elastic Transcoder answer that leaves it unknown (a tokened job is
+    /// then resolved by its token on retry).
+    pub async fn submit(
+        &self,
+        mut request: JobRequest,
+        grant: &Grant,
+        origin: &Origin,
+    ) -> Result<AssembledJob, JobError> {
+        validate::check_structure(&request.job)?;
+        if !request.validate_only && self.et.is_none() {
             // Refused before any key is made or any token claimed.
             return Err(no_submission());
         }
-        let ticket = match request_token {
-            None => None,
-            Some(token) => {
-                let named = kms_key_id.as_ref().map(KmsKeyId::as_str);
-                let content_keys = !playready_content_keys.is_empty();
-                let ticket = new_ticket(&origin.identity, token, &job, named, validate_only, content_keys)?;
-                grant.check_pipeline(&job.pipeline_id)?;
-                match self.tokens().claim(&ticket, &job.pipeline_id).await? {
-                    Start::Fresh { .. } => {}
-                    Start::Answer(answer) => return Ok(answer),
-                    Start::Resubmit { planned, entry, .. } => {
-                        return self.tokens().resubmit(&ticket, planned, &entry).await;
-                    }
-                }
-                job.user_metadata.insert(crate::ledger::METADATA_KEY.to_owned(), ticket.marker().to_owned());
-                Some(ticket)
+        let Some(token) = request.request_token.take() else {
+            return self.key_and_submit(request, grant, origin, None, None).await;
+        };
+        let named = request.kms_key_id.as_ref().map(KmsKeyId::as_str);
+        let content_keys = !request.playready_content_keys.is_empty();
+        let ticket = new_ticket(&origin.identity, token, &request.job, named, request.validate_only, content_keys)?;
+        grant.check_pipeline(&request.job.pipeline_id)?;
+        let (outcome, claimed_until_ms) = match self.tokens().claim(&ticket, &request.job.pipeline_id).await? {
+            Start::Answer(answer) => return Ok(answer),
+            Start::Resubmit { planned, entry, claimed_until_ms } => {
+                (self.tokens().resubmit(&ticket, planned, &entry).await, claimed_until_ms)
+            }
+            Start::Fresh { claimed_until_ms } => {
+                request.job.user_metadata.insert(crate::ledger::METADATA_KEY.to_owned(), ticket.marker().to_owned());
+                let hold = Hold::new(self.broker.ledger(), &ticket, claimed_until_ms);
+                let outcome = self.key_and_submit(request, grant, origin, Some(&ticket), Some(&hold)).await;
+                hold.disarm();
+                (outcome, claimed_until_ms)
             }
         };
+        if let Err(e) = &outcome
+            && e.nothing_submitted()
+        {
+            // Nothing reached Elastic Transcoder, or it refused the job: the
+            // token is free for a retry at once rather than at the lease's end.
+            if let Err(release) = self.broker.ledger().release_token(ticket.key(), claimed_until_ms).await {
+                tracing::warn!(error = %release, "a failed call's request token not released; it frees when its lease ends");
+            }
+        }
+        outcome
+    }
+
+    /// Keys, checks and (unless `validate_only`) submits one job; with a
+    /// ticket, under its write-ahead, `hold` disarmed once the job is
+    /// about to be planned.
+    async fn key_and_submit(
+        &self,
+        request: JobRequest,
+        grant: &Grant,
+        origin: &Origin,
+        ticket: Option<&Ticket>,
+        hold: Option<&Hold>,
+    ) -> Result<AssembledJob, JobError> {
+        let JobRequest { mut job, mut playready_content_keys, kms_key_id, validate_only, request_token: _ } = request;
         let planned = plan_tasks(&mut job, &mut playready_content_keys)?;
         grant.check_pipeline(&job.pipeline_id)?;
         for task in planned.iter().filter_map(|p| p.task.as_ref()) {
@@ -209,7 +242,10 @@ impl Transcoder {
 
         let mut assembled =
             AssembledJob { job_id: None, request_json, job_json: None, protected_files, kms_key_arn: key_arn };
-        if let Some(ticket) = &ticket {
+        if let Some(ticket) = ticket {
+            if let Some(hold) = hold {
+                hold.disarm();
+            }
             let tokens = self.tokens();
             tokens.mark_planned(ticket, &assembled, &entry).await?;
             let created = tokens.create_job_once(&job, ticket.marker()).await?;

@@ -35,7 +35,7 @@ use crate::custody::broker::Broker;
 use crate::custody::field::FieldError;
 use crate::custody::kms::KmsKeyId;
 use crate::custody::policy::{Denial, Grant};
-use crate::jobs::ticket::{self, Start, Ticket};
+use crate::jobs::ticket::{self, Hold, Start, Ticket};
 use crate::ledger::{KeyRow, METADATA_KEY, Origin, Usage};
 
 /// How MediaConvert jobs are keyed and submitted.
@@ -99,7 +99,7 @@ impl MediaConvert {
         let (outcome, claimed_until_ms) = match ticket::claim(ledger, &ticket, lease, wait, &planned_jobs).await? {
             Start::Answer(answer) => return Ok(answer),
             Start::Fresh { claimed_until_ms } => {
-                let hold = submit::Hold::new(ledger, &ticket, claimed_until_ms);
+                let hold = Hold::new(ledger, &ticket, claimed_until_ms);
                 let outcome = self.run(&request, grant, origin, Some(&ticket), Some(&hold)).await;
                 hold.disarm();
                 (outcome, claimed_until_ms)
@@ -128,7 +128,7 @@ impl MediaConvert {
         grant: &Grant,
         origin: &Origin,
         ticket: Option<&Ticket>,
-        hold: Option<&submit::Hold>,
+        hold: Option<&Hold>,
     ) -> Result<McAnswer, McError> {
         let (job, rows, keys) = self.assemble(request, grant, origin).await?;
         let entry = self.broker.ledger().record(origin, rows).await?;
