@@ -156,12 +156,15 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = serve_config(&args)?;
     crate::app::telemetry::init(config.log.format, &config.log.filter);
     crate::app::hygiene::harden(config.memory.lock_keys);
-    // Checks the configuration (once) before anything listens.
-    let app = crate::app::server::Application::build(config, Default::default()).await?;
-    let config = app.config();
+    // Checks the configuration before anything listens; the metrics
+    // recorder is in place before the build, so what starts then (the key
+    // pools' first refills) is counted.
+    config.validate()?;
     if let Some(addr) = config.metrics_listen {
         crate::app::metrics::install(addr).map_err(|message| CliError::Metrics { addr, message })?;
     }
+    let app = crate::app::server::Application::build(config, Default::default()).await?;
+    let config = app.config();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CliError::Listen { addr: config.listen, source })?;

@@ -35,5 +35,6 @@ mod mediaconvert_jobs;
 mod object_rpcs;
 mod pipeline_preflight;
 mod pool;
+mod pool_names;
 mod readme;
 mod submit_job;
