@@ -150,6 +150,7 @@ impl KeyPool {
             let labels =
                 crate::app::metrics::PoolLabels::new(key.key_id.as_str(), key.context.entry().1, key.bits.bits());
             crate::app::metrics::register_pool(&labels);
+            crate::app::metrics::record_pool_target(&labels, shelf.target());
             pools.insert(key, Pooled { shelf, wake, labels });
         }
         KeyPool { pools, names: lookup, _stop: stop }
