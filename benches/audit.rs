@@ -167,6 +167,8 @@ fn start(dir: &Path, kms: &Kms, audit: Option<&Path>, pin: bool) -> Server {
         }
     }
     command.env("KEYBROKER_LIMITS__MAX_CONCURRENT_REQUESTS", "4096");
+    // 256 callers share one identity (anonymous): not shed at its limit.
+    command.env("KEYBROKER_LIMITS__MAX_CONCURRENT_PER_IDENTITY", "4096");
     let metrics = audit.map(|log| {
         let metrics = free_addr();
         command.arg("--audit-log").arg(log).args(["--metrics-listen", &metrics]);

@@ -92,7 +92,10 @@ fn describe() {
     metrics::describe_counter!("keybroker_pool_hits_total", "keys handed out from a key pool");
     metrics::describe_counter!("keybroker_pool_misses_total", "keys asked of an empty key pool (minted on demand)");
     metrics::describe_histogram!("keybroker_pool_refill_seconds", "time of one refill of a key pool to its target");
-    metrics::describe_counter!("keybroker_pool_discards_total", "pooled keys discarded past their time to live");
+    metrics::describe_counter!(
+        "keybroker_pool_discards_total",
+        "pooled keys discarded: past their time to live (expired) or taken by a job that failed (unused)"
+    );
 }
 
 /// Exports the counters of rare events at 0 from the start, so a
@@ -134,6 +137,11 @@ impl PoolLabels {
     fn series(&self) -> [(&'static str, String); 3] {
         [("kms_key", self.kms_key.clone()), ("context", self.context.to_owned()), ("bits", self.bits.to_owned())]
     }
+
+    fn discard_series(&self, reason: &'static str) -> [(&'static str, String); 4] {
+        let [key, context, bits] = self.series();
+        [key, context, bits, ("reason", reason.to_owned())]
+    }
 }
 
 /// A key pool holds `depth` keys now.
@@ -146,14 +154,26 @@ pub fn record_pool_target(pool: &PoolLabels, target: usize) {
     gauge!("keybroker_pool_target_keys", &pool.series()).set(target as f64);
 }
 
-/// A take from a key pool: a hit leaving `depth` keys, or a miss.
-pub fn record_pool_take(pool: &PoolLabels, hit: bool, depth: usize) {
+/// A take of `keys` keys from a key pool: a hit leaving `depth` keys, or a
+/// miss (each key asked for counts).
+pub fn record_pool_take(pool: &PoolLabels, hit: bool, keys: usize, depth: usize) {
     if hit {
-        counter!("keybroker_pool_hits_total", &pool.series()).increment(1);
+        counter!("keybroker_pool_hits_total", &pool.series()).increment(keys as u64);
     } else {
-        counter!("keybroker_pool_misses_total", &pool.series()).increment(1);
+        counter!("keybroker_pool_misses_total", &pool.series()).increment(keys as u64);
     }
     record_pool_depth(pool, depth);
+}
+
+/// A new key pool's series, at zero, so they are scraped before the
+/// first take or discard.
+pub fn register_pool(pool: &PoolLabels) {
+    counter!("keybroker_pool_hits_total", &pool.series()).increment(0);
+    counter!("keybroker_pool_misses_total", &pool.series()).increment(0);
+    for reason in ["expired", "unused"] {
+        counter!("keybroker_pool_discards_total", &pool.discard_series(reason)).increment(0);
+    }
+    record_pool_depth(pool, 0);
 }
 
 /// One refill of a key pool to its target took `took`.
@@ -161,10 +181,11 @@ pub fn record_pool_refill(pool: &PoolLabels, took: Duration) {
     histogram!("keybroker_pool_refill_seconds", &pool.series()).record(took.as_secs_f64());
 }
 
-/// `count` pooled keys discarded past their time to live.
-pub fn record_pool_discards(pool: &PoolLabels, count: usize) {
+/// `count` pooled keys discarded, never handed out again: `expired` (past
+/// their time to live) or `unused` (taken for a job that then failed).
+pub fn record_pool_discards(pool: &PoolLabels, reason: &'static str, count: usize) {
     if count > 0 {
-        counter!("keybroker_pool_discards_total", &pool.series()).increment(count as u64);
+        counter!("keybroker_pool_discards_total", &pool.discard_series(reason)).increment(count as u64);
     }
 }
 

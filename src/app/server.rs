@@ -21,6 +21,7 @@ use crate::custody::broker::{Broker, BrokerSettings};
 use crate::custody::fingerprint::Fingerprinter;
 use crate::custody::kms::{AwsKms, Kms, KmsKeyId, LocalKeyring};
 use crate::custody::policy::PolicyStore;
+use crate::custody::pool::{KeyNames, resolve_names};
 use crate::edge::Api;
 use crate::edge::admit::{AdmitLayer, AdmitLimits};
 use crate::edge::gate::Gate;
@@ -141,8 +142,13 @@ impl Peers {
             .or_else(|| sdk.as_ref().filter(|_| config.mediaconvert.submit).map(aws_sdk_mediaconvert::Client::new));
         let chain_key = chain_key(config, kms.as_ref()).await?;
         let ledger = open_ledger(config).await?;
+        let pool_names = match config.pool_keys()? {
+            Some(keys) => resolve_names(kms.as_ref(), &keys, config.aws.call_timeout()).await,
+            None => Vec::new(),
+        };
+        let broker = build_broker(config, kms, ledger, &pool_names)?;
         let role_settings = RoleSettings::from_config(config, mediaconvert.as_ref(), admin.as_ref());
-        let mut services = Services::new(config, kms, et, s3, chain_key, ledger, admin.clone())?;
+        let mut services = Services::new(config, broker, et, s3, chain_key, admin.clone())?;
         services.role_check = Arc::new(RoleCheck::new(services.broker.clone(), admin, role_settings));
         services.mediaconvert = build_mediaconvert(config, services.broker.clone(), mediaconvert)?;
         Ok(services)
@@ -224,14 +230,12 @@ struct Services {
 impl Services {
     fn new(
         config: &Config,
-        kms: Arc<dyn Kms>,
+        broker: Arc<Broker>,
         et: Option<aws_sdk_elastictranscoder::Client>,
         s3: Option<aws_sdk_s3::Client>,
         chain_key: Option<ChainKey>,
-        ledger: Ledger,
         admin: Option<AwsAdmin>,
     ) -> Result<Self, ServerError> {
-        let broker = build_broker(config, kms, ledger)?;
         let transcoder = build_transcoder(config, broker.clone(), et);
         let objects_settings = ObjectsSettings {
             // Longer than any stream may run, so a live call keeps its token.
@@ -291,8 +295,14 @@ fn build_mediaconvert(
     Ok(Arc::new(MediaConvert::new(broker, client, settings)))
 }
 
-/// The custody domain over `kms`, with the configuration's settings.
-fn build_broker(config: &Config, kms: Arc<dyn Kms>, ledger: Ledger) -> Result<Arc<Broker>, ServerError> {
+/// The custody domain over `kms`, with the configuration's settings; its
+/// pools answer to the names KMS reported for their keys (`pool_names`).
+fn build_broker(
+    config: &Config,
+    kms: Arc<dyn Kms>,
+    ledger: Ledger,
+    pool_names: &[KeyNames],
+) -> Result<Arc<Broker>, ServerError> {
     let default_key = config
         .kms
         .default_key_id
@@ -307,13 +317,10 @@ fn build_broker(config: &Config, kms: Arc<dyn Kms>, ledger: Ledger) -> Result<Ar
         None => Fingerprinter::ephemeral().map_err(ServerError::Random)?,
     };
     let broker = Broker::new(kms, settings, fingerprints).with_ledger(ledger);
-    if !config.pool.is_enabled() {
+    let Some(pools) = config.pool_keys()? else {
         return Ok(Arc::new(broker));
-    }
-    let pipeline_keys: Vec<&str> =
-        config.transcoder.pipelines.iter().filter_map(|p| p.kms_key_arn.as_deref()).filter(|a| !a.is_empty()).collect();
-    let pools = config.pool.pools(config.kms.default_key_id.as_deref(), &pipeline_keys)?;
-    Ok(Arc::new(broker.with_pool(config.pool.settings(), pools)))
+    };
+    Ok(Arc::new(broker.with_named_pool(config.pool.settings(), pools, pool_names)))
 }
 
 /// The key ledger the configuration describes: PostgreSQL at

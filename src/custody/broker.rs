@@ -16,7 +16,7 @@ use crate::custody::keys::{
 };
 use crate::custody::kms::{Kms, KmsError, KmsKeyId};
 use crate::custody::policy::{Denial, Grant};
-use crate::custody::pool::{KeyPool, Minter, PoolKey, PoolSettings, PooledKey};
+use crate::custody::pool::{KeyNames, KeyPool, Minter, PoolBatch, PoolKey, PoolSettings, PooledKey};
 use crate::custody::rpc::Rpc;
 use crate::ledger::Ledger;
 
@@ -181,13 +181,22 @@ impl Broker {
     /// runtime: the pools fill from background tasks.
     #[must_use]
     pub fn with_pool(self, settings: PoolSettings, keys: Vec<PoolKey>) -> Self {
+        self.with_named_pool(settings, keys, &[])
+    }
+
+    /// [`Broker::with_pool`], with what KMS reported for the configured
+    /// keys ([`crate::custody::pool::resolve_names`]): a pool answers to
+    /// every name of its KMS key, and keys configured by two names of one
+    /// KMS key share one pool.
+    #[must_use]
+    pub fn with_named_pool(self, settings: PoolSettings, keys: Vec<PoolKey>, names: &[KeyNames]) -> Self {
         let minter = Minter {
             kms: self.kms.clone(),
             fingerprints: self.fingerprints.clone(),
             key_md5: self.settings.key_md5,
             kms_deadline: self.settings.kms_deadline,
         };
-        Broker { pool: Some(KeyPool::start(minter, settings, keys)), ..self }
+        Broker { pool: Some(KeyPool::start(minter, settings, keys, names)), ..self }
     }
 
     /// The key pools, when the broker keeps any.
@@ -268,6 +277,34 @@ impl Broker {
         if let Some(pooled) = self.pool.as_ref().and_then(|pool| pool.take(key_id, context, bits)) {
             return Ok(issued_from_pool(pooled, mode));
         }
+        self.mint_wrapped(key_id, bits, mode, context).await
+    }
+
+    /// `count` pooled keys for (`key_id`, `context`, `bits`), all at once,
+    /// or `None` (no pool for them, or it holds fewer): then every one of
+    /// the `count` keys is minted on demand ([`Broker::mint_wrapped`]).
+    /// Keys of a batch dropped before it is marked delivered are discarded.
+    pub fn take_pooled(
+        &self,
+        key_id: &KmsKeyId,
+        context: ServiceContext,
+        bits: KeyBits,
+        count: usize,
+    ) -> Option<PoolBatch> {
+        self.pool.as_ref().and_then(|pool| pool.take_many(key_id, context, bits, count))
+    }
+
+    /// A fresh key and IV wrapped now, never from the pool.
+    ///
+    /// # Errors
+    /// [`BrokerError`]: KMS fails.
+    pub async fn mint_wrapped(
+        &self,
+        key_id: &KmsKeyId,
+        bits: KeyBits,
+        mode: EncryptionMode,
+        context: ServiceContext,
+    ) -> Result<IssuedKey, BrokerError> {
         let key = DataKey::generate(bits)?;
         let iv = Iv16::generate()?;
         self.seal(key_id, &key, mode, iv, context).await
@@ -419,7 +456,7 @@ impl Broker {
 
 /// A pooled key as the `Encryption` block of `mode`: the key, IV, KeyMd5
 /// and fingerprint made when it was minted.
-fn issued_from_pool(pooled: PooledKey, mode: EncryptionMode) -> IssuedKey {
+pub fn issued_from_pool(pooled: PooledKey, mode: EncryptionMode) -> IssuedKey {
     IssuedKey {
         block: EncryptionBlock { mode, wrapped: pooled.wrapped, key_md5: pooled.key_md5, iv: pooled.iv },
         key_arn: pooled.key_arn,

@@ -42,6 +42,7 @@ mod object_s3;
 mod pipeline_connect;
 mod pipeline_preflight;
 mod pool;
+mod pool_names;
 mod readme;
 mod submit_job;
 mod submit_job_failures;

@@ -189,6 +189,11 @@ async fn no_pooled_key_is_handed_out_twice_under_concurrency() {
     assert_eq!(issued.hits + issued.misses, 3160, "every IssueDataKey asked its pool");
     assert_eq!(jobs.hits + jobs.misses, 1200, "every job key asked its pool");
     assert!(issued.hits >= 256 && jobs.hits >= 256, "the pools served keys: {issued:?} {jobs:?}");
+    // A job takes all its 30 keys from the pool or mints all 30: never a
+    // part, whatever the other calls took meanwhile.
+    assert_eq!(jobs.hits % 30, 0, "a job took part of its keys from the pool: {jobs:?}");
+    assert_eq!(jobs.misses % 30, 0, "a job took part of its keys from the pool: {jobs:?}");
+    assert_eq!(jobs.unused, 0, "a successful job discarded keys: {jobs:?}");
 
     let ledger = broker.broker.ledger();
     for (block, fingerprint) in blocks.iter().step_by(37) {
@@ -382,4 +387,68 @@ async fn a_pooled_key_is_recorded_and_audited_when_handed_out() {
         .expect("the call was audited");
     assert_eq!(record["outcome"], "ok");
     assert_eq!(record["key_fingerprints"][0], issued.key_fingerprint.as_str());
+}
+
+/// A job takes all the pooled keys it needs at once or none: with KMS
+/// down and 12 keys pooled, a 20-key job fails without draining the pool
+/// (it would have needed KMS for the rest anyway), and a 12-key job is
+/// then served entirely from it.
+#[tokio::test]
+async fn a_job_the_pool_cannot_cover_takes_none_of_its_keys() {
+    let (broker, relay, key_arn) = behind_relay(12, 900).await;
+    assert!(pool(&broker).wait_filled(12, Duration::from_secs(60)).await, "the pool did not fill");
+    relay.set_down(true);
+    let mut client = broker.client().await;
+    let err = client.submit_encrypted_job(job(PIPELINE, 20, true)).await.expect_err("20 keys, 12 pooled, KMS down");
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let key = key_id(&key_arn);
+    let (context, bits) = (ServiceContext::ElasticTranscoder, KeyBits::Aes256);
+    assert_eq!(pool(&broker).depth(&key, context, bits), Some(12), "a job that could not be covered took keys");
+    let stats = pool(&broker).stats(&key, context, bits).unwrap();
+    assert_eq!((stats.hits, stats.misses, stats.unused), (0, 20, 0), "{stats:?}");
+
+    let answer =
+        client.submit_encrypted_job(job(PIPELINE, 12, true)).await.expect("12 keys from the pool").into_inner();
+    assert_eq!(answer.protected_files.len(), 12);
+    assert_eq!(pool(&broker).depth(&key, context, bits), Some(0));
+    assert_eq!(pool(&broker).stats(&key, context, bits).unwrap().hits, 12);
+    relay.set_down(false);
+    for file in &answer.protected_files {
+        assert_et_can_use(file.encryption.as_ref().unwrap()).await;
+    }
+}
+
+/// A job that fails after taking its pooled keys discards them: they are
+/// never put back for another caller (the job may have recorded or shown
+/// them), and are counted as unused.
+#[tokio::test]
+async fn a_job_that_fails_after_taking_pooled_keys_discards_them() {
+    let (broker, relay, key_arn) = behind_relay(12, 900).await;
+    let mut client = broker.client().await;
+    // A caller-supplied input key, checked with KMS Decrypt during the job.
+    let supplied = issue(&mut client).await.unwrap().encryption.unwrap();
+    assert!(pool(&broker).wait_filled(12, Duration::from_secs(60)).await, "the pool did not fill");
+    let key = key_id(&key_arn);
+    let (context, bits) = (ServiceContext::ElasticTranscoder, KeyBits::Aes256);
+    let before = pool(&broker).stats(&key, context, bits).unwrap();
+    relay.set_down(true);
+
+    let mut failing = job(PIPELINE, 10, true);
+    failing.input.as_mut().unwrap().encryption = Some(supplied);
+    let err = client.submit_encrypted_job(failing).await.expect_err("the input key cannot be checked: KMS is down");
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let after = pool(&broker).stats(&key, context, bits).unwrap();
+    assert_eq!(after.hits - before.hits, 10, "the job took its 10 keys from the pool: {after:?}");
+    assert_eq!(after.unused - before.unused, 10, "the failed job's keys were not discarded: {after:?}");
+    assert_eq!(pool(&broker).depth(&key, context, bits), Some(2), "a failed job's keys went back to the pool");
+
+    // Only the two keys never taken are left to hand out.
+    let mut left = HashSet::new();
+    for _ in 0..2 {
+        left.insert(issue(&mut client).await.expect("a pooled key").encryption.unwrap().key);
+    }
+    assert_eq!(left.len(), 2);
+    let dry = issue(&mut client).await.expect_err("the pool is dry and KMS is down");
+    assert_eq!(dry.code(), Code::Unavailable, "{}", dry.message());
+    relay.set_down(false);
 }

@@ -160,6 +160,28 @@ impl PoolConfig {
     }
 }
 
+impl super::Config {
+    /// The key pools this configuration asks for ([`PoolConfig::pools`]
+    /// over the default key and the static pipelines' keys); `None` when
+    /// pools are off.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a bad key id, length or context.
+    pub fn pool_keys(&self) -> Result<Option<Vec<PoolKey>>, ConfigError> {
+        if !self.pool.is_enabled() {
+            return Ok(None);
+        }
+        let pipeline_keys: Vec<&str> = self
+            .transcoder
+            .pipelines
+            .iter()
+            .filter_map(|p| p.kms_key_arn.as_deref())
+            .filter(|a| !a.is_empty())
+            .collect();
+        Ok(Some(self.pool.pools(self.kms.default_key_id.as_deref(), &pipeline_keys)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 
-use super::backend::{Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
+use super::backend::{Described, Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
 use super::key::KmsKeyId;
 use crate::app::aws::sdk_failure;
 use crate::custody::keys::{DataKey, ServiceContext, WrappedKey};
@@ -80,6 +80,36 @@ impl Kms for AwsKms {
             )
         })?;
         Ok(Unwrapped { key, key_arn })
+    }
+
+    async fn describe(&self, key_id: &KmsKeyId) -> Result<Described, KmsError> {
+        let out = self
+            .client
+            .describe_key()
+            .key_id(key_id.as_str())
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("DescribeKey", e))?;
+        let meta = out
+            .key_metadata
+            .ok_or_else(|| KmsError::new("DescribeKey", KmsErrorKind::Internal, "no KeyMetadata in the answer"))?;
+        let arn = meta.arn.clone().unwrap_or_else(|| key_id.as_str().to_owned());
+        let mut names = vec![key_id.as_str().to_owned(), meta.key_id.clone()];
+        // The key's aliases; without kms:ListAliases the key still answers
+        // to its id, its ARN and the configured name.
+        let mut aliases = self.client.list_aliases().key_id(meta.key_id.as_str()).into_paginator().items().send();
+        while let Some(alias) = aliases.next().await {
+            match alias {
+                Ok(alias) => names.extend(alias.alias_name.into_iter().chain(alias.alias_arn)),
+                Err(e) => {
+                    tracing::warn!(kms_key = %key_id, error = %map_sdk_error("ListAliases", e), "key aliases not listed");
+                    break;
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(Described { arn, names })
     }
 
     async fn rewrap(

@@ -73,6 +73,15 @@ pub struct Rewrapped {
     pub key_arn: String,
 }
 
+/// What KMS knows a key by: its ARN and every other name that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// The key's ARN.
+    pub arn: String,
+    /// Its other names: key id, aliases, alias ARNs.
+    pub names: Vec<String>,
+}
+
 /// A KMS that wraps data keys under an encryption context.
 #[async_trait]
 pub trait Kms: Send + Sync + 'static {
@@ -84,6 +93,16 @@ pub trait Kms: Send + Sync + 'static {
     /// # Errors
     /// [`KmsError`] with the kind of failure.
     async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError>;
+
+    /// The key `key_id` names: its ARN and its other names (AWS KMS
+    /// `DescribeKey` and `ListAliases`). A backend that cannot tell answers
+    /// the name as given.
+    ///
+    /// # Errors
+    /// [`KmsError`] with the kind of failure.
+    async fn describe(&self, key_id: &KmsKeyId) -> Result<Described, KmsError> {
+        Ok(Described { arn: key_id.as_str().to_owned(), names: Vec::new() })
+    }
 
     /// Decrypts `wrapped` under `context`; with `key_id`, only if that key
     /// wrapped it.

@@ -29,7 +29,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::backend::{Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
+use super::backend::{Described, Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
 use super::key::KmsKeyId;
 use crate::custody::keys::{DataKey, ServiceContext, WrappedKey};
 
@@ -185,6 +185,11 @@ fn invalid(message: &str) -> KmsError {
 impl Kms for LocalKeyring {
     fn backend(&self) -> &'static str {
         "local"
+    }
+
+    async fn describe(&self, key_id: &KmsKeyId) -> Result<Described, KmsError> {
+        // A name and the ARN it resolves to are one key of this keyring.
+        Ok(Described { arn: Self::resolve(key_id), names: vec![key_id.as_str().to_owned()] })
     }
 
     async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {

@@ -11,7 +11,7 @@ pub mod key;
 pub mod local;
 
 pub use aws::AwsKms;
-pub use backend::{Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
+pub use backend::{Described, Kms, KmsError, KmsErrorKind, Rewrapped, Unwrapped, Wrapped};
 pub use key::{KeyArn, KmsKeyId, MAX_KEY_ID_LEN};
 pub use local::LocalKeyring;
 

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 use super::shelf::{PoolKey, PooledKey, Shelf};
 use crate::custody::fingerprint::Fingerprinter;
 use crate::custody::keys::{DataKey, Iv16, KeyMd5Source};
-use crate::custody::kms::{Kms, KmsError, KmsErrorKind};
+use crate::custody::kms::{Kms, KmsError, KmsErrorKind, KmsKeyId};
 
 /// Makes pooled keys through one KMS backend.
 pub struct Minter {
@@ -82,9 +82,11 @@ pub struct Cadence {
 }
 
 /// Keeps `shelf` filled until `stop` is dropped: sweeps, adapts and
-/// refills every tick, and at once when `wake` is notified.
+/// refills every tick, and at once when `wake` is notified. Keys are
+/// wrapped with `wrap_with` (the key's ARN when KMS reported it).
 pub async fn keep_filled(
     pool: PoolKey,
+    wrap_with: KmsKeyId,
     shelf: Arc<Shelf>,
     minter: Arc<Minter>,
     cadence: Cadence,
@@ -92,6 +94,7 @@ pub async fn keep_filled(
     mut stop: watch::Receiver<()>,
 ) {
     let labels = crate::app::metrics::PoolLabels::new(pool.key_id.as_str(), pool.context.entry().1, pool.bits.bits());
+    let mint_as = PoolKey { key_id: wrap_with, ..pool.clone() };
     let mut last = Instant::now();
     let mut backoff = cadence.backoff;
     let mut retry_at: Option<Instant> = None;
@@ -103,7 +106,7 @@ pub async fn keep_filled(
         }
         let now = Instant::now();
         let expired = shelf.sweep(now);
-        crate::app::metrics::record_pool_discards(&labels, expired);
+        crate::app::metrics::record_pool_discards(&labels, "expired", expired);
         if now.duration_since(last) >= cadence.tick {
             let target = shelf.adapt(now.duration_since(last));
             last = now;
@@ -119,7 +122,7 @@ pub async fn keep_filled(
             continue;
         }
         let started = Instant::now();
-        let failed = refill(&pool, &shelf, &minter, wanted, cadence.concurrency, &labels).await;
+        let failed = refill(&mint_as, &shelf, &minter, wanted, cadence.concurrency, &labels).await;
         match failed {
             None => {
                 crate::app::metrics::record_pool_refill(&labels, started.elapsed());

@@ -78,6 +78,8 @@ pub struct ShelfStats {
     pub misses: u64,
     /// Keys discarded past their time to live.
     pub expired: u64,
+    /// Keys taken for a job that then failed: discarded, never returned.
+    pub unused: u64,
 }
 
 #[derive(Debug)]
@@ -150,6 +152,47 @@ impl Shelf {
         state.stats.misses += 1;
         state.stats.expired += expired as u64;
         (Taken::Miss { expired }, 0)
+    }
+
+    /// Hands out `count` keys at once, oldest first, or none: when the pool
+    /// holds fewer than `count` keys younger than the time to live, every
+    /// key stays where it was (the expired ones found are discarded) and
+    /// the take counts `count` misses. A job asking for many keys gets
+    /// them all from the pool or mints them all, so concurrent jobs never
+    /// strand each other with part of what they need.
+    pub fn take_many(&self, now: Instant, count: usize) -> (Result<Vec<PooledKey>, usize>, usize) {
+        let mut state = self.lock();
+        state.demand += count as u64;
+        let mut expired = 0;
+        let mut keys = Vec::with_capacity(count.min(state.keys.len()));
+        while keys.len() < count {
+            let Some(key) = state.keys.pop_front() else { break };
+            if now.saturating_duration_since(key.minted) >= self.sizing.ttl {
+                expired += 1;
+                continue;
+            }
+            keys.push(key);
+        }
+        state.stats.expired += expired as u64;
+        if keys.len() < count {
+            // Not enough: every key goes back in front, in its order. None
+            // left the lock, so none was handed out.
+            for key in keys.into_iter().rev() {
+                state.keys.push_front(key);
+            }
+            state.stats.misses += count as u64;
+            let depth = state.keys.len();
+            return (Err(expired), depth);
+        }
+        state.stats.hits += count as u64;
+        let depth = state.keys.len();
+        (Ok(keys), depth)
+    }
+
+    /// Counts `count` keys taken for a job that then failed: they are
+    /// discarded, never put back (the job may have shown or recorded them).
+    pub fn discarded_unused(&self, count: usize) {
+        self.lock().stats.unused += count as u64;
     }
 
     /// Adds a freshly minted key at the back.
@@ -245,7 +288,7 @@ mod tests {
         }
         assert_eq!(seen, vec![0, 1, 2]);
         assert!(matches!(shelf.take(now).0, Taken::Miss { expired: 0 }));
-        assert_eq!(shelf.stats(), ShelfStats { hits: 3, misses: 1, expired: 0 });
+        assert_eq!(shelf.stats(), ShelfStats { hits: 3, misses: 1, expired: 0, unused: 0 });
     }
 
     #[test]
@@ -266,6 +309,32 @@ mod tests {
         assert_eq!(shelf.sweep(start + Duration::from_secs(65)), 1);
         assert_eq!(shelf.depth(), 1);
         assert_eq!(shelf.stats().expired, 3);
+    }
+
+    #[test]
+    fn a_take_of_many_is_all_or_nothing() {
+        let shelf = Shelf::new(sizing());
+        let start = Instant::now();
+        shelf.put(key(0, start));
+        for n in 1..5 {
+            shelf.put(key(n, start + Duration::from_secs(30)));
+        }
+        // At 61 s key 0 is expired; 4 young keys remain: 5 is too many.
+        let (taken, depth) = shelf.take_many(start + Duration::from_secs(61), 5);
+        assert_eq!(taken.err(), Some(1), "the expired key is discarded");
+        assert_eq!(depth, 4, "a short pool keeps every young key");
+        assert_eq!(shelf.stats(), ShelfStats { hits: 0, misses: 5, expired: 1, unused: 0 });
+        let (taken, depth) = shelf.take_many(start + Duration::from_secs(61), 3);
+        let taken: Vec<u8> = taken.unwrap().iter().map(|k| k.key_md5[0]).collect();
+        assert_eq!(taken, vec![1, 2, 3], "oldest first, in order");
+        assert_eq!(depth, 1);
+        // The key put back in front by the failed take is the next one out.
+        match shelf.take(start + Duration::from_secs(61)).0 {
+            Taken::Hit(k) => assert_eq!(k.key_md5[0], 4),
+            Taken::Miss { .. } => panic!("the remaining key was not handed out"),
+        }
+        assert_eq!(shelf.stats(), ShelfStats { hits: 4, misses: 5, expired: 1, unused: 0 });
+        assert!(shelf.take_many(start, 0).0.unwrap().is_empty());
     }
 
     #[test]

@@ -34,13 +34,14 @@ use self::idempotent::{Start, Tokens, et_client, new_ticket};
 use self::pipeline::Pipelines;
 use self::plan::Block;
 use self::validate::BlockKind;
-use crate::custody::broker::{Broker, BrokerError, UnwrapRequest};
+use crate::custody::broker::{Broker, BrokerError, UnwrapRequest, issued_from_pool};
 use crate::custody::field::FieldError;
 use crate::custody::keys::{
     DataKey, EncryptionMode, EncryptionText, KeyBits, ServiceContext, WrappedKey, decode_base64, encode_base64,
 };
 use crate::custody::kms::{KmsErrorKind, KmsKeyId};
 use crate::custody::policy::Grant;
+use crate::custody::pool::{PoolBatch, PooledKey};
 use crate::jobs::place::Place;
 use crate::jobs::ticket::{Hold, Ticket};
 use crate::ledger::{KeyRow, Origin, RequestToken, Usage, Wrapping};
@@ -212,9 +213,13 @@ impl Transcoder {
             String::new()
         };
 
+        // Pooled keys taken for this job and not yet recorded: dropped on
+        // any failure below, they are discarded, never put back.
+        let mut batches = Vec::new();
         let outcomes = if needs_kms {
             let key_id = KmsKeyId::parse(&key_arn, "kms_key_arn").map_err(|e| JobError::Precondition(e.to_string()))?;
-            self.run_tasks(&key_id, &planned).await?
+            let pooled = self.take_pooled(&key_id, &planned, &mut batches);
+            self.run_tasks(&key_id, &planned, pooled).await?
         } else {
             Vec::new()
         };
@@ -222,6 +227,7 @@ impl Transcoder {
         let request_json = serde_json::to_string(&job)?;
         let ledger = self.broker.ledger();
         let entry = ledger.record(origin, ledger_rows(&protected_files, &key_arn)).await?;
+        batches.into_iter().for_each(PoolBatch::delivered);
         tracing::info!(
             pipeline_id = %job.pipeline_id,
             kms_key_arn = %key_arn,
@@ -280,18 +286,59 @@ impl Transcoder {
         }
     }
 
+    /// The pooled keys for the job's fresh keys, by task: for each key
+    /// length, all the keys the job needs from its pool at once, or none
+    /// (then all of that length are minted now), so concurrent jobs never
+    /// strand each other with part of what they need. The batches go to
+    /// `batches`, to be marked delivered once the keys are recorded.
+    fn take_pooled(
+        &self,
+        key_id: &KmsKeyId,
+        planned: &[Planned],
+        batches: &mut Vec<PoolBatch>,
+    ) -> Vec<Option<PooledKey>> {
+        let mut pooled: Vec<Option<PooledKey>> = planned.iter().map(|_| None).collect();
+        for bits in [KeyBits::Aes128, KeyBits::Aes192, KeyBits::Aes256] {
+            let wanted: Vec<usize> = planned
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| matches!(p.task, Some(Task::Generate { bits: b, .. }) if b == bits))
+                .map(|(index, _)| index)
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let Some(mut batch) =
+                self.broker.take_pooled(key_id, ServiceContext::ElasticTranscoder, bits, wanted.len())
+            else {
+                continue;
+            };
+            for (index, key) in wanted.into_iter().zip(batch.take_keys()) {
+                pooled[index] = Some(key);
+            }
+            batches.push(batch);
+        }
+        pooled
+    }
+
     /// Runs every task, at most `max_concurrent_kms_calls` at a time, under
     /// the job deadline; the first failure cancels the rest (their keys are
-    /// dropped and zeroized).
-    async fn run_tasks(&self, key_id: &KmsKeyId, planned: &[Planned]) -> Result<Vec<Option<Outcome>>, JobError> {
+    /// dropped and zeroized). A fresh key's task uses its pooled key when
+    /// `pooled` has one, else mints it now.
+    async fn run_tasks(
+        &self,
+        key_id: &KmsKeyId,
+        planned: &[Planned],
+        pooled: Vec<Option<PooledKey>>,
+    ) -> Result<Vec<Option<Outcome>>, JobError> {
         let limit = self.settings.max_concurrent_kms_calls.max(1);
-        let runs = futures::stream::iter(0..planned.len())
-            .map(|index| async move {
+        let runs = futures::stream::iter(pooled.into_iter().enumerate())
+            .map(|(index, pooled)| async move {
                 let item = &planned[index];
                 match &item.task {
                     None => Ok((index, None)),
                     Some(task) => self
-                        .run_task(key_id, task)
+                        .run_task(key_id, task, pooled)
                         .await
                         .map(|outcome| (index, Some(outcome)))
                         .map_err(|source| key_error(&item.place, source)),
@@ -306,13 +353,21 @@ impl Transcoder {
         Ok(done.into_iter().map(|(_, outcome)| outcome).collect())
     }
 
-    async fn run_task(&self, key_id: &KmsKeyId, task: &Task) -> Result<Outcome, BrokerError> {
+    async fn run_task(
+        &self,
+        key_id: &KmsKeyId,
+        task: &Task,
+        pooled: Option<PooledKey>,
+    ) -> Result<Outcome, BrokerError> {
         let context = ServiceContext::ElasticTranscoder;
         match task {
             Task::Generate { mode, bits } => {
-                // No one needs this key's plaintext again: a pooled key if
-                // the pipeline's key has a pool, else one minted now.
-                let issued = self.broker.issue_wrapped(key_id, *bits, *mode, context).await?;
+                // No one needs this key's plaintext again: the pooled key
+                // taken for it, else one minted now.
+                let issued = match pooled {
+                    Some(pooled) => issued_from_pool(pooled, *mode),
+                    None => self.broker.mint_wrapped(key_id, *bits, *mode, context).await?,
+                };
                 let text = issued.block.to_text();
                 Ok(Outcome::Made {
                     key: text.key,
