@@ -6,4 +6,5 @@ pub mod config;
 pub mod hygiene;
 pub mod metrics;
 pub mod server;
+pub mod signals;
 pub mod telemetry;

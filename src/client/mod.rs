@@ -174,7 +174,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CliError::Listen { addr: config.listen, source })?;
-    app.run(listener, crate::app::server::shutdown_signal()).await?;
+    app.run(listener, crate::app::signals::shutdown_signal()).await?;
     Ok(())
 }
 

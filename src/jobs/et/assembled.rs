@@ -1,8 +1,9 @@
 //! What a job came to: the files whose keys the broker made or checked, and
 //! the answer a caller gets (and a repeat with the same request token gets
-//! again). Wrapped keys only.
+//! again), and the ledger rows of its files. Wrapped keys only.
 
-use crate::custody::keys::EncryptionText;
+use crate::custody::keys::{EncryptionText, ServiceContext};
+use crate::ledger::{KeyRow, Usage, Wrapping};
 
 /// A file whose key the broker made or checked.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,4 +37,20 @@ pub struct AssembledJob {
     pub protected_files: Vec<ProtectedFile>,
     /// The pipeline's KMS key, when the job has AES blocks.
     pub kms_key_arn: String,
+}
+
+/// The ledger rows of a job's protected files, before ET has named the job.
+pub(super) fn ledger_rows(files: &[ProtectedFile], key_arn: &str) -> Vec<KeyRow> {
+    files
+        .iter()
+        .map(|file| {
+            let wrapping = Wrapping {
+                kms_key_arn: key_arn.to_owned(),
+                context: ServiceContext::ElasticTranscoder,
+                key_bits: Some(file.key_bits),
+            };
+            let usage = Usage::Job { job_id: None, place: file.path.clone() };
+            KeyRow::from_block(file.encryption.clone(), wrapping, file.fingerprint.clone(), usage)
+        })
+        .collect()
 }

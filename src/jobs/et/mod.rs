@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
+use self::assembled::ledger_rows;
 pub use self::assembled::{AssembledJob, ProtectedFile};
 pub use self::error::JobError;
 use self::error::{EtError, EtErrorKind, map_et_error, no_submission};
@@ -44,7 +45,7 @@ use crate::custody::policy::Grant;
 use crate::custody::pool::{PoolBatch, PooledKey};
 use crate::jobs::place::Place;
 use crate::jobs::ticket::{Hold, Ticket};
-use crate::ledger::{KeyRow, Origin, RequestToken, Usage, Wrapping};
+use crate::ledger::{Origin, RequestToken};
 
 /// A `SubmitEncryptedJob` request in domain terms.
 #[derive(Debug, Default)]
@@ -463,22 +464,6 @@ pub(crate) fn check_and_plan(
 ) -> Result<Vec<Planned>, JobError> {
     validate::check_structure(job)?;
     plan_tasks(job, content_keys)
-}
-
-/// The ledger rows of a job's protected files, before ET has named the job.
-fn ledger_rows(files: &[ProtectedFile], key_arn: &str) -> Vec<KeyRow> {
-    files
-        .iter()
-        .map(|file| {
-            let wrapping = Wrapping {
-                kms_key_arn: key_arn.to_owned(),
-                context: ServiceContext::ElasticTranscoder,
-                key_bits: Some(file.key_bits),
-            };
-            let usage = Usage::Job { job_id: None, place: file.path.clone() };
-            KeyRow::from_block(file.encryption.clone(), wrapping, file.fingerprint.clone(), usage)
-        })
-        .collect()
 }
 
 /// Checks every block and decides its task, before any KMS call.
