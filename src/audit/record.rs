@@ -42,6 +42,10 @@ pub struct AuditRecord<'a> {
     /// The KMS key ARN used.
     #[serde(skip_serializing_if = "str::is_empty", serialize_with = "cap_arn")]
     pub kms_key_arn: &'a str,
+    /// The IAM role the call checked or granted the key to (MediaConvert's
+    /// job role).
+    #[serde(skip_serializing_if = "str::is_empty", serialize_with = "cap_arn")]
+    pub role_arn: &'a str,
     /// ET's job id.
     #[serde(skip_serializing_if = "str::is_empty", serialize_with = "cap_short")]
     pub job_id: &'a str,
@@ -87,7 +91,8 @@ pub const MAX_IDENTITY_BYTES: usize = 512;
 pub const MAX_SHORT_BYTES: usize = 128;
 /// The most bytes of a status message a record keeps (the gate's bound).
 pub const MAX_MESSAGE_BYTES: usize = 1024;
-/// The most bytes of a KMS key ARN a record keeps (KMS's key-id limit).
+/// The most bytes of a KMS key or IAM role ARN a record keeps (KMS's key-id
+/// limit; IAM's for a role ARN is the same 2,048).
 pub const MAX_ARN_BYTES: usize = crate::custody::kms::MAX_KEY_ID_LEN;
 /// The most fingerprints a record lists; the rest are counted in a last
 /// entry `+N more`.
@@ -98,7 +103,8 @@ pub const MAX_FINGERPRINT_BYTES: usize = 64;
 /// (and its `…` mark) at six bytes per byte, JSON's worst escape
 /// (`\u0001`), quoted, and 1 KiB for the names, the fixed fields and the
 /// chain's members.
-pub const MAX_RECORD_BYTES: usize = 6 * (MAX_IDENTITY_BYTES + 3 * MAX_SHORT_BYTES + MAX_MESSAGE_BYTES + MAX_ARN_BYTES)
+pub const MAX_RECORD_BYTES: usize = 6
+    * (MAX_IDENTITY_BYTES + 3 * MAX_SHORT_BYTES + MAX_MESSAGE_BYTES + 2 * MAX_ARN_BYTES)
     + (MAX_FINGERPRINTS + 1) * (6 * MAX_FINGERPRINT_BYTES + 6)
     + 1024;
 
@@ -195,6 +201,7 @@ pub(super) mod tests {
             message: &worst,
             pipeline: &worst,
             kms_key_arn: &worst,
+            role_arn: &worst,
             job_id: &worst,
             key_fingerprints: &fingerprints,
             peer: Some("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap()),

@@ -34,6 +34,8 @@ pub struct Facts {
     pub pipeline: String,
     /// The KMS key ARN.
     pub kms_key_arn: String,
+    /// The IAM role checked or granted.
+    pub role_arn: String,
     /// ET's job id.
     pub job_id: String,
     /// Fingerprints of the keys involved.
@@ -224,6 +226,11 @@ impl Notes {
     /// The KMS key that wrapped the call's keys.
     pub fn kms_key_arn(&self, arn: &str) {
         self.with(|facts| arn.clone_into(&mut facts.kms_key_arn));
+    }
+
+    /// The IAM role the call checked or granted a key to.
+    pub fn role_arn(&self, arn: &str) {
+        self.with(|facts| arn.clone_into(&mut facts.role_arn));
     }
 
     /// A key the call issued or used, by fingerprint.
@@ -435,6 +442,7 @@ impl Gate {
             message: if code == tonic::Code::Ok { "" } else { status.message() },
             pipeline: &facts.pipeline,
             kms_key_arn: &facts.kms_key_arn,
+            role_arn: &facts.role_arn,
             job_id: &facts.job_id,
             key_fingerprints: &facts.key_fingerprints,
             time: Timestamp::now(),

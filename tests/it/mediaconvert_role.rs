@@ -366,6 +366,7 @@ async fn connect_role_is_granted_only_by_name_held_to_the_rules_keys_and_audited
         records.iter().filter_map(|r| Some((r["rpc"].as_str()?, r["code"].as_str()?))).collect();
     assert_eq!(calls, [("CheckMediaConvertRole", "Ok"), ("ConnectMediaConvertRole", "PermissionDenied")]);
     assert_eq!(records[0]["kms_key_arn"], arn.as_str());
+    assert_eq!(records[0]["role_arn"], role.as_str(), "the role checked");
 
     // A rule that names it connects with its own keys only.
     let dir = tempfile::tempdir().unwrap();
@@ -384,6 +385,7 @@ async fn connect_role_is_granted_only_by_name_held_to_the_rules_keys_and_audited
     let last: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
     assert_eq!((last["rpc"].as_str(), last["code"].as_str()), (Some("ConnectMediaConvertRole"), Some("Ok")));
     assert_eq!(last["kms_key_arn"], arn.as_str());
+    assert_eq!(last["role_arn"], role.as_str(), "the role the key was granted to");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

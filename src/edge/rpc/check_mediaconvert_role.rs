@@ -12,7 +12,7 @@ use super::check_pipeline::requirements_to_proto;
 use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
 use crate::edge::pb;
-use crate::jobs::mediaconvert::role::{RoleCheck, RoleReport, RoleRequest};
+use crate::jobs::mediaconvert::role::{RoleCheck, RoleReport, RoleRequest, parse_role_arn};
 use crate::jobs::preflight::change::parse_key_arn;
 
 /// Answers one `CheckMediaConvertRole` call.
@@ -29,6 +29,9 @@ pub async fn handle(
         if parse_key_arn(&req.kms_key_arn).is_ok() {
             notes.kms_key_arn(&req.kms_key_arn);
         }
+        if parse_role_arn(&req.role_arn).is_ok() {
+            notes.role_arn(&req.role_arn);
+        }
         let request = RoleRequest {
             role_arn: req.role_arn,
             kms_key_arn: req.kms_key_arn,
@@ -37,6 +40,7 @@ pub async fn handle(
         };
         let report = check.check(&request, &grant).await?;
         notes.kms_key_arn(&report.subject.kms_key_arn);
+        notes.role_arn(&report.subject.role_arn);
         Ok(report_to_proto(report))
     })
     .await

@@ -14,7 +14,7 @@ use super::connect_pipeline::changes_to_proto;
 use crate::custody::rpc::Rpc;
 use crate::edge::gate::Gate;
 use crate::edge::pb;
-use crate::jobs::mediaconvert::role::{RoleCheck, RoleRequest};
+use crate::jobs::mediaconvert::role::{RoleCheck, RoleRequest, parse_role_arn};
 use crate::jobs::preflight::change::parse_key_arn;
 
 /// Answers one `ConnectMediaConvertRole` call.
@@ -32,9 +32,13 @@ pub async fn handle(
             // Recorded for refusals too: the key the caller tried to connect.
             notes.kms_key_arn(&req.kms_key_arn);
         }
+        if parse_role_arn(&req.role_arn).is_ok() {
+            notes.role_arn(&req.role_arn);
+        }
         let request = RoleRequest { role_arn: req.role_arn, kms_key_arn: req.kms_key_arn, ..RoleRequest::default() };
         let connection = check.connect(&request, req.apply, &grant).await?;
         notes.kms_key_arn(&connection.report.subject.kms_key_arn);
+        notes.role_arn(&connection.report.subject.role_arn);
         Ok(pb::ConnectMediaConvertRoleResponse {
             changes: changes_to_proto(connection.changes),
             applied: connection.applied,
