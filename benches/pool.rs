@@ -31,6 +31,10 @@ use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use tonic::transport::Channel;
 
+#[path = "support/jobs.rs"]
+mod jobs;
+use jobs::{job, ms, percentile};
+
 const STUB_ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000000";
 const PIPELINE: &str = "3456789012345-benchp";
 
@@ -125,39 +129,6 @@ async fn serve(config: Config, stub: &Stub) -> (KeyBrokerClient<Channel>, Arc<ke
     (KeyBrokerClient::new(channel), broker)
 }
 
-fn protection(mode: &str) -> Option<pb::Protection> {
-    Some(pb::Protection { encryption: Some(pb::Encryption { mode: mode.into(), ..Default::default() }), key_bits: 256 })
-}
-
-/// 30 AES outputs; with `extras`, thumbnails and two caption files each
-/// (120 keys).
-fn job(extras: bool) -> pb::SubmitEncryptedJobRequest {
-    pb::SubmitEncryptedJobRequest {
-        pipeline_id: PIPELINE.into(),
-        input: Some(pb::JobInput { key: "in.mov".into(), ..Default::default() }),
-        outputs: (0..30)
-            .map(|i| pb::JobOutput {
-                key: format!("out/{i}.mp4"),
-                encryption: protection("aes-cbc-pkcs7"),
-                thumbnail_pattern: if extras { format!("t/{i}-{{count}}") } else { String::new() },
-                thumbnail_encryption: if extras { protection("aes-gcm") } else { None },
-                captions: extras.then(|| pb::Captions {
-                    caption_formats: (0..2)
-                        .map(|c| pb::CaptionFormat {
-                            format: "webvtt".into(),
-                            pattern: format!("c/{i}-{c}"),
-                            encryption: protection("aes-ctr"),
-                        })
-                        .collect(),
-                }),
-                ..Default::default()
-            })
-            .collect(),
-        validate_only: true,
-        ..Default::default()
-    }
-}
-
 /// Jobs started every `every` (open loop: a slow answer does not delay
 /// the next job) for `span`; answers each one's latency or error, by start
 /// time.
@@ -185,16 +156,6 @@ async fn paced_jobs(
         out.push(call.await.unwrap());
     }
     out
-}
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +196,7 @@ async fn main() {
         }
         let label = if warm { "warm" } else { "cold" };
         for (extras, every) in [(false, Duration::from_millis(100)), (true, Duration::from_millis(200))] {
-            let request = job(extras);
+            let request = job(PIPELINE, 30, extras);
             // Warm-up: the pool learns the demand and grows to cover it.
             paced_jobs(&client, &request, every, Duration::from_secs(3)).await;
             let results = paced_jobs(&client, &request, every, every * jobs).await;
@@ -269,7 +230,7 @@ async fn main() {
     let (client, broker) = serve(config(&dir.path().join("outage"), true), &stub).await;
     let pool = broker.pool().unwrap();
     assert!(pool.wait_filled(256, Duration::from_secs(60)).await);
-    let request = job(false);
+    let request = job(PIPELINE, 30, false);
     let every = Duration::from_millis(200);
     paced_jobs(&client, &request, every, Duration::from_secs(10)).await;
     let before: usize = pool.depths().iter().map(|(_, d)| d).sum();

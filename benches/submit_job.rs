@@ -14,14 +14,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keybroker::app::config::{Config, KmsBackend};
+use keybroker::app::config::{Config, DEV_PIPELINE_ID, KmsBackend};
 use keybroker::app::server::{Application, Peers};
 use keybroker::custody::kms::{Kms, LocalKeyring};
 
+#[path = "support/jobs.rs"]
+mod jobs;
 // The benchmark uses only the delay, not the call count.
 #[allow(dead_code)]
 #[path = "../tests/it/support/kms.rs"]
 mod kms;
+use jobs::{job, ms, percentile};
 use keybroker::pb;
 use keybroker::pb::key_broker_client::KeyBrokerClient;
 use kms::ScriptedKms;
@@ -29,46 +32,6 @@ use kms::ScriptedKms;
 /// The injected KMS round trip; `KEYBROKER_BENCH_RTT_MS` overrides 20.
 fn round_trip() -> Duration {
     Duration::from_millis(std::env::var("KEYBROKER_BENCH_RTT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20))
-}
-
-fn protection(mode: &str) -> Option<pb::Protection> {
-    Some(pb::Protection { encryption: Some(pb::Encryption { mode: mode.into(), ..Default::default() }), key_bits: 256 })
-}
-
-fn job(outputs: usize, extras: bool) -> pb::SubmitEncryptedJobRequest {
-    pb::SubmitEncryptedJobRequest {
-        pipeline_id: keybroker::app::config::DEV_PIPELINE_ID.into(),
-        input: Some(pb::JobInput { key: "in.mov".into(), ..Default::default() }),
-        outputs: (0..outputs)
-            .map(|i| pb::JobOutput {
-                key: format!("out/{i}.mp4"),
-                encryption: protection("aes-cbc-pkcs7"),
-                thumbnail_pattern: if extras { format!("t/{i}-{{count}}") } else { String::new() },
-                thumbnail_encryption: if extras { protection("aes-gcm") } else { None },
-                captions: extras.then(|| pb::Captions {
-                    caption_formats: (0..2)
-                        .map(|c| pb::CaptionFormat {
-                            format: "webvtt".into(),
-                            pattern: format!("c/{i}-{c}"),
-                            encryption: protection("aes-ctr"),
-                        })
-                        .collect(),
-                }),
-                ..Default::default()
-            })
-            .collect(),
-        validate_only: true,
-        ..Default::default()
-    }
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -99,8 +62,8 @@ async fn main() {
     wrap.drain(..3);
     let mut rows = vec![("IssueDataKey (1 wrap)", 1, wrap)];
     for (name, request, wraps) in [
-        ("SubmitEncryptedJob, 30 outputs", job(30, false), 30),
-        ("SubmitEncryptedJob, 30 outputs + thumbnails + 2 captions each", job(30, true), 120),
+        ("SubmitEncryptedJob, 30 outputs", job(DEV_PIPELINE_ID, 30, false), 30),
+        ("SubmitEncryptedJob, 30 outputs + thumbnails + 2 captions each", job(DEV_PIPELINE_ID, 30, true), 120),
     ] {
         let mut samples = Vec::new();
         for _ in 0..runs + 3 {
@@ -111,16 +74,16 @@ async fn main() {
         samples.drain(..3);
         rows.push((name, wraps, samples));
     }
-    let base = percentile(&mut rows[0].2.clone(), 0.5);
+    let base = percentile(&rows[0].2, 0.5);
     println!(
         "KMS round trip injected: {} ms; max_concurrent_kms_calls: {}; {runs} runs each",
         ms(round_trip()),
         config.transcoder.max_concurrent_kms_calls
     );
     println!("{:<64} {:>6} {:>9} {:>9} {:>12}", "call", "wraps", "p50 ms", "p90 ms", "p50 / 1 wrap");
-    for (name, wraps, mut samples) in rows {
-        let p50 = percentile(&mut samples, 0.5);
-        let p90 = percentile(&mut samples, 0.9);
+    for (name, wraps, samples) in rows {
+        let p50 = percentile(&samples, 0.5);
+        let p90 = percentile(&samples, 0.9);
         println!(
             "{name:<64} {wraps:>6} {:>9.1} {:>9.1} {:>12.2}",
             ms(p50),
