@@ -15,7 +15,7 @@ use crate::submit_job::*;
 use crate::support;
 use crate::support::broker::TestBroker;
 use crate::support::et::PipelineFixture;
-use crate::support::kms::{OnWrap, ScriptedKms};
+use crate::support::kms::ScriptedKms;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_submission_maps_to_its_code_and_leaves_no_job() {
@@ -39,14 +39,14 @@ async fn a_key_that_fails_to_wrap_means_no_job_is_submitted() {
     // A KMS whose fifth wrap fails as if throttled.
     let fail_fifth = |inner| {
         let wraps = AtomicUsize::new(0);
-        OnWrap::around(inner, move |_| match wraps.fetch_add(1, Ordering::SeqCst) {
+        ScriptedKms::on_wrap(inner, move |_| match wraps.fetch_add(1, Ordering::SeqCst) {
             4 => Err(KmsError {
                 operation: "Encrypt",
                 kind: KmsErrorKind::Unavailable,
                 message: "ThrottlingException: Rate exceeded".into(),
             }),
             _ => Ok(()),
-        })
+        }) as Arc<dyn Kms>
     };
     let rig =
         rig_with(|key| PipelineFixture::new(PIPELINE, Some(key)), KeyMd5Source::Plaintext, Some(Box::new(fail_fifth)))

@@ -1,7 +1,8 @@
 //! A scripted KMS for tests and benchmarks: it wraps a real one (the local
 //! keyring or moto's KMS), counts the calls that reach it and answers each
 //! after a set delay, a stand-in for a network round trip, or fails the
-//! wraps a test asks it to. Never part of the broker itself.
+//! wraps a test asks it to, or shows each key to a hook before wrapping it.
+//! Never part of the broker itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,12 +11,16 @@ use std::time::Duration;
 use keybroker::custody::keys::{DataKey, ServiceContext, WrappedKey};
 use keybroker::custody::kms::{Kms, KmsError, KmsKeyId, Unwrapped, Wrapped};
 
+/// Shown every key before it is wrapped; its error is the wrap's answer.
+type WrapHook = Box<dyn Fn(&DataKey) -> Result<(), KmsError> + Send + Sync>;
+
 /// A KMS over `inner` that counts calls and delays each answer.
 pub struct ScriptedKms {
     inner: Arc<dyn Kms>,
     delay: Duration,
     calls: AtomicUsize,
     failing_wraps: AtomicUsize,
+    on_wrap: Option<WrapHook>,
 }
 
 impl ScriptedKms {
@@ -26,7 +31,20 @@ impl ScriptedKms {
 
     /// Answers every call of `inner` `delay` later.
     pub fn delayed(inner: Arc<dyn Kms>, delay: Duration) -> Arc<ScriptedKms> {
-        Arc::new(ScriptedKms { inner, delay, calls: AtomicUsize::new(0), failing_wraps: AtomicUsize::new(0) })
+        Arc::new(Self::new(inner, delay, None))
+    }
+
+    /// Shows every key to `hook` before wrapping it; an error from the hook
+    /// is the wrap's answer, and the key never reaches `inner`.
+    pub fn on_wrap(
+        inner: Arc<dyn Kms>,
+        hook: impl Fn(&DataKey) -> Result<(), KmsError> + Send + Sync + 'static,
+    ) -> Arc<ScriptedKms> {
+        Arc::new(Self::new(inner, Duration::ZERO, Some(Box::new(hook))))
+    }
+
+    fn new(inner: Arc<dyn Kms>, delay: Duration, on_wrap: Option<WrapHook>) -> ScriptedKms {
+        ScriptedKms { inner, delay, calls: AtomicUsize::new(0), failing_wraps: AtomicUsize::new(0), on_wrap }
     }
 
     /// The calls that reached the KMS so far.
@@ -63,6 +81,9 @@ impl Kms for ScriptedKms {
                 message: "ThrottlingException: Rate exceeded (scripted)".into(),
             });
         }
+        if let Some(hook) = &self.on_wrap {
+            hook(plaintext)?;
+        }
         self.inner.wrap(key_id, plaintext, context).await
     }
 
@@ -85,58 +106,6 @@ impl Kms for ScriptedKms {
         destination: ServiceContext,
     ) -> Result<keybroker::custody::kms::Rewrapped, KmsError> {
         self.enter().await;
-        self.inner.rewrap(source_key_id, wrapped, source, destination_key_id, destination).await
-    }
-}
-
-/// A KMS over `inner` that shows every key to `hook` before wrapping it; an
-/// error from the hook is the wrap's answer, and the key never reaches
-/// `inner`.
-pub struct OnWrap<F> {
-    inner: Arc<dyn Kms>,
-    hook: F,
-}
-
-impl<F> OnWrap<F>
-where
-    F: Fn(&DataKey) -> Result<(), KmsError> + Send + Sync + 'static,
-{
-    pub fn around(inner: Arc<dyn Kms>, hook: F) -> Arc<dyn Kms> {
-        Arc::new(OnWrap { inner, hook })
-    }
-}
-
-#[async_trait::async_trait]
-impl<F> Kms for OnWrap<F>
-where
-    F: Fn(&DataKey) -> Result<(), KmsError> + Send + Sync + 'static,
-{
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    async fn wrap(&self, key_id: &KmsKeyId, plaintext: &DataKey, context: ServiceContext) -> Result<Wrapped, KmsError> {
-        (self.hook)(plaintext)?;
-        self.inner.wrap(key_id, plaintext, context).await
-    }
-
-    async fn unwrap(
-        &self,
-        key_id: Option<&KmsKeyId>,
-        wrapped: &WrappedKey,
-        context: ServiceContext,
-    ) -> Result<Unwrapped, KmsError> {
-        self.inner.unwrap(key_id, wrapped, context).await
-    }
-
-    async fn rewrap(
-        &self,
-        source_key_id: Option<&KmsKeyId>,
-        wrapped: &WrappedKey,
-        source: ServiceContext,
-        destination_key_id: &KmsKeyId,
-        destination: ServiceContext,
-    ) -> Result<keybroker::custody::kms::Rewrapped, KmsError> {
         self.inner.rewrap(source_key_id, wrapped, source, destination_key_id, destination).await
     }
 }
@@ -149,7 +118,7 @@ pub type Seen = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 pub fn recording(inner: Arc<dyn Kms>) -> (Arc<dyn Kms>, Seen) {
     let seen = Seen::default();
     let log = seen.clone();
-    let kms = OnWrap::around(inner, move |key| {
+    let kms = ScriptedKms::on_wrap(inner, move |key| {
         log.lock().unwrap().push(key.expose_secret().to_vec());
         Ok(())
     });
