@@ -328,19 +328,8 @@ async fn a_call_cut_off_before_its_job_is_planned_frees_its_token() {
     let err = broker.client().await.submit_encrypted_job(cut).await.unwrap_err();
     assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
 
-    let ledger = db.open().await;
-    let key = keybroker::ledger::TokenKey { identity: "anonymous", token: "cut-early" };
-    let mut released = false;
-    for _ in 0..100 {
-        if ledger.submission(key).await.unwrap().is_none() {
-            released = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(released, "the cut-off call's claim is still held: {:?}", ledger.submission(key).await.unwrap());
+    db.assert_token_released("cut-early").await;
     assert!(rig.et.created_jobs().is_empty(), "nothing reached ET");
-    ledger.close().await;
 
     let answer = broker.client().await.submit_encrypted_job(job("cut-early", 2)).await;
     assert!(!answer.unwrap().into_inner().job_id.is_empty());

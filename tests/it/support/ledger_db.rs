@@ -72,6 +72,23 @@ impl LedgerDb {
         Ledger::open(self.url.as_deref(), &self.file, Duration::from_secs(5)).await.unwrap()
     }
 
+    /// Waits (at most 5 s) until the anonymous caller's request `token` has
+    /// no claim left in the database, and asserts it had none by then.
+    pub async fn assert_token_released(&self, token: &str) {
+        let ledger = self.open().await;
+        let key = keybroker::ledger::TokenKey { identity: "anonymous", token };
+        let mut released = false;
+        for _ in 0..100 {
+            if ledger.submission(key).await.unwrap().is_none() {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(released, "the claim on {token} is still held: {:?}", ledger.submission(key).await.unwrap());
+        ledger.close().await;
+    }
+
     /// Every byte the database holds about recorded keys: the SQLite files
     /// (the database and its write-ahead log), or every PostgreSQL row as
     /// text.
