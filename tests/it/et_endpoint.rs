@@ -41,19 +41,10 @@ fn md5_b64(bytes: &[u8]) -> String {
 }
 
 /// Wraps a fresh `key_len`-byte key under `kms_key` with context
-/// `{"service": context_service}` by calling moto's KMS Encrypt directly.
+/// `{"service": context_service}` through moto's KMS directly.
 async fn wrap(moto: &Moto, kms_key: &str, key_len: usize, context_service: &str) -> WrappedKey {
     let plaintext = random_bytes(key_len);
-    let out = moto
-        .kms()
-        .encrypt()
-        .key_id(kms_key)
-        .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext.clone()))
-        .encryption_context("service", context_service)
-        .send()
-        .await
-        .expect("moto Encrypt");
-    let blob = out.ciphertext_blob().expect("ciphertext").as_ref().to_vec();
+    let blob = moto.encrypt_under(kms_key, &plaintext, context_service).await;
     let iv_bytes = random_bytes(16);
     WrappedKey { key_md5: md5_b64(&plaintext), plaintext, key: B64.encode(&blob), iv: B64.encode(&iv_bytes), iv_bytes }
 }

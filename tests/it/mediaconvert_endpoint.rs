@@ -34,16 +34,8 @@ fn random_bytes(len: usize) -> Vec<u8> {
 /// A fresh key wrapped by moto's KMS under `{"service": service}`.
 async fn wrapped(moto: &Moto, kms_key: &str, len: usize, service: &str) -> (Vec<u8>, String) {
     let key = random_bytes(len);
-    let out = moto
-        .kms()
-        .encrypt()
-        .key_id(kms_key)
-        .plaintext(aws_sdk_kms::primitives::Blob::new(key.clone()))
-        .encryption_context("service", service)
-        .send()
-        .await
-        .expect("moto Encrypt");
-    (key, B64.encode(out.ciphertext_blob().expect("ciphertext").as_ref()))
+    let blob = moto.encrypt_under(kms_key, &key, service).await;
+    (key, B64.encode(blob))
 }
 
 fn input(file: &str, mode: DecryptionMode, key: &str, iv: &[u8]) -> Input {

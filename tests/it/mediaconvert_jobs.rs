@@ -92,16 +92,7 @@ async fn a_job_with_every_kind_of_key_is_accepted_and_a_repeat_is_the_same_job()
     let from_et = issue(&rig, "aes-ctr", 128, ET).await;
     // A block the caller wrapped itself, straight through KMS.
     let brought_key = vec![7u8; 24];
-    let wrapped = rig
-        .moto
-        .kms()
-        .encrypt()
-        .key_id(&rig.kms_key)
-        .plaintext(aws_sdk_kms::primitives::Blob::new(brought_key.clone()))
-        .encryption_context("service", MC_CONTEXT_VALUE)
-        .send()
-        .await
-        .unwrap();
+    let wrapped = rig.moto.encrypt_under(&rig.kms_key, &brought_key, MC_CONTEXT_VALUE).await;
     let brought_iv = [9u8; 12];
     let job = json!({
         "Role": ROLE,
@@ -111,7 +102,7 @@ async fn a_job_with_every_kind_of_key_is_accepted_and_a_repeat_is_the_same_job()
                 {"FileInput": "s3://in/ledger.mp4"},
                 {"FileInput": "s3://in/brought.mp4", "DecryptionSettings": {
                     "DecryptionMode": "AES_GCM",
-                    "EncryptedDecryptionKey": B64.encode(wrapped.ciphertext_blob().unwrap().as_ref()),
+                    "EncryptedDecryptionKey": B64.encode(&wrapped),
                     "InitializationVector": B64.encode(brought_iv)}},
                 {"FileInput": "s3://in/from-et.mp4"}
             ],

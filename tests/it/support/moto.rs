@@ -132,6 +132,21 @@ impl Moto {
         out.key_metadata().expect("key metadata").arn().expect("arn").to_owned()
     }
 
+    /// KMS Encrypt of `plaintext` under `kms_key` with the encryption
+    /// context `{"service": service}`, straight to moto; answers the blob.
+    pub async fn encrypt_under(&self, kms_key: &str, plaintext: &[u8], service: &str) -> Vec<u8> {
+        let out = self
+            .kms()
+            .encrypt()
+            .key_id(kms_key)
+            .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext.to_vec()))
+            .encryption_context("service", service)
+            .send()
+            .await
+            .expect("moto Encrypt");
+        out.ciphertext_blob().expect("ciphertext").as_ref().to_vec()
+    }
+
     /// Creates an alias for `key_arn`.
     pub async fn create_alias(&self, alias: &str, key_arn: &str) {
         self.kms().create_alias().alias_name(alias).target_key_id(key_arn).send().await.expect("moto CreateAlias");
