@@ -475,15 +475,8 @@ fn the_cli_checks_and_connects_a_mediaconvert_role() {
     let arn = runtime.block_on(key(moto, "us-east-1", Some(vec![outputs_statement(&role), broker_statement()])));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("keybroker.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[tls]\nmode = \"plaintext\"\n[policy]\nallow_all = true\n[kms]\nbackend = \"aws\"\ndefault_key_id = \"{arn}\"\n\
-             [s3]\nforce_path_style = true\n[transcoder]\nsubmit = false\n\
-             [mediaconvert]\nrole_arn = \"{role}\"\n"
-        ),
-    )
-    .unwrap();
+    let mediaconvert = format!("[mediaconvert]\nrole_arn = \"{role}\"\n");
+    std::fs::write(&config, crate::support::preflight::serve_config(&arn, &mediaconvert)).unwrap();
     let server = serve(dir.path(), &["--config", config.to_str().unwrap()], &moto.env());
 
     let out = server.cli(&["mediaconvert", "check-role"]);

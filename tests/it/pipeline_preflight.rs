@@ -350,16 +350,11 @@ pub(crate) fn the_cli_checks_and_connects_a_pipeline() {
     });
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("keybroker.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[tls]\nmode = \"plaintext\"\n[policy]\nallow_all = true\n[kms]\nbackend = \"aws\"\ndefault_key_id = \"{arn}\"\n\
-             [s3]\nforce_path_style = true\n[transcoder]\nsubmit = false\n\
-             [[transcoder.pipelines]]\nid = \"{id}\"\nkms_key_arn = \"{arn}\"\nrole = \"{DEFAULT_ROLE}\"\n\
-             region = \"us-east-1\"\ninput_bucket = \"{input}\"\noutput_bucket = \"{output}\"\n"
-        ),
-    )
-    .unwrap();
+    let pipeline = format!(
+        "[[transcoder.pipelines]]\nid = \"{id}\"\nkms_key_arn = \"{arn}\"\nrole = \"{DEFAULT_ROLE}\"\n\
+         region = \"us-east-1\"\ninput_bucket = \"{input}\"\noutput_bucket = \"{output}\"\n"
+    );
+    std::fs::write(&config, crate::support::preflight::serve_config(&arn, &pipeline)).unwrap();
     let server = serve(dir.path(), &["--config", config.to_str().unwrap()], &moto.env());
 
     let out = server.cli(&["pipeline", "check", id]);

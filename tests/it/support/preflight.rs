@@ -87,3 +87,13 @@ pub fn assert_probes_nowhere(probes: &[Vec<u8>], answers: &str, audit: &std::pat
     crate::support::logs::assert_no_key_in(&std::fs::read_to_string(audit).unwrap(), probes, "the audit log");
     crate::support::logs::assert_no_key_logged(probes);
 }
+
+/// A `keybroker.toml` for `serve` over moto's KMS with `arn` as the default
+/// key, plaintext gRPC, every caller allowed and no transcoder submission;
+/// `extra` is appended (pipelines, MediaConvert settings).
+pub fn serve_config(arn: &str, extra: &str) -> String {
+    format!(
+        "[tls]\nmode = \"plaintext\"\n[policy]\nallow_all = true\n[kms]\nbackend = \"aws\"\ndefault_key_id = \"{arn}\"\n\
+         [s3]\nforce_path_style = true\n[transcoder]\nsubmit = false\n{extra}"
+    )
+}
