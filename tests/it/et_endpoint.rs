@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
 
+use crate::support::rng::random_bytes;
 use crate::support::{et::*, moto::Moto};
 
 const PIPELINE_ID: &str = "1700000000000-abc123";
@@ -25,15 +26,6 @@ struct WrappedKey {
     key_md5: String,
     iv: String,
     iv_bytes: Vec<u8>,
-}
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        out.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn md5_b64(bytes: &[u8]) -> String {

@@ -19,17 +19,9 @@ use serde_json::json;
 use crate::support::mc_model::model;
 use crate::support::mediaconvert::{MC_CONTEXT_VALUE, McEndpoint};
 use crate::support::moto::Moto;
+use crate::support::rng::random_bytes;
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/MediaConvert_Default_Role";
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        out.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A fresh key wrapped by moto's KMS under `{"service": service}`.
 async fn wrapped(moto: &Moto, kms_key: &str, len: usize, service: &str) -> (Vec<u8>, String) {

@@ -1,6 +1,7 @@
 //! Deterministic, incompressible test data: xorshift64*, fast enough for
 //! 100 MiB in a debug build. For what tests feed the broker and its peers,
-//! never for keys the broker makes.
+//! never for keys the broker makes. And [`random_bytes`], for bytes no two
+//! calls share.
 
 /// xorshift64* over a non-zero seed.
 pub struct Rng(pub u64);
@@ -27,4 +28,16 @@ impl Rng {
         self.fill(&mut buf);
         buf
     }
+}
+
+/// `len` bytes no other call answers (random v4 UUIDs): key material and
+/// IVs a test wraps or sends as a caller would, unlike [`Rng`]'s
+/// reproducible streams.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        out.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    out.truncate(len);
+    out
 }
